@@ -1,0 +1,27 @@
+# zhimaq — see README.md. Only Go is needed for demo, test and build.
+GO ?= go
+BIN := bin
+
+.PHONY: all build test fuzz vet demo clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+vet:
+	$(GO) vet ./...
+
+# Redis-backed tests use the server at REDIS_URL when one answers, else an
+# embedded one. The fuzz targets' seed corpora run as ordinary tests.
+test: vet
+	$(GO) test -race -count=1 ./...
+
+# Grow the fuzz corpora for a while (FUZZTIME each).
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzExtractNode$$' -fuzztime $(FUZZTIME) ./internal/zhima/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseResponse$$' -fuzztime $(FUZZTIME) ./internal/zhima/
+
+clean:
+	rm -rf $(BIN)
