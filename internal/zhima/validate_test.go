@@ -25,7 +25,7 @@ func validRelation() *RelationQueryRequest {
 
 func validCertification() *CertificationInitializeRequest {
 	return &CertificationInitializeRequest{TransactionID: validTxID, ProductCode: "w1010100000000002978", BizCode: "FACE",
-		IdentityParam: `{"identity_type":"CERT_INFO","cert_type":"IDENTITY_CARD","cert_name":"张三","cert_no":"` + validID + `"}`,
+		IdentityParam:  `{"identity_type":"CERT_INFO","cert_type":"IDENTITY_CARD","cert_name":"张三","cert_no":"` + validID + `"}`,
 		MerchantConfig: "{}", FaceContrastPicture: "aGVsbG8="}
 }
 

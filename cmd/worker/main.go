@@ -1,0 +1,81 @@
+// Command worker runs zhimaq jobs: it takes them from Redis, calls Alipay's
+// gateway and stores each job's record. It is configured by the environment
+// (see README.md) and runs until SIGINT or SIGTERM.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/zhimaq/zhimaq/internal/config"
+	"github.com/zhimaq/zhimaq/internal/logging"
+	"github.com/zhimaq/zhimaq/internal/worker"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stderr))
+}
+
+// run is the command without the process: 0 after a clean stop, 2 on a
+// usage or configuration error, 1 on any other failure.
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
+	if len(args) > 0 {
+		if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+			fmt.Fprint(stderr, usage)
+			return 0
+		}
+		fmt.Fprintf(stderr, "worker: unexpected argument %q; it is configured by the environment (see --help)\n", args[0])
+		return 2
+	}
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "worker: %v\n", err)
+		return 2
+	}
+	log, err := logging.New(cfg.LogFormat, cfg.LogLevel, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "worker: %v\n", err)
+		return 2
+	}
+	defer log.Sync()
+	w, err := worker.New(worker.Options{Config: cfg, Log: log})
+	if err != nil {
+		fmt.Fprintf(stderr, "worker: %v\n", err)
+		return 2
+	}
+	if err := w.Run(ctx); err != nil {
+		fmt.Fprintf(stderr, "worker: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+const usage = `worker — runs zhimaq's verification jobs against Alipay's gateway.
+
+Usage: worker
+
+Configured by the environment (defaults in brackets):
+  REDIS_URL                      redis://, rediss:// or redis-sentinel:// [redis://127.0.0.1:6379/0]
+  ZHIMA_GATEWAY_URL              gateway endpoint [https://openapi.alipay.com/gateway.do]
+  ZHIMA_APP_ID                   app id (required)
+  ZHIMA_APP_PRIVATE_KEY[_FILE]   app private key, PEM or bare base64 (required)
+  ZHIMA_ALIPAY_PUBLIC_KEY[_FILE] Alipay public key, PEM or bare base64 (required)
+  ZHIMA_SIGN_TYPE                RSA2 or RSA [RSA2]
+  ZHIMA_TIMEOUT                  one gateway call [15s]
+  WORKER_CONCURRENCY             handlers at once [50]
+  RETRY_MAX_ATTEMPTS             gateway calls per job, first included [12]
+  RETRY_BASE_DELAY, RETRY_MAX_DELAY  backoff with jitter [2s, 10m]
+  DEDUP_WINDOW                   transaction_id window [24h]
+  RESULT_TTL                     how long records stay readable [168h]
+  HTTP_ADDR                      health listener, "off" for none [:8080]
+  ZHIMAQ_QUEUE, ZHIMAQ_KEY_PREFIX  asynq queue; prefix of zhimaq's Redis keys [zhimaq, zhimaq:]
+  LOG_FORMAT, LOG_LEVEL          json or console; debug..error [json, info]
+
+It stops on SIGINT or SIGTERM: running calls finish (or go back to the queue) and it exits 0.
+`

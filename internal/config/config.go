@@ -1,0 +1,198 @@
+// Package config reads zhimaq's settings from the environment (DESIGN.md
+// "Contract: configuration"). Every failure names the variable at fault and
+// never quotes a secret.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/zhimaq/zhimaq/internal/zhima"
+)
+
+// Config is every setting of the worker and the producer.
+type Config struct {
+	RedisURL string // REDIS_URL
+
+	GatewayURL      string         // ZHIMA_GATEWAY_URL
+	AppID           string         // ZHIMA_APP_ID
+	AppPrivateKey   string         // ZHIMA_APP_PRIVATE_KEY or the file ZHIMA_APP_PRIVATE_KEY_FILE
+	AlipayPublicKey string         // ZHIMA_ALIPAY_PUBLIC_KEY or the file ZHIMA_ALIPAY_PUBLIC_KEY_FILE
+	SignType        zhima.SignType // ZHIMA_SIGN_TYPE
+	GatewayTimeout  time.Duration  // ZHIMA_TIMEOUT: one gateway call, connect to last byte
+
+	WorkerConcurrency int           // WORKER_CONCURRENCY
+	RetryMaxAttempts  int           // RETRY_MAX_ATTEMPTS, the first attempt included
+	RetryBaseDelay    time.Duration // RETRY_BASE_DELAY
+	RetryMaxDelay     time.Duration // RETRY_MAX_DELAY
+	DedupWindow       time.Duration // DEDUP_WINDOW
+	ResultTTL         time.Duration // RESULT_TTL
+	QPS               float64       // ZHIMA_QPS, 0 = no limit
+	DataKeys          string        // DATA_KEYS or the file DATA_KEYS_FILE
+	HTTPAddr          string        // HTTP_ADDR
+
+	Queue     string // ZHIMAQ_QUEUE: the asynq queue
+	KeyPrefix string // ZHIMAQ_KEY_PREFIX: prefix of zhimaq's own Redis keys
+
+	LogFormat string // LOG_FORMAT: json or console
+	LogLevel  string // LOG_LEVEL: debug, info, warn, error
+}
+
+// Defaults are the documented defaults.
+var Defaults = Config{
+	RedisURL:          "redis://127.0.0.1:6379/0",
+	GatewayURL:        zhima.DefaultGatewayURL,
+	SignType:          zhima.RSA2,
+	GatewayTimeout:    15 * time.Second,
+	WorkerConcurrency: 50,
+	RetryMaxAttempts:  12,
+	RetryBaseDelay:    2 * time.Second,
+	RetryMaxDelay:     10 * time.Minute,
+	DedupWindow:       24 * time.Hour,
+	ResultTTL:         168 * time.Hour,
+	HTTPAddr:          ":8080",
+	Queue:             "zhimaq",
+	KeyPrefix:         "zhimaq:",
+	LogFormat:         "json",
+	LogLevel:          "info",
+}
+
+// Load reads the settings from getenv (os.Getenv when nil) over Defaults.
+// It checks the form of every value it finds but requires none: callers
+// ask for what they need with RequireGateway.
+func Load(getenv func(string) string) (Config, error) {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	c := Defaults
+	r := reader{getenv: getenv}
+	r.str("REDIS_URL", &c.RedisURL)
+	r.str("ZHIMA_GATEWAY_URL", &c.GatewayURL)
+	r.str("ZHIMA_APP_ID", &c.AppID)
+	r.secret("ZHIMA_APP_PRIVATE_KEY", &c.AppPrivateKey)
+	r.secret("ZHIMA_ALIPAY_PUBLIC_KEY", &c.AlipayPublicKey)
+	var signType string
+	if r.str("ZHIMA_SIGN_TYPE", &signType) {
+		c.SignType = zhima.SignType(strings.ToUpper(signType))
+		if c.SignType != zhima.RSA2 && c.SignType != zhima.RSA {
+			r.fail("ZHIMA_SIGN_TYPE", "want RSA2 or RSA")
+		}
+	}
+	r.duration("ZHIMA_TIMEOUT", &c.GatewayTimeout)
+	r.positive("WORKER_CONCURRENCY", &c.WorkerConcurrency)
+	r.positive("RETRY_MAX_ATTEMPTS", &c.RetryMaxAttempts)
+	r.duration("RETRY_BASE_DELAY", &c.RetryBaseDelay)
+	r.duration("RETRY_MAX_DELAY", &c.RetryMaxDelay)
+	r.duration("DEDUP_WINDOW", &c.DedupWindow)
+	r.duration("RESULT_TTL", &c.ResultTTL)
+	if v := getenv("ZHIMA_QPS"); v != "" {
+		q, err := strconv.ParseFloat(v, 64)
+		if err != nil || q < 0 {
+			r.fail("ZHIMA_QPS", "want a number ≥ 0 (0 = no limit)")
+		}
+		c.QPS = q
+	}
+	r.secret("DATA_KEYS", &c.DataKeys)
+	r.str("HTTP_ADDR", &c.HTTPAddr)
+	r.str("ZHIMAQ_QUEUE", &c.Queue)
+	r.str("ZHIMAQ_KEY_PREFIX", &c.KeyPrefix)
+	if r.str("LOG_FORMAT", &c.LogFormat) && c.LogFormat != "json" && c.LogFormat != "console" {
+		r.fail("LOG_FORMAT", "want json or console")
+	}
+	r.str("LOG_LEVEL", &c.LogLevel)
+	if r.err == nil && c.RetryMaxDelay < c.RetryBaseDelay {
+		r.fail("RETRY_MAX_DELAY", "is shorter than RETRY_BASE_DELAY")
+	}
+	if r.err == nil {
+		if _, err := ParseRedisURL(c.RedisURL); err != nil {
+			r.err = err
+		}
+	}
+	return c, r.err
+}
+
+// RequireGateway reports the first gateway setting a worker needs that is missing.
+func (c Config) RequireGateway() error {
+	switch {
+	case c.AppID == "":
+		return errors.New("config: ZHIMA_APP_ID is required")
+	case c.AppPrivateKey == "":
+		return errors.New("config: ZHIMA_APP_PRIVATE_KEY or ZHIMA_APP_PRIVATE_KEY_FILE is required")
+	case c.AlipayPublicKey == "":
+		return errors.New("config: ZHIMA_ALIPAY_PUBLIC_KEY or ZHIMA_ALIPAY_PUBLIC_KEY_FILE is required")
+	}
+	return nil
+}
+
+// reader collects the first malformed setting.
+type reader struct {
+	getenv func(string) string
+	err    error
+}
+
+func (r *reader) fail(name, detail string) {
+	if r.err == nil {
+		r.err = fmt.Errorf("config: %s: %s", name, detail)
+	}
+}
+
+// str sets *dst to the variable when it is set; it reports whether it was.
+func (r *reader) str(name string, dst *string) bool {
+	v := strings.TrimSpace(r.getenv(name))
+	if v == "" {
+		return false
+	}
+	*dst = v
+	return true
+}
+
+// secret reads NAME, or the file named by NAME_FILE; setting both is an error.
+func (r *reader) secret(name string, dst *string) {
+	v, file := r.getenv(name), r.getenv(name+"_FILE")
+	switch {
+	case v != "" && file != "":
+		r.fail(name, "set either "+name+" or "+name+"_FILE, not both")
+	case v != "":
+		*dst = strings.TrimSpace(v)
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			r.fail(name+"_FILE", fmt.Sprintf("cannot read %s: %v", file, errors.Unwrap(err)))
+			return
+		}
+		*dst = strings.TrimSpace(string(b))
+		if *dst == "" {
+			r.fail(name+"_FILE", file+" is empty")
+		}
+	}
+}
+
+func (r *reader) duration(name string, dst *time.Duration) {
+	v := r.getenv(name)
+	if v == "" {
+		return
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		r.fail(name, fmt.Sprintf("%q is not a positive Go duration such as 2s or 10m", v))
+		return
+	}
+	*dst = d
+}
+
+func (r *reader) positive(name string, dst *int) {
+	v := r.getenv(name)
+	if v == "" {
+		return
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		r.fail(name, fmt.Sprintf("%q is not a whole number ≥ 1", v))
+		return
+	}
+	*dst = n
+}

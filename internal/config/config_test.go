@@ -1,0 +1,98 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestLoadDefaults(t *testing.T) {
+	c, err := Load(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.WorkerConcurrency != 50 || c.RetryMaxAttempts != 12 || c.RetryBaseDelay != 2*time.Second ||
+		c.RetryMaxDelay != 10*time.Minute || c.DedupWindow != 24*time.Hour || c.ResultTTL != 168*time.Hour ||
+		c.HTTPAddr != ":8080" || c.SignType != "RSA2" || c.RedisURL != "redis://127.0.0.1:6379/0" ||
+		c.GatewayURL != "https://openapi.alipay.com/gateway.do" || c.QPS != 0 {
+		t.Fatalf("defaults differ from the contract: %+v", c)
+	}
+	if err := c.RequireGateway(); err == nil || !strings.Contains(err.Error(), "ZHIMA_APP_ID") {
+		t.Fatalf("RequireGateway = %v", err)
+	}
+}
+
+func TestLoadNamesTheBadSetting(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "key.pem")
+	if err := os.WriteFile(keyFile, []byte("KEY\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"bad duration", map[string]string{"RETRY_BASE_DELAY": "2 seconds"}, "RETRY_BASE_DELAY"},
+		{"negative duration", map[string]string{"DEDUP_WINDOW": "-1h"}, "DEDUP_WINDOW"},
+		{"zero concurrency", map[string]string{"WORKER_CONCURRENCY": "0"}, "WORKER_CONCURRENCY"},
+		{"words for attempts", map[string]string{"RETRY_MAX_ATTEMPTS": "many"}, "RETRY_MAX_ATTEMPTS"},
+		{"max below base", map[string]string{"RETRY_BASE_DELAY": "1m", "RETRY_MAX_DELAY": "1s"}, "RETRY_MAX_DELAY"},
+		{"bad sign type", map[string]string{"ZHIMA_SIGN_TYPE": "MD5"}, "ZHIMA_SIGN_TYPE"},
+		{"negative qps", map[string]string{"ZHIMA_QPS": "-3"}, "ZHIMA_QPS"},
+		{"key and key file", map[string]string{"ZHIMA_APP_PRIVATE_KEY": "x", "ZHIMA_APP_PRIVATE_KEY_FILE": keyFile}, "ZHIMA_APP_PRIVATE_KEY"},
+		{"missing key file", map[string]string{"ZHIMA_ALIPAY_PUBLIC_KEY_FILE": "/nonexistent/alipay.pem"}, "ZHIMA_ALIPAY_PUBLIC_KEY_FILE"},
+		{"bad redis scheme", map[string]string{"REDIS_URL": "http://u:s3cret@h/0"}, "REDIS_URL"},
+		{"bad redis db", map[string]string{"REDIS_URL": "redis://:s3cret@h/zero"}, "REDIS_URL"},
+		{"sentinel without master", map[string]string{"REDIS_URL": "redis-sentinel://:s3cret@h1,h2"}, "REDIS_URL"},
+		{"bad log format", map[string]string{"LOG_FORMAT": "xml"}, "LOG_FORMAT"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load(env(tc.env))
+			if err == nil || !strings.HasPrefix(err.Error(), "config: "+tc.want) {
+				t.Fatalf("err = %v, want it to name %s", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "s3cret") || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("err %q leaks a secret or spans lines", err)
+			}
+		})
+	}
+}
+
+func TestLoadReadsFilesAndURLs(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "key.pem")
+	if err := os.WriteFile(keyFile, []byte("  KEY BODY\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(env(map[string]string{"ZHIMA_APP_PRIVATE_KEY_FILE": keyFile, "ZHIMA_SIGN_TYPE": "rsa", "ZHIMA_QPS": "12.5"}))
+	if err != nil || c.AppPrivateKey != "KEY BODY" || c.SignType != "RSA" || c.QPS != 12.5 {
+		t.Fatalf("got %+v, %v", c, err)
+	}
+	tests := map[string]asynq.RedisConnOpt{
+		"redis://127.0.0.1:6379/2":                 asynq.RedisClientOpt{Addr: "127.0.0.1:6379", DB: 2},
+		"redis://app:pw@redis":                     asynq.RedisClientOpt{Addr: "redis:6379", Username: "app", Password: "pw"},
+		"redis-sentinel://:pw@s1,s2:5000?master=m": asynq.RedisFailoverClientOpt{MasterName: "m", SentinelAddrs: []string{"s1:26379", "s2:5000"}, Password: "pw", SentinelPassword: "pw"},
+	}
+	for raw, want := range tests {
+		got, err := ParseRedisURL(raw)
+		if err != nil {
+			t.Fatalf("%s: %v", raw, err)
+		}
+		if gs, ws := strings.ReplaceAll(toString(got), " ", ""), strings.ReplaceAll(toString(want), " ", ""); gs != ws {
+			t.Errorf("%s: got %s, want %s", raw, gs, ws)
+		}
+	}
+	tlsOpt, err := ParseRedisURL("rediss://:pw@cache.example:6380/0")
+	if err != nil || tlsOpt.(asynq.RedisClientOpt).TLSConfig == nil || tlsOpt.(asynq.RedisClientOpt).TLSConfig.ServerName != "cache.example" {
+		t.Fatalf("rediss: %+v %v", tlsOpt, err)
+	}
+}
+
+func toString(v any) string { return fmt.Sprintf("%+v", v) }

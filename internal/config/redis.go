@@ -1,0 +1,80 @@
+package config
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+)
+
+// ParseRedisURL reads REDIS_URL: redis://[user:password@]host[:port][/db],
+// rediss:// for TLS, or redis-sentinel://[user:password@]host1[:port][,hostN[:port]][/db]?master=NAME.
+// Errors never quote the URL, which may hold a password.
+func ParseRedisURL(raw string) (asynq.RedisConnOpt, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, errors.New("config: REDIS_URL is not a URL")
+	}
+	var user, pass string
+	if u.User != nil {
+		user = u.User.Username()
+		pass, _ = u.User.Password()
+	}
+	db := 0
+	if p := strings.Trim(u.Path, "/"); p != "" {
+		if db, err = strconv.Atoi(p); err != nil || db < 0 {
+			return nil, errors.New("config: REDIS_URL: the path must be a database number such as /0")
+		}
+	}
+	if n := u.Query().Get("db"); n != "" {
+		if db, err = strconv.Atoi(n); err != nil || db < 0 {
+			return nil, errors.New("config: REDIS_URL: db must be a database number")
+		}
+	}
+	switch u.Scheme {
+	case "redis", "rediss":
+		if u.Host == "" {
+			return nil, errors.New("config: REDIS_URL has no host")
+		}
+		opt := asynq.RedisClientOpt{Addr: withPort(u.Host, "6379"), Username: user, Password: pass, DB: db}
+		if u.Scheme == "rediss" {
+			opt.TLSConfig = &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
+		}
+		return opt, nil
+	case "redis-sentinel":
+		master := u.Query().Get("master")
+		if u.Host == "" || master == "" {
+			return nil, errors.New("config: REDIS_URL: redis-sentinel:// needs hosts and ?master=NAME")
+		}
+		var addrs []string
+		for _, h := range strings.Split(u.Host, ",") {
+			addrs = append(addrs, withPort(h, "26379"))
+		}
+		return asynq.RedisFailoverClientOpt{MasterName: master, SentinelAddrs: addrs,
+			Username: user, Password: pass, SentinelPassword: pass, DB: db}, nil
+	}
+	return nil, fmt.Errorf("config: REDIS_URL: scheme %q: want redis, rediss or redis-sentinel", u.Scheme)
+}
+
+// RedisClient opens a go-redis client for REDIS_URL, shared by zhimaq's
+// stores and asynq.
+func RedisClient(raw string) (redis.UniversalClient, error) {
+	opt, err := ParseRedisURL(raw)
+	if err != nil {
+		return nil, err
+	}
+	return opt.MakeRedisClient().(redis.UniversalClient), nil
+}
+
+// withPort adds port to a host that names none.
+func withPort(host, port string) string {
+	if strings.Contains(host, ":") && !strings.HasSuffix(host, "]") {
+		return host
+	}
+	return host + ":" + port
+}

@@ -1,0 +1,126 @@
+package idempotency
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Store holds claims in Redis at <prefix>claim:<app_id>:<method>:<transaction_id>,
+// each a string holding the fingerprint, expiring when the window closes.
+// It is safe for concurrent use.
+type Store struct {
+	rdb    redis.UniversalClient
+	prefix string
+}
+
+// New returns a Store on rdb. prefix "" means DefaultPrefix ("zhimaq:").
+func New(rdb redis.UniversalClient, prefix string) *Store {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	return &Store{rdb: rdb, prefix: prefix}
+}
+
+func (s *Store) key(k Key) string { return k.RedisKey(s.prefix, "claim") }
+
+// claimScript: KEYS[1] claim, ARGV[1] fingerprint, ARGV[2] window in ms.
+// Returns 1 claimed, 2 duplicate, 3 conflict.
+var claimScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if v == ARGV[1] then return 2 end
+return 3
+`)
+
+// extendScript: KEYS[1] claim, ARGV[1] ms from now. Raises the TTL to
+// ARGV[1] when it is lower; leaves a missing or persistent key alone.
+var extendScript = redis.NewScript(`
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl >= 0 and ttl < tonumber(ARGV[1]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+`)
+
+// releaseScript: KEYS[1] claim, ARGV[1] fingerprint. Deletes the claim only
+// when it holds that fingerprint.
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+`)
+
+// Claim atomically (one Lua script) claims k with fingerprint for window:
+// if k is unclaimed it is claimed for window and Claimed returned; if it is
+// claimed with the same fingerprint, Duplicate (the claim's expiry is left as
+// it is); if with another fingerprint, Conflict. Of several processes racing
+// for the same key, exactly one gets Claimed.
+//
+// It returns an error, and no outcome, when k is invalid (Key.Validate), the
+// fingerprint is empty, window is under a millisecond, or Redis fails.
+func (s *Store) Claim(ctx context.Context, k Key, fingerprint string, window time.Duration) (Outcome, error) {
+	if err := k.Validate(); err != nil {
+		return 0, err
+	}
+	if fingerprint == "" {
+		return 0, fmt.Errorf("idempotency: claim %s: empty fingerprint", k)
+	}
+	if window < time.Millisecond {
+		return 0, fmt.Errorf("idempotency: claim %s: window %v is under 1ms", k, window)
+	}
+	n, err := claimScript.Run(ctx, s.rdb, []string{s.key(k)}, fingerprint, window.Milliseconds()).Int64()
+	if err != nil {
+		return 0, fmt.Errorf("idempotency: claim %s: %w", k, err)
+	}
+	switch o := Outcome(n); o {
+	case Claimed, Duplicate, Conflict:
+		return o, nil
+	}
+	return 0, fmt.Errorf("idempotency: claim %s: unexpected script result %d", k, n)
+}
+
+// Extend keeps the claim on k until at least until: it lengthens the claim's
+// expiry when it would come sooner and never shortens it. A missing claim
+// (expired or released) is not an error and is not re-created; an until that
+// has passed does nothing. until is read against the local clock.
+// It returns an error when k is invalid or Redis fails.
+func (s *Store) Extend(ctx context.Context, k Key, until time.Time) error {
+	if err := k.Validate(); err != nil {
+		return err
+	}
+	d := time.Until(until)
+	if d <= 0 {
+		return nil
+	}
+	ms := (d + time.Millisecond - 1).Milliseconds() // round up: at least until
+	if err := extendScript.Run(ctx, s.rdb, []string{s.key(k)}, ms).Err(); err != nil {
+		return fmt.Errorf("idempotency: extend %s: %w", k, err)
+	}
+	return nil
+}
+
+// Release deletes the claim on k only if it still holds fingerprint, as when
+// the enqueue that followed Claimed was refused; a claim taken since with
+// another fingerprint, or none, is left alone and is not an error.
+// It returns an error when k is invalid or Redis fails.
+func (s *Store) Release(ctx context.Context, k Key, fingerprint string) error {
+	if err := k.Validate(); err != nil {
+		return err
+	}
+	if fingerprint == "" {
+		return errors.New("idempotency: release " + k.String() + ": empty fingerprint")
+	}
+	if err := releaseScript.Run(ctx, s.rdb, []string{s.key(k)}, fingerprint).Err(); err != nil {
+		return fmt.Errorf("idempotency: release %s: %w", k, err)
+	}
+	return nil
+}

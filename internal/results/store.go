@@ -1,0 +1,292 @@
+package results
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/zhimaq/zhimaq/internal/idempotency"
+)
+
+// DefaultTTL is how long a record stays after its last write when New is
+// given 0 (RESULT_TTL's default).
+const DefaultTTL = 168 * time.Hour
+
+const (
+	// mgetChunk keys go in one MGET; mgetPerTrip MGETs in one round trip.
+	mgetChunk   = 500
+	mgetPerTrip = 20
+	// maxUpdateTries bounds Update's optimistic retries. A try fails only when
+	// another writer committed since its WATCH, so up to this many writers
+	// racing on one record all get through.
+	maxUpdateTries = 10
+)
+
+// ErrNotFound is returned, wrapped with the key, when a job has no record:
+// never written, or expired. Test for it with errors.Is.
+var ErrNotFound = errors.New("results: no record")
+
+// CorruptError is returned when a stored value is not a record of its key.
+// Its text names the key (transaction ids are safe to show) and where the
+// value is broken, never the value's contents. Reach it with errors.As.
+type CorruptError struct {
+	// Key is the record's key.
+	Key idempotency.Key
+	// Reason says what is wrong, without quoting the value.
+	Reason string
+}
+
+// Error returns "results: corrupt record app_id/method/transaction_id: reason".
+func (e *CorruptError) Error() string {
+	return "results: corrupt record " + e.Key.String() + ": " + e.Reason
+}
+
+// Store reads and writes result records in Redis. Every write sets the
+// record to expire ttl later. It is safe for concurrent use.
+type Store struct {
+	rdb    redis.UniversalClient
+	prefix string
+	ttl    time.Duration
+}
+
+// New returns a Store on rdb. prefix "" means idempotency.DefaultPrefix
+// ("zhimaq:"); ttl 0 (or less) means DefaultTTL (168h).
+func New(rdb redis.UniversalClient, prefix string, ttl time.Duration) *Store {
+	if prefix == "" {
+		prefix = idempotency.DefaultPrefix
+	}
+	if ttl <= 0 {
+		ttl = DefaultTTL
+	}
+	return &Store{rdb: rdb, prefix: prefix, ttl: ttl}
+}
+
+func (s *Store) key(k idempotency.Key) string { return k.RedisKey(s.prefix, "result") }
+
+// Get returns k's record in one round trip. It returns an error wrapping
+// ErrNotFound when there is none, a *CorruptError when the stored value is
+// not a record of k, and an error when k is invalid or Redis fails.
+func (s *Store) Get(ctx context.Context, k idempotency.Key) (*Record, error) {
+	if err := k.Validate(); err != nil {
+		return nil, fmt.Errorf("results: get: %w", err)
+	}
+	data, err := s.rdb.Get(ctx, s.key(k)).Bytes()
+	if err == redis.Nil {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, k)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("results: get %s: %w", k, err)
+	}
+	return decode(k, data)
+}
+
+// GetMany returns the records of keys, in order, with nil where there is
+// none. It reads them with MGETs of 500 keys, pipelined 20 to a round trip,
+// so all keys must live on one Redis node (no Cluster).
+//
+// When some stored values are corrupt it returns the other records, nil in
+// their places, and an error joining one *CorruptError for each. An invalid
+// key (named by its index) or a Redis failure returns no records.
+func (s *Store) GetMany(ctx context.Context, keys []idempotency.Key) ([]*Record, error) {
+	names := make([]string, len(keys))
+	for i, k := range keys {
+		if err := k.Validate(); err != nil {
+			return nil, fmt.Errorf("results: get many: key %d: %w", i, err)
+		}
+		names[i] = s.key(k)
+	}
+	recs := make([]*Record, len(keys))
+	var corrupt []error
+	for trip := 0; trip < len(names); trip += mgetChunk * mgetPerTrip {
+		end := min(trip+mgetChunk*mgetPerTrip, len(names))
+		pipe := s.rdb.Pipeline()
+		var cmds []*redis.SliceCmd
+		for lo := trip; lo < end; lo += mgetChunk {
+			cmds = append(cmds, pipe.MGet(ctx, names[lo:min(lo+mgetChunk, end)]...))
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("results: get many: %w", err)
+		}
+		for c, cmd := range cmds {
+			for j, v := range cmd.Val() {
+				i := trip + c*mgetChunk + j
+				switch v := v.(type) {
+				case nil:
+				case string:
+					rec, err := decode(keys[i], []byte(v))
+					if err != nil {
+						corrupt = append(corrupt, err)
+						continue
+					}
+					recs[i] = rec
+				default:
+					corrupt = append(corrupt, &CorruptError{Key: keys[i], Reason: fmt.Sprintf("unexpected reply type %T", v)})
+				}
+			}
+		}
+	}
+	return recs, errors.Join(corrupt...)
+}
+
+// Create writes rec as k's record only if k has none (SET NX, with the TTL),
+// in one round trip, and reports whether it wrote. It returns an error when
+// k is invalid, rec is not for k (its Method and TransactionID), rec cannot
+// be encoded, or Redis fails.
+func (s *Store) Create(ctx context.Context, k idempotency.Key, rec *Record) (bool, error) {
+	data, err := encode("create", k, rec)
+	if err != nil {
+		return false, err
+	}
+	ok, err := s.rdb.SetNX(ctx, s.key(k), data, s.ttl).Result()
+	if err != nil {
+		return false, fmt.Errorf("results: create %s: %w", k, err)
+	}
+	return ok, nil
+}
+
+// Put writes rec as k's record whatever is there, with the TTL, in one round
+// trip. Its errors are Create's.
+func (s *Store) Put(ctx context.Context, k idempotency.Key, rec *Record) error {
+	data, err := encode("put", k, rec)
+	if err != nil {
+		return err
+	}
+	if err := s.rdb.Set(ctx, s.key(k), data, s.ttl).Err(); err != nil {
+		return fmt.Errorf("results: put %s: %w", k, err)
+	}
+	return nil
+}
+
+// Update reads k's record, applies change to it and writes it back, with the
+// TTL refreshed, atomically: WATCH, GET, then MULTI/SET/EXEC, trying again
+// (up to 10 times) when another write to the record came in between; change
+// is then called again on a freshly read record, so it must only modify the
+// record it is given. It returns the record written.
+//
+// Update sets no field itself (UpdatedAt included). It returns an error
+// wrapping ErrNotFound when there is no record; change's error itself,
+// unwrapped, when change fails, and then writes nothing; a *CorruptError for
+// a corrupt value; an error wrapping redis.TxFailedErr when every try met a
+// conflicting write; and an error when k is invalid, change made the record
+// one of another key, or Redis fails.
+func (s *Store) Update(ctx context.Context, k idempotency.Key, change func(*Record) error) (*Record, error) {
+	if err := k.Validate(); err != nil {
+		return nil, fmt.Errorf("results: update: %w", err)
+	}
+	key := s.key(k)
+	var (
+		out       *Record
+		changeErr error
+	)
+	txf := func(tx *redis.Tx) error {
+		data, err := tx.Get(ctx, key).Bytes()
+		if err == redis.Nil {
+			return fmt.Errorf("%w: %s", ErrNotFound, k)
+		}
+		if err != nil {
+			return err
+		}
+		rec, err := decode(k, data)
+		if err != nil {
+			return err
+		}
+		if err := change(rec); err != nil {
+			changeErr = err
+			return err
+		}
+		data, err = encode("update", k, rec)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.Set(ctx, key, data, s.ttl)
+			return nil
+		}); err != nil {
+			return err
+		}
+		out = rec
+		return nil
+	}
+	for range maxUpdateTries {
+		err := s.rdb.Watch(ctx, txf, key)
+		switch {
+		case err == nil:
+			return out, nil
+		case changeErr != nil:
+			return nil, changeErr
+		case !errors.Is(err, redis.TxFailedErr):
+			var ce *CorruptError
+			if errors.Is(err, ErrNotFound) || errors.As(err, &ce) || errors.Is(err, errEncode) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("results: update %s: %w", k, err)
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("results: update %s: %w", k, err)
+		}
+	}
+	return nil, fmt.Errorf("results: update %s: %d tries met conflicting writes: %w", k, maxUpdateTries, redis.TxFailedErr)
+}
+
+// errEncode marks encode's errors, which Update passes on as they are.
+var errEncode = errors.New("cannot store record")
+
+// encode checks k and that rec belongs to it, and returns rec's JSON.
+func encode(op string, k idempotency.Key, rec *Record) ([]byte, error) {
+	if err := k.Validate(); err != nil {
+		return nil, fmt.Errorf("results: %s: %w", op, err)
+	}
+	if rec == nil {
+		return nil, fmt.Errorf("results: %s %s: %w: nil record", op, k, errEncode)
+	}
+	if rec.Method != k.Method || rec.TransactionID != k.TransactionID {
+		return nil, fmt.Errorf("results: %s %s: %w: its method or transaction_id is not the key's", op, k, errEncode)
+	}
+	data, err := rec.MarshalJSON()
+	if err != nil {
+		return nil, fmt.Errorf("results: %s %s: %w: %v", op, k, errEncode, encodeReason(err))
+	}
+	return data, nil
+}
+
+// decode reads a stored value as k's record.
+func decode(k idempotency.Key, data []byte) (*Record, error) {
+	var rec Record
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return nil, &CorruptError{Key: k, Reason: decodeReason(err)}
+	}
+	if rec.Method != k.Method || rec.TransactionID != k.TransactionID {
+		return nil, &CorruptError{Key: k, Reason: "the record names another method or transaction_id"}
+	}
+	return &rec, nil
+}
+
+// decodeReason describes a decoding error without quoting the value.
+func decodeReason(err error) string {
+	var (
+		se *json.SyntaxError
+		te *json.UnmarshalTypeError
+	)
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("not valid JSON (at byte %d)", se.Offset)
+	case errors.As(err, &te) && te.Field != "":
+		return fmt.Sprintf("field %q does not hold a %s", te.Field, te.Type)
+	case errors.As(err, &te):
+		return fmt.Sprintf("not a JSON object (at byte %d)", te.Offset)
+	}
+	return "a field has a value of the wrong form"
+}
+
+// encodeReason describes an encoding error without quoting the record.
+func encodeReason(err error) string {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return "response is not valid JSON"
+	}
+	return "a field cannot be encoded"
+}

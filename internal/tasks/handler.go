@@ -1,0 +1,268 @@
+package tasks
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"go.uber.org/zap"
+
+	"github.com/zhimaq/zhimaq/internal/idempotency"
+	"github.com/zhimaq/zhimaq/internal/results"
+	"github.com/zhimaq/zhimaq/internal/zhima"
+)
+
+// Gateway is the part of *zhima.Client the handler uses.
+type Gateway interface {
+	Call(ctx context.Context, req zhima.Request, opts ...zhima.CallOption) (*zhima.Envelope, error)
+}
+
+// Handler runs one gateway attempt per delivery of a task. Success and final
+// failures are stored and end the task; transient failures are stored as
+// retrying and returned, so asynq retries them with RetryDelay.
+type Handler struct {
+	Gateway Gateway
+	Results *results.Store
+	Claims  *idempotency.Store
+	Log     *zap.Logger
+	// MaxAttempts bounds gateway calls per job, the first included. Default 12.
+	MaxAttempts int
+	// Window is how long the gateway honours a transaction_id after its first
+	// call. Default 24h. No attempt starts after first call + Window - margin,
+	// where margin is a tenth of Window, at most 10 minutes.
+	Window time.Duration
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+func (h *Handler) now() time.Time {
+	if h.Now != nil {
+		return h.Now()
+	}
+	return time.Now()
+}
+
+func (h *Handler) window() time.Duration {
+	if h.Window > 0 {
+		return h.Window
+	}
+	return 24 * time.Hour
+}
+
+func (h *Handler) maxAttempts() int {
+	if h.MaxAttempts > 0 {
+		return h.MaxAttempts
+	}
+	return 12
+}
+
+// lastStart is the latest moment an attempt may start for a transaction
+// whose first gateway call was at first.
+func (h *Handler) lastStart(first time.Time) time.Time {
+	w := h.window()
+	return first.Add(w - min(w/10, 10*time.Minute))
+}
+
+// Register adds the handler for every method to mux.
+func (h *Handler) Register(mux *asynq.ServeMux) {
+	for _, m := range zhima.Methods {
+		mux.Handle(TaskType(m), h)
+	}
+}
+
+// errFinal ends a task without retry; the record already says why.
+var errFinal = fmt.Errorf("job failed for good: %w", asynq.SkipRetry)
+
+// ProcessTask implements asynq.Handler.
+func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	p, err := DecodePayload(t.Type(), t.Payload())
+	if err != nil {
+		h.Log.Error("task payload cannot be decoded; dropping it", zap.String("type", t.Type()), zap.Error(err))
+		if p, ok := partialKey(t); ok {
+			h.fail(ctx, p, &results.ErrorInfo{Source: string(zhima.SourceLocal), Code: zhima.CodeBusinessFailed,
+				SubCode: zhima.SubInvalidParameter, SubMsg: err.Error()})
+		}
+		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
+	key := p.Key()
+	log := h.Log.With(zap.String("method", p.Method), zap.String("transaction_id", p.TransactionID))
+
+	rec, err := h.Results.Get(ctx, key)
+	if errors.Is(err, results.ErrNotFound) {
+		rec = &results.Record{Method: p.Method, TransactionID: p.TransactionID, State: results.Queued}
+	} else if err != nil {
+		return fmt.Errorf("tasks: read result: %w", err)
+	}
+	if rec.State.Terminal() {
+		log.Info("job already finished; no gateway call", zap.String("state", string(rec.State)))
+		return nil
+	}
+	now := h.now()
+	if rec.FirstCallAt != nil && now.After(h.lastStart(*rec.FirstCallAt)) {
+		log.Warn("transaction_id window closed; job fails without another call", zap.Int("attempts", rec.Attempts))
+		h.fail(ctx, p, &results.ErrorInfo{Source: string(zhima.SourceLocal), Code: zhima.CodeBusinessFailed,
+			SubCode: zhima.SubTransactionIDExpired,
+			SubMsg:  fmt.Sprintf("the transaction_id window (%s from the first call) closed before attempt %d could start", h.window(), rec.Attempts+1)})
+		return errFinal
+	}
+	if rec.Attempts >= h.maxAttempts() {
+		h.fail(ctx, p, rec.Error)
+		return errFinal
+	}
+	req, err := Request(p.Method, p.BizContent)
+	if err != nil {
+		log.Warn("job holds an invalid request", zap.Error(err))
+		h.fail(ctx, p, ErrorInfo(err))
+		return errFinal
+	}
+
+	first := now
+	if rec.FirstCallAt != nil {
+		first = *rec.FirstCallAt
+	}
+	if rec, err = h.update(ctx, p, func(r *results.Record) {
+		r.State = results.Running
+		if r.FirstCallAt == nil {
+			r.FirstCallAt = &first
+		}
+	}); err != nil {
+		return fmt.Errorf("tasks: mark running: %w", err)
+	}
+	if rec.Attempts == 0 {
+		// The gateway's window opens now: hold the claim at least as long.
+		if err := h.Claims.Extend(ctx, key, first.Add(h.window())); err != nil {
+			log.Warn("cannot extend the transaction claim", zap.Error(err))
+		}
+	}
+
+	var opts []zhima.CallOption
+	if p.AppAuthToken != "" {
+		opts = append(opts, zhima.WithAppAuthToken(p.AppAuthToken))
+	}
+	started := time.Now()
+	env, callErr := h.Gateway.Call(ctx, req, opts...)
+	elapsed := time.Since(started)
+
+	var zerr *zhima.Error
+	if callErr != nil && !errors.As(callErr, &zerr) {
+		zerr = &zhima.Error{Source: zhima.SourceTransport, Method: p.Method, Err: callErr}
+	}
+	final := zerr == nil || !zerr.Retryable()
+	rec, err = h.update(ctx, p, func(r *results.Record) {
+		r.Attempts++
+		switch {
+		case zerr == nil:
+			r.State, r.Response, r.Error = results.Succeeded, env.Raw, nil
+		default:
+			r.Error = ErrorInfo(zerr)
+			r.State = results.Retrying
+			if final || r.Attempts >= h.maxAttempts() || h.now().After(h.lastStart(first)) {
+				r.State, final = results.Failed, true
+			}
+		}
+	})
+	if err != nil {
+		// The call happened but its outcome is not stored: retry, and the
+		// gateway answers the same transaction without billing again.
+		return fmt.Errorf("tasks: store outcome: %w", err)
+	}
+	fields := []zap.Field{zap.Int("attempt", rec.Attempts), zap.Duration("elapsed", elapsed), zap.String("state", string(rec.State))}
+	if zerr == nil {
+		log.Info("gateway call succeeded", fields...)
+		return nil
+	}
+	fields = append(fields, zap.String("source", string(zerr.Source)), zap.String("code", zerr.Code), zap.String("sub_code", zerr.SubCode))
+	if final {
+		log.Warn("gateway call failed for good", fields...)
+		return errFinal
+	}
+	log.Info("gateway call failed; will retry", fields...)
+	return zerr
+}
+
+// update changes the job's record, creating it if it has gone missing.
+func (h *Handler) update(ctx context.Context, p *Payload, change func(*results.Record)) (*results.Record, error) {
+	apply := func(r *results.Record) error {
+		change(r)
+		r.UpdatedAt = h.now().UTC()
+		return nil
+	}
+	rec, err := h.Results.Update(ctx, p.Key(), apply)
+	if errors.Is(err, results.ErrNotFound) {
+		rec = &results.Record{Method: p.Method, TransactionID: p.TransactionID, State: results.Queued}
+		_ = apply(rec)
+		return rec, h.Results.Put(ctx, p.Key(), rec)
+	}
+	return rec, err
+}
+
+// fail stores a final failure; a failure to store it is only logged, as the
+// task ends either way.
+func (h *Handler) fail(ctx context.Context, p *Payload, info *results.ErrorInfo) {
+	if _, err := h.update(ctx, p, func(r *results.Record) { r.State, r.Error = results.Failed, info }); err != nil {
+		h.Log.Error("cannot store a failed job", zap.String("method", p.Method), zap.String("transaction_id", p.TransactionID), zap.Error(err))
+	}
+}
+
+// partialKey recovers the transaction of a payload that failed to decode
+// in full, so its record can say why it failed.
+func partialKey(t *asynq.Task) (*Payload, bool) {
+	var p Payload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil || p.AppID == "" || p.TransactionID == "" || p.Method != t.Type() {
+		return nil, false
+	}
+	return &p, true
+}
+
+// ErrorInfo is the record's form of a gateway or local error.
+func ErrorInfo(err error) *results.ErrorInfo {
+	var zerr *zhima.Error
+	if !errors.As(err, &zerr) {
+		return &results.ErrorInfo{Source: string(zhima.SourceLocal), Msg: err.Error()}
+	}
+	info := &results.ErrorInfo{Source: string(zerr.Source), Code: zerr.Code, Msg: zerr.Msg, SubCode: zerr.SubCode, SubMsg: zerr.SubMsg}
+	if zerr.Err != nil && info.Msg == "" {
+		info.Msg = zerr.Err.Error()
+	} else if zerr.HTTPStatus != 0 && zerr.HTTPStatus != 200 && info.Msg == "" {
+		info.Msg = fmt.Sprintf("HTTP %d", zerr.HTTPStatus)
+	}
+	return info
+}
+
+// RetryDelay is asynq's RetryDelayFunc for zhimaq: base·2ⁿ capped at max,
+// with "equal jitter" (half fixed, half random) so retries of a failure
+// burst spread out without waiting much longer than the backoff.
+func RetryDelay(base, max time.Duration) asynq.RetryDelayFunc {
+	return func(n int, _ error, _ *asynq.Task) time.Duration {
+		d := max
+		if n < 40 {
+			if e := base << n; e > 0 && e < max {
+				d = e
+			}
+		}
+		half := d / 2
+		return half + rand.N(half+1)
+	}
+}
+
+// Exhausted is asynq's ErrorHandler: when asynq gives up on a task that the
+// handler still meant to retry (its own retry budget ran out first, e.g.
+// after repeated Redis failures), it marks the record failed so no caller
+// waits for it forever.
+func (h *Handler) Exhausted(ctx context.Context, t *asynq.Task, err error) {
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	if errors.Is(err, asynq.SkipRetry) || retried < maxRetry {
+		return
+	}
+	p, ok := partialKey(t)
+	if !ok {
+		return
+	}
+	h.Log.Warn("asynq gave up on the task", zap.String("method", p.Method), zap.String("transaction_id", p.TransactionID), zap.Int("retried", retried))
+	h.fail(context.WithoutCancel(ctx), p, ErrorInfo(err))
+}

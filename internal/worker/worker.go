@@ -1,0 +1,205 @@
+// Package worker assembles a zhimaq worker: the gateway client, the task
+// handler, the asynq server and the HTTP listener, from one Config.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/zhimaq/zhimaq/internal/config"
+	"github.com/zhimaq/zhimaq/internal/idempotency"
+	"github.com/zhimaq/zhimaq/internal/results"
+	"github.com/zhimaq/zhimaq/internal/tasks"
+	"github.com/zhimaq/zhimaq/internal/zhima"
+)
+
+// Options are a worker's settings and optional dependencies.
+type Options struct {
+	// Config holds the settings of DESIGN.md's contract; the gateway ones are required.
+	Config config.Config
+	// Log defaults to a no-op logger.
+	Log *zap.Logger
+	// Redis defaults to a client for Config.RedisURL, closed by Close.
+	Redis redis.UniversalClient
+	// PollInterval is how often retries that are due are moved back to the
+	// queue (asynq's DelayedTaskCheckInterval); default 1s.
+	PollInterval time.Duration
+	// ShutdownTimeout is how long running calls may finish on shutdown
+	// before their tasks are handed back; default: the gateway timeout + 2s.
+	ShutdownTimeout time.Duration
+	// Now is the clock of the handler and the gateway timestamps; default time.Now.
+	Now func() time.Time
+}
+
+// Worker runs jobs until its context ends.
+type Worker struct {
+	opts      Options
+	log       *zap.Logger
+	rdb       redis.UniversalClient
+	ownsRedis bool
+	server    *asynq.Server
+	handler   *tasks.Handler
+	http      *http.Server
+	listener  net.Listener
+}
+
+// New checks the configuration and builds a worker; nothing runs until Run.
+// A bad key or setting fails here, with an error naming it.
+func New(opts Options) (*Worker, error) {
+	cfg := opts.Config
+	if err := cfg.RequireGateway(); err != nil {
+		return nil, err
+	}
+	log := opts.Log
+	if log == nil {
+		log = zap.NewNop()
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	gateway, err := zhima.NewClient(zhima.Config{
+		GatewayURL:      cfg.GatewayURL,
+		AppID:           cfg.AppID,
+		AppPrivateKey:   cfg.AppPrivateKey,
+		AlipayPublicKey: cfg.AlipayPublicKey,
+		SignType:        cfg.SignType,
+		Timeout:         cfg.GatewayTimeout,
+	}, zhima.WithHTTPClient(HTTPClient(cfg.WorkerConcurrency)), zhima.WithClock(now))
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	w := &Worker{opts: opts, log: log, rdb: opts.Redis}
+	if w.rdb == nil {
+		if w.rdb, err = config.RedisClient(cfg.RedisURL); err != nil {
+			return nil, err
+		}
+		w.ownsRedis = true
+	}
+	queue := cfg.Queue
+	if queue == "" {
+		queue = tasks.DefaultQueue
+	}
+	w.handler = &tasks.Handler{
+		Gateway:     gateway,
+		Results:     results.New(w.rdb, cfg.KeyPrefix, cfg.ResultTTL),
+		Claims:      idempotency.New(w.rdb, cfg.KeyPrefix),
+		Log:         log,
+		MaxAttempts: cfg.RetryMaxAttempts,
+		Window:      cfg.DedupWindow,
+		Now:         now,
+	}
+	poll := opts.PollInterval
+	if poll == 0 {
+		poll = time.Second
+	}
+	shutdown := opts.ShutdownTimeout
+	if shutdown == 0 {
+		shutdown = cfg.GatewayTimeout + 2*time.Second
+	}
+	w.server = asynq.NewServerFromRedisClient(w.rdb, asynq.Config{
+		Concurrency:              cfg.WorkerConcurrency,
+		Queues:                   map[string]int{queue: 1},
+		RetryDelayFunc:           tasks.RetryDelay(cfg.RetryBaseDelay, cfg.RetryMaxDelay),
+		ErrorHandler:             asynq.ErrorHandlerFunc(w.handler.Exhausted),
+		Logger:                   log.Named("asynq").Sugar(),
+		LogLevel:                 asynq.WarnLevel,
+		ShutdownTimeout:          shutdown,
+		DelayedTaskCheckInterval: poll,
+		TaskCheckInterval:        min(poll, time.Second),
+	})
+	if cfg.HTTPAddr != "" && cfg.HTTPAddr != "off" {
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, r *http.Request) { rw.Write([]byte("ok\n")) })
+		mux.HandleFunc("GET /readyz", w.ready)
+		w.http = &http.Server{Addr: cfg.HTTPAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	}
+	return w, nil
+}
+
+// HTTPClient is the gateway's HTTP client for concurrency handlers: it keeps
+// as many idle connections as calls can run at once, so a batch reuses them
+// instead of opening one per call.
+func HTTPClient(concurrency int) *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = max(concurrency, 100)
+	t.MaxIdleConnsPerHost = max(concurrency, 2)
+	t.IdleConnTimeout = 90 * time.Second
+	return &http.Client{Transport: t}
+}
+
+func (w *Worker) ready(rw http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := w.rdb.Ping(ctx).Err(); err != nil {
+		http.Error(rw, "redis unreachable", http.StatusServiceUnavailable)
+		return
+	}
+	rw.Write([]byte("ready\n"))
+}
+
+// Addr is the HTTP listener's address once Run has started it ("" if none).
+func (w *Worker) Addr() string {
+	if w.listener == nil {
+		return ""
+	}
+	return w.listener.Addr().String()
+}
+
+// Start starts processing and the HTTP listener, and returns.
+func (w *Worker) Start() error {
+	if w.http != nil {
+		ln, err := net.Listen("tcp", w.http.Addr)
+		if err != nil {
+			return fmt.Errorf("worker: HTTP_ADDR: %w", err)
+		}
+		w.listener = ln
+		go func() {
+			if err := w.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				w.log.Error("http listener stopped", zap.Error(err))
+			}
+		}()
+	}
+	mux := asynq.NewServeMux()
+	w.handler.Register(mux)
+	if err := w.server.Start(mux); err != nil {
+		return fmt.Errorf("worker: start: %w", err)
+	}
+	w.log.Info("worker started", zap.Int("concurrency", w.opts.Config.WorkerConcurrency), zap.String("gateway", w.opts.Config.GatewayURL), zap.String("http", w.Addr()))
+	return nil
+}
+
+// Run starts the worker and blocks until ctx ends, then shuts down: running
+// calls get ShutdownTimeout to finish, the rest go back to the queue.
+func (w *Worker) Run(ctx context.Context) error {
+	if err := w.Start(); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	w.Close()
+	return nil
+}
+
+// Close stops taking jobs, lets running calls finish or hands them back, and
+// releases what New opened.
+func (w *Worker) Close() {
+	w.log.Info("worker stopping")
+	w.server.Shutdown()
+	if w.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		w.http.Shutdown(ctx)
+	}
+	if w.ownsRedis {
+		w.rdb.Close()
+	}
+	w.log.Info("worker stopped")
+}

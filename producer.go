@@ -1,0 +1,287 @@
+package zhimaq
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/zhimaq/zhimaq/internal/idempotency"
+	"github.com/zhimaq/zhimaq/internal/results"
+	"github.com/zhimaq/zhimaq/internal/tasks"
+	"github.com/zhimaq/zhimaq/internal/zhima"
+)
+
+// ProducerConfig configures a Producer. Zero values mean the defaults.
+type ProducerConfig struct {
+	// AppID is the Alipay app the jobs are for. Required.
+	AppID string
+	// Queue is the asynq queue; default "zhimaq".
+	Queue string
+	// DedupWindow is how long a transaction_id stays claimed; default 24h.
+	DedupWindow time.Duration
+	// ResultTTL is how long records stay readable; default 168h.
+	ResultTTL time.Duration
+	// MaxAttempts bounds gateway calls per job; default 12. The worker's
+	// own setting decides; this one sizes asynq's retry budget.
+	MaxAttempts int
+	// KeyPrefix prefixes zhimaq's own Redis keys; default "zhimaq:".
+	KeyPrefix string
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Producer submits jobs and reads their records. It is safe for concurrent use.
+type Producer struct {
+	cfg     ProducerConfig
+	queue   *asynq.Client
+	claims  *idempotency.Store
+	results *results.Store
+}
+
+// NewProducer returns a Producer that keeps its queue, claims and records in
+// rdb. It does not close rdb.
+func NewProducer(rdb redis.UniversalClient, cfg ProducerConfig) (*Producer, error) {
+	if cfg.AppID == "" {
+		return nil, errors.New("zhimaq: producer: AppID is required")
+	}
+	if cfg.Queue == "" {
+		cfg.Queue = tasks.DefaultQueue
+	}
+	if cfg.DedupWindow == 0 {
+		cfg.DedupWindow = 24 * time.Hour
+	}
+	if cfg.MaxAttempts == 0 {
+		cfg.MaxAttempts = 12
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Producer{
+		cfg:     cfg,
+		queue:   asynq.NewClientFromRedisClient(rdb),
+		claims:  idempotency.New(rdb, cfg.KeyPrefix),
+		results: results.New(rdb, cfg.KeyPrefix, cfg.ResultTTL),
+	}, nil
+}
+
+// Close releases the producer's queue client; rdb stays open.
+func (p *Producer) Close() error { return p.queue.Close() }
+
+// Submit validates a job, claims its transaction_id and enqueues it. It
+// returns the job's record: Queued for a new job; the first job's record
+// with Duplicate set for a repeat with the same parameters; Rejected for bad
+// input or a transaction_id already used with other parameters (nothing is
+// enqueued then). The error is non-nil only when Redis fails.
+func (p *Producer) Submit(ctx context.Context, job Job) (*Record, error) {
+	req, err := tasks.Request(job.Method, job.BizContent)
+	if err != nil {
+		rec := rejection(job, transactionOf(job.BizContent), "")
+		rec.Error = tasks.ErrorInfo(err)
+		return rec, nil
+	}
+	key := idempotency.Key{AppID: p.cfg.AppID, Method: job.Method, TransactionID: req.Transaction()}
+	fp, err := idempotency.Fingerprint(job.BizContent, job.AppAuthToken)
+	if err != nil {
+		return rejection(job, key.TransactionID, "biz_content: "+err.Error()), nil
+	}
+	outcome, err := p.claims.Claim(ctx, key, fp, p.cfg.DedupWindow)
+	if err != nil {
+		return nil, fmt.Errorf("zhimaq: submit %s: claim: %w", key, err)
+	}
+	switch outcome {
+	case idempotency.Conflict:
+		rec := rejection(job, key.TransactionID, "")
+		rec.Error = &ErrorInfo{Source: string(zhima.SourceLocal), Code: zhima.CodeBusinessFailed, Msg: "Business Failed",
+			SubCode: zhima.SubTransactionIDRepeat, SubMsg: "transaction_id was already used with other parameters within the window"}
+		return rec, nil
+	case idempotency.Duplicate:
+		return p.resume(ctx, key, job)
+	}
+	now := p.cfg.Now().UTC()
+	rec := &Record{Method: job.Method, TransactionID: key.TransactionID, State: Queued, EnqueuedAt: &now, UpdatedAt: now}
+	created, err := p.results.Create(ctx, key, rec)
+	if err != nil {
+		return nil, fmt.Errorf("zhimaq: submit %s: record: %w", key, err)
+	}
+	if !created {
+		// The claim had lapsed but the record of the first use lives on: the
+		// gateway's one-day window for this transaction_id is over.
+		if err := p.claims.Release(ctx, key, fp); err != nil {
+			return nil, fmt.Errorf("zhimaq: submit %s: release claim: %w", key, err)
+		}
+		rec := rejection(job, key.TransactionID, "")
+		rec.Error = &ErrorInfo{Source: string(zhima.SourceLocal), Code: zhima.CodeBusinessFailed, Msg: "Business Failed",
+			SubCode: zhima.SubTransactionIDExpired, SubMsg: "transaction_id was first used more than the de-duplication window ago; use a new one"}
+		return rec, nil
+	}
+	if err := p.enqueue(ctx, key, job); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// resume answers a duplicate submission with the first job's record, and
+// re-enqueues the job if an earlier producer stopped between claim and enqueue.
+func (p *Producer) resume(ctx context.Context, key idempotency.Key, job Job) (*Record, error) {
+	rec, err := p.results.Get(ctx, key)
+	if errors.Is(err, ErrNotFound) {
+		now := p.cfg.Now().UTC()
+		rec = &Record{Method: job.Method, TransactionID: key.TransactionID, State: Queued, EnqueuedAt: &now, UpdatedAt: now}
+		if _, err := p.results.Create(ctx, key, rec); err != nil {
+			return nil, fmt.Errorf("zhimaq: submit %s: record: %w", key, err)
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("zhimaq: submit %s: read record: %w", key, err)
+	}
+	if !rec.State.Terminal() {
+		if err := p.enqueue(ctx, key, job); err != nil {
+			return nil, err
+		}
+	}
+	rec.Duplicate = true
+	return rec, nil
+}
+
+// enqueue puts the job's task in the queue; a task already there is fine.
+func (p *Producer) enqueue(ctx context.Context, key idempotency.Key, job Job) error {
+	task, err := tasks.NewTask(&tasks.Payload{AppID: key.AppID, Method: key.Method, TransactionID: key.TransactionID,
+		AppAuthToken: job.AppAuthToken, BizContent: job.BizContent},
+		asynq.Queue(p.cfg.Queue), asynq.MaxRetry(p.cfg.MaxAttempts+retrySlack))
+	if err != nil {
+		return err
+	}
+	_, err = p.queue.EnqueueContext(ctx, task)
+	if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+		return fmt.Errorf("zhimaq: submit %s: enqueue: %w", key, err)
+	}
+	return nil
+}
+
+// retrySlack lets asynq redeliver a few times more than MaxAttempts, for
+// deliveries that end before a gateway call (Redis hiccups); the handler's
+// own count of calls is what ends a job.
+const retrySlack = 8
+
+// Ref names one job of this producer's app.
+type Ref struct {
+	Method        string `json:"method"`
+	TransactionID string `json:"transaction_id"`
+}
+
+func (p *Producer) key(r Ref) idempotency.Key {
+	return idempotency.Key{AppID: p.cfg.AppID, Method: r.Method, TransactionID: r.TransactionID}
+}
+
+// Result returns a job's record, or ErrNotFound.
+func (p *Producer) Result(ctx context.Context, r Ref) (*Record, error) {
+	return p.results.Get(ctx, p.key(r))
+}
+
+// Results returns the records of many jobs in few round trips; nil where a
+// job has none.
+func (p *Producer) Results(ctx context.Context, refs []Ref) ([]*Record, error) {
+	keys := make([]idempotency.Key, len(refs))
+	for i, r := range refs {
+		keys[i] = p.key(r)
+	}
+	return p.results.GetMany(ctx, keys)
+}
+
+// Wait polls until every job in refs has finished (succeeded, failed or
+// rejected) or ctx ends, calling progress (when not nil) after each poll
+// with how many have finished. It returns the last records read; on ctx's
+// end it returns them with ctx's error. A job with no record counts as
+// unfinished. interval 0 means 200ms.
+func (p *Producer) Wait(ctx context.Context, refs []Ref, interval time.Duration, progress func(done, total int)) ([]*Record, error) {
+	if interval <= 0 {
+		interval = 200 * time.Millisecond
+	}
+	recs := make([]*Record, len(refs))
+	pending := make([]int, len(refs))
+	for i := range refs {
+		pending[i] = i
+	}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		keys := make([]idempotency.Key, len(pending))
+		for j, i := range pending {
+			keys[j] = p.key(refs[i])
+		}
+		got, err := p.results.GetMany(ctx, keys)
+		if err != nil && ctx.Err() == nil {
+			return recs, fmt.Errorf("zhimaq: wait: %w", err)
+		}
+		still := pending[:0]
+		for j, i := range pending {
+			if j < len(got) && got[j] != nil {
+				recs[i] = got[j]
+			}
+			if recs[i] == nil || !recs[i].State.Terminal() {
+				still = append(still, i)
+			}
+		}
+		pending = still
+		if progress != nil {
+			progress(len(refs)-len(pending), len(refs))
+		}
+		if len(pending) == 0 {
+			return recs, nil
+		}
+		select {
+		case <-ctx.Done():
+			return recs, ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// rejection is the record of a job that was never enqueued. detail, when
+// set, becomes an INVALID_PARAMETER error.
+func rejection(job Job, transactionID, detail string) *Record {
+	now := time.Now().UTC()
+	method := job.Method
+	if len(method) > 128 || !utf8.ValidString(method) {
+		method = ""
+	}
+	rec := &Record{Method: method, TransactionID: transactionID, State: Rejected, UpdatedAt: now}
+	if detail != "" {
+		rec.Error = &ErrorInfo{Source: string(zhima.SourceLocal), Code: zhima.CodeBusinessFailed, Msg: "Business Failed",
+			SubCode: zhima.SubInvalidParameter, SubMsg: detail}
+	}
+	return rec
+}
+
+// transactionOf reads biz_content.transaction_id when it is a well-formed
+// one; anything else might be personal data pasted in the wrong field.
+func transactionOf(biz json.RawMessage) string {
+	var probe struct {
+		TransactionID any `json:"transaction_id"`
+	}
+	if json.Unmarshal(biz, &probe) == nil {
+		if s, ok := probe.TransactionID.(string); ok && safeID(s) {
+			return s
+		}
+	}
+	return ""
+}
+
+// safeID reports whether s has the gateway's transaction_id form.
+func safeID(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
