@@ -1,6 +1,7 @@
 package zhimaq_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -13,6 +14,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/zhimaq/zhimaq"
 	"github.com/zhimaq/zhimaq/internal/config"
@@ -47,6 +51,7 @@ type pipeline struct {
 	producer *zhimaq.Producer
 	gateway  *sandbox.Server
 	clock    *clock
+	logs     *syncBuffer // the worker's log, JSON lines at debug level
 }
 
 func readKey(tb testing.TB, name string) string {
@@ -92,7 +97,9 @@ func startPipeline(tb testing.TB, faults sandbox.Faults, change func(*config.Con
 	if change != nil {
 		change(&cfg)
 	}
-	w, err := worker.New(worker.Options{Config: cfg, PollInterval: 20 * time.Millisecond, Now: clk.Now})
+	logs := new(syncBuffer)
+	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(logs), zap.DebugLevel))
+	w, err := worker.New(worker.Options{Config: cfg, Log: log, PollInterval: 20 * time.Millisecond, Now: clk.Now})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -108,7 +115,7 @@ func startPipeline(tb testing.TB, faults sandbox.Faults, change func(*config.Con
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { p.Close() })
-	return &pipeline{producer: p, gateway: gw, clock: clk}
+	return &pipeline{producer: p, gateway: gw, clock: clk, logs: logs}
 }
 
 // submit submits a job that must be accepted.
@@ -407,5 +414,55 @@ func TestBatchOf1000WithSystemErrors(t *testing.T) {
 	}
 	if retried == 0 {
 		t.Fatal("no job was retried; the fault did not bite")
+	}
+}
+
+// syncBuffer is a bytes.Buffer the worker's logger and the test may share.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestPersonalDataStaysOutOfLogsAndRecords(t *testing.T) {
+	p := startPipeline(t, sandbox.Faults{SystemErrorRate: 0.3, UnavailableRate: 0.2, BadSignRate: 0.1}, nil)
+	jobs := []zhimaq.Job{scoreJob("PII_1", 650), relationJob("PII_2"), certificationJob("PII_3")}
+	badProduct := relationJob("PII_4")
+	badProduct.BizContent = json.RawMessage(strings.Replace(string(badProduct.BizContent), "w1010100001000001200", "w1010100001000009999", 1))
+	jobs = append(jobs, badProduct)
+	var out bytes.Buffer
+	for _, j := range jobs {
+		rec := p.submit(t, j)
+		json.NewEncoder(&out).Encode(rec)
+	}
+	badID := scoreJob("PII_5", 650)
+	badID.BizContent = json.RawMessage(strings.Replace(string(badID.BizContent), applicantID, "110105194912310021", 1))
+	rec := p.submit(t, badID)
+	json.NewEncoder(&out).Encode(rec)
+	for _, rec := range p.wait(t, jobs...) {
+		json.NewEncoder(&out).Encode(rec)
+	}
+	logs := p.logs.String()
+	if !strings.Contains(logs, "PII_1") {
+		t.Fatalf("the worker logged nothing about the jobs:\n%s", logs)
+	}
+	for _, pii := range []string{applicantID, "11010519491231", contactID, "张三", "李四", "15843991158"} {
+		if strings.Contains(logs, pii) {
+			t.Errorf("worker log holds %q", pii)
+		}
+		if strings.Contains(out.String(), pii) {
+			t.Errorf("a record holds %q", pii)
+		}
 	}
 }

@@ -1,0 +1,216 @@
+package tasks
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
+	"errors"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/zhimaq/zhimaq/internal/idempotency"
+	"github.com/zhimaq/zhimaq/internal/redistest"
+	"github.com/zhimaq/zhimaq/internal/results"
+	"github.com/zhimaq/zhimaq/internal/sandbox"
+	"github.com/zhimaq/zhimaq/internal/zhima"
+)
+
+const (
+	appID       = "2021000000000001"
+	applicantID = "11010519491231002X"
+)
+
+var (
+	keyOnce   sync.Once
+	alipayKey *rsa.PrivateKey
+)
+
+func testKey(tb testing.TB, name string) string {
+	tb.Helper()
+	b, err := os.ReadFile("../zhima/testdata/sdkvectors/" + name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return string(b)
+}
+
+// fixture is a Handler wired to the sandbox and a real Redis, logging into logs.
+type fixture struct {
+	h       *Handler
+	gateway *sandbox.Server
+	logs    *bytes.Buffer
+	now     time.Time
+}
+
+func newFixture(tb testing.TB, faults sandbox.Faults) *fixture {
+	tb.Helper()
+	keyOnce.Do(func() {
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			panic(err)
+		}
+		alipayKey = k
+	})
+	appPub, err := zhima.ParsePublicKey(testKey(tb, "app_public.pem"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	gw, err := sandbox.New(sandbox.Config{AppPublicKey: appPub, AlipayKey: alipayKey, Faults: faults, Seed: 1})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	hs := httptest.NewServer(gw)
+	tb.Cleanup(hs.Close)
+	client, err := zhima.NewClient(zhima.Config{GatewayURL: hs.URL + "/gateway.do", AppID: appID,
+		AppPrivateKey: testKey(tb, "app_private_pkcs1.pem"), AlipayPublicKey: string(gw.AlipayPublicKeyPEM())})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := redistest.New(tb)
+	rdb := srv.Client(tb)
+	logs := new(bytes.Buffer)
+	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(logs), zap.DebugLevel))
+	f := &fixture{gateway: gw, logs: logs, now: time.Now()}
+	f.h = &Handler{Gateway: client, Results: results.New(rdb, srv.Prefix, 0), Claims: idempotency.New(rdb, srv.Prefix),
+		Log: log, MaxAttempts: 3, Now: func() time.Time { return f.now }}
+	return f
+}
+
+func scorePayload(tx string) *Payload {
+	return &Payload{AppID: appID, Method: zhima.MethodScoreBriefGet, TransactionID: tx, BizContent: json.RawMessage(
+		`{"transaction_id":"` + tx + `","product_code":"w1010100000000002733","cert_type":"IDENTITY_CARD","cert_no":"` + applicantID + `","name":"张三","admittance_score":650}`)}
+}
+
+func task(tb testing.TB, p *Payload) *asynq.Task {
+	tb.Helper()
+	t, err := NewTask(p)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return t
+}
+
+func TestRedeliveryAfterAStoredResultMakesNoCall(t *testing.T) {
+	f := newFixture(t, sandbox.Faults{})
+	p := scorePayload("REDELIVER_1")
+	for delivery := 1; delivery <= 3; delivery++ {
+		if err := f.h.ProcessTask(context.Background(), task(t, p)); err != nil {
+			t.Fatalf("delivery %d: %v", delivery, err)
+		}
+	}
+	rec, err := f.h.Results.Get(context.Background(), p.Key())
+	if err != nil || rec.State != results.Succeeded || rec.Attempts != 1 {
+		t.Fatalf("record %+v, %v", rec, err)
+	}
+	if calls := f.gateway.Calls(p.Method, p.TransactionID); calls != 1 {
+		t.Fatalf("gateway saw %d calls over 3 deliveries, want 1", calls)
+	}
+}
+
+func TestTransientFailuresRetryUntilAttemptsRunOut(t *testing.T) {
+	f := newFixture(t, sandbox.Faults{UnavailableRate: 1})
+	p := scorePayload("EXHAUST_1")
+	for attempt := 1; attempt <= 3; attempt++ {
+		err := f.h.ProcessTask(context.Background(), task(t, p))
+		var zerr *zhima.Error
+		switch {
+		case attempt < 3 && (!errors.As(err, &zerr) || !zerr.Retryable()):
+			t.Fatalf("attempt %d: err = %v, want the retryable gateway error", attempt, err)
+		case attempt == 3 && !errors.Is(err, asynq.SkipRetry):
+			t.Fatalf("attempt %d: err = %v, want SkipRetry", attempt, err)
+		}
+	}
+	rec, _ := f.h.Results.Get(context.Background(), p.Key())
+	if rec.State != results.Failed || rec.Attempts != 3 || rec.Error == nil || rec.Error.Code != "20000" {
+		t.Fatalf("record %+v (error %+v)", rec, rec.Error)
+	}
+	if err := f.h.ProcessTask(context.Background(), task(t, p)); err != nil {
+		t.Fatalf("delivery after failure: %v", err)
+	}
+	if calls := f.gateway.Calls(p.Method, p.TransactionID); calls != 3 {
+		t.Fatalf("gateway saw %d calls, want 3", calls)
+	}
+}
+
+func TestCorruptPayloadFailsOnceWithAClearError(t *testing.T) {
+	f := newFixture(t, sandbox.Faults{})
+	tests := []struct {
+		name    string
+		payload string
+		record  bool
+	}{
+		{"not JSON", `{"app_id":"` + appID + `","method":`, false},
+		{"wrong method for the type", `{"app_id":"` + appID + `","method":"zhima.credit.relation.query","transaction_id":"C_1","biz_content":{}}`, false},
+		{"invalid biz_content", `{"app_id":"` + appID + `","method":"zhima.credit.score.brief.get","transaction_id":"C_2","biz_content":{"transaction_id":"C_2","cert_no":"` + applicantID + `"}}`, true},
+		{"biz_content not an object", `{"app_id":"` + appID + `","method":"zhima.credit.score.brief.get","transaction_id":"C_3","biz_content":"` + applicantID + `"}`, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := f.h.ProcessTask(context.Background(), asynq.NewTask(zhima.MethodScoreBriefGet, []byte(tc.payload)))
+			if !errors.Is(err, asynq.SkipRetry) {
+				t.Fatalf("err = %v, want a final error (SkipRetry)", err)
+			}
+			if strings.Contains(err.Error(), applicantID) || strings.Contains(f.logs.String(), applicantID) {
+				t.Fatalf("personal data in the error or the log: %v", err)
+			}
+			if tc.record {
+				var p Payload
+				_ = json.Unmarshal([]byte(tc.payload), &p)
+				rec, err := f.h.Results.Get(context.Background(), p.Key())
+				if err != nil || rec.State != results.Failed || rec.Error == nil || rec.Error.SubCode != zhima.SubInvalidParameter {
+					t.Fatalf("record %+v, %v", rec, err)
+				}
+			}
+		})
+	}
+	if st := f.gateway.Stats(); st.Calls != 0 {
+		t.Fatalf("gateway saw %d calls", st.Calls)
+	}
+}
+
+func TestNoAttemptStartsAfterTheWindow(t *testing.T) {
+	f := newFixture(t, sandbox.Faults{SystemErrorRate: 1})
+	f.h.MaxAttempts = 100
+	p := scorePayload("WINDOW_1")
+	if err := f.h.ProcessTask(context.Background(), task(t, p)); err == nil || errors.Is(err, asynq.SkipRetry) {
+		t.Fatalf("first attempt: %v, want a retryable error", err)
+	}
+	// Just inside the window less its margin (a tenth, at most 10 minutes): another attempt starts.
+	f.now = f.now.Add(24*time.Hour - 10*time.Minute - time.Second)
+	f.h.ProcessTask(context.Background(), task(t, p))
+	if calls := f.gateway.Calls(p.Method, p.TransactionID); calls != 2 {
+		t.Fatalf("calls = %d, want 2", calls)
+	}
+	f.now = f.now.Add(2 * time.Second)
+	if err := f.h.ProcessTask(context.Background(), task(t, p)); !errors.Is(err, asynq.SkipRetry) {
+		t.Fatalf("attempt after the window: %v, want SkipRetry", err)
+	}
+	rec, _ := f.h.Results.Get(context.Background(), p.Key())
+	if rec.State != results.Failed || rec.Error.SubCode != zhima.SubTransactionIDExpired || rec.Error.Source != "local" {
+		t.Fatalf("record %+v (error %+v)", rec, rec.Error)
+	}
+	if calls := f.gateway.Calls(p.Method, p.TransactionID); calls != 2 {
+		t.Fatalf("calls = %d after the window, want still 2", calls)
+	}
+}
+
+func TestRetryDelayGrowsWithJitterUpToTheCap(t *testing.T) {
+	delay := RetryDelay(100*time.Millisecond, 2*time.Second)
+	for n, want := range map[int]time.Duration{0: 100 * time.Millisecond, 1: 200 * time.Millisecond, 3: 800 * time.Millisecond, 5: 2 * time.Second, 80: 2 * time.Second} {
+		for range 50 {
+			if d := delay(n, nil, nil); d < want/2 || d > want {
+				t.Fatalf("retry %d: delay %s outside [%s, %s]", n, d, want/2, want)
+			}
+		}
+	}
+}
