@@ -74,16 +74,18 @@ func (h *Handler) Register(mux *asynq.ServeMux) {
 	}
 }
 
-// errFinal ends a task without retry; the record already says why.
-var errFinal = fmt.Errorf("job failed for good: %w", asynq.SkipRetry)
 
-// ProcessTask implements asynq.Handler.
+// ProcessTask implements asynq.Handler. A job that fails for good ends its
+// task like a success: its record holds the failure, and asynq's archive
+// (which it trims at 10,000 tasks) is kept for payloads that cannot be read
+// at all. It returns an error, so asynq tries again, only while the job may
+// still succeed or its outcome could not be stored.
 func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	p, err := DecodePayload(t.Type(), t.Payload())
 	if err != nil {
 		h.Log.Error("task payload cannot be decoded; dropping it", zap.String("type", t.Type()), zap.Error(err))
 		if p, ok := partialKey(t); ok {
-			h.fail(ctx, p, &results.ErrorInfo{Source: string(zhima.SourceLocal), Code: zhima.CodeBusinessFailed,
+			return h.fail(ctx, p, &results.ErrorInfo{Source: string(zhima.SourceLocal), Code: zhima.CodeBusinessFailed,
 				SubCode: zhima.SubInvalidParameter, SubMsg: err.Error()})
 		}
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
@@ -104,20 +106,17 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	now := h.now()
 	if rec.FirstCallAt != nil && now.After(h.lastStart(*rec.FirstCallAt)) {
 		log.Warn("transaction_id window closed; job fails without another call", zap.Int("attempts", rec.Attempts))
-		h.fail(ctx, p, &results.ErrorInfo{Source: string(zhima.SourceLocal), Code: zhima.CodeBusinessFailed,
+		return h.fail(ctx, p, &results.ErrorInfo{Source: string(zhima.SourceLocal), Code: zhima.CodeBusinessFailed,
 			SubCode: zhima.SubTransactionIDExpired,
 			SubMsg:  fmt.Sprintf("the transaction_id window (%s from the first call) closed before attempt %d could start", h.window(), rec.Attempts+1)})
-		return errFinal
 	}
 	if rec.Attempts >= h.maxAttempts() {
-		h.fail(ctx, p, rec.Error)
-		return errFinal
+		return h.fail(ctx, p, rec.Error)
 	}
 	req, err := Request(p.Method, p.BizContent)
 	if err != nil {
 		log.Warn("job holds an invalid request", zap.Error(err))
-		h.fail(ctx, p, ErrorInfo(err))
-		return errFinal
+		return h.fail(ctx, p, ErrorInfo(err))
 	}
 
 	first := now
@@ -178,7 +177,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	fields = append(fields, zap.String("source", string(zerr.Source)), zap.String("code", zerr.Code), zap.String("sub_code", zerr.SubCode))
 	if final {
 		log.Warn("gateway call failed for good", fields...)
-		return errFinal
+		return nil
 	}
 	log.Info("gateway call failed; will retry", fields...)
 	return zerr
@@ -200,12 +199,13 @@ func (h *Handler) update(ctx context.Context, p *Payload, change func(*results.R
 	return rec, err
 }
 
-// fail stores a final failure; a failure to store it is only logged, as the
-// task ends either way.
-func (h *Handler) fail(ctx context.Context, p *Payload, info *results.ErrorInfo) {
+// fail stores a final failure. It returns nil once stored, ending the task;
+// else the storing error, so the task comes back and fails again.
+func (h *Handler) fail(ctx context.Context, p *Payload, info *results.ErrorInfo) error {
 	if _, err := h.update(ctx, p, func(r *results.Record) { r.State, r.Error = results.Failed, info }); err != nil {
-		h.Log.Error("cannot store a failed job", zap.String("method", p.Method), zap.String("transaction_id", p.TransactionID), zap.Error(err))
+		return fmt.Errorf("tasks: store failure: %w", err)
 	}
+	return nil
 }
 
 // partialKey recovers the transaction of a payload that failed to decode
@@ -264,5 +264,7 @@ func (h *Handler) Exhausted(ctx context.Context, t *asynq.Task, err error) {
 		return
 	}
 	h.Log.Warn("asynq gave up on the task", zap.String("method", p.Method), zap.String("transaction_id", p.TransactionID), zap.Int("retried", retried))
-	h.fail(context.WithoutCancel(ctx), p, ErrorInfo(err))
+	if err := h.fail(context.WithoutCancel(ctx), p, ErrorInfo(err)); err != nil {
+		h.Log.Error("cannot store a failed job", zap.String("method", p.Method), zap.String("transaction_id", p.TransactionID), zap.Error(err))
+	}
 }
