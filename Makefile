@@ -9,6 +9,11 @@ all: build
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
+# The real worker and enqueue programs against an embedded Redis and the
+# local sandbox gateway, with faults on; prints the records as a table.
+demo: build
+	./$(BIN)/demo
+
 vet:
 	$(GO) vet ./...
 

@@ -93,7 +93,7 @@ func startPipeline(tb testing.TB, faults sandbox.Faults, change func(*config.Con
 	cfg.GatewayTimeout = 5 * time.Second
 	cfg.WorkerConcurrency = 20
 	cfg.HTTPAddr = "off"
-	cfg.Queue, cfg.KeyPrefix = srv.Prefix+"q", srv.Prefix
+	cfg.Queue, cfg.KeyPrefix = srv.Queue, srv.Prefix
 	if change != nil {
 		change(&cfg)
 	}

@@ -67,7 +67,7 @@ func TestRunStopsCleanlyWhenSignalled(t *testing.T) {
 	env := map[string]string{
 		"REDIS_URL": srv.URL, "ZHIMA_GATEWAY_URL": hs.URL + "/gateway.do", "ZHIMA_APP_ID": "2021000000000001",
 		"ZHIMA_APP_PRIVATE_KEY_FILE": testKeyFile("app_private_pkcs8.pem"), "ZHIMA_ALIPAY_PUBLIC_KEY": string(gw.AlipayPublicKeyPEM()),
-		"HTTP_ADDR": "127.0.0.1:0", "ZHIMAQ_QUEUE": srv.Prefix + "q", "ZHIMAQ_KEY_PREFIX": srv.Prefix,
+		"HTTP_ADDR": "127.0.0.1:0", "ZHIMAQ_QUEUE": srv.Queue, "ZHIMAQ_KEY_PREFIX": srv.Prefix,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	stderr := new(syncBuffer)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -29,6 +30,8 @@ type Server struct {
 	Embedded bool
 	// Prefix is unique to this test; prefix every key with it.
 	Prefix string
+	// Queue is an asynq queue name unique to this test.
+	Queue string
 }
 
 var seq atomic.Int64
@@ -42,12 +45,31 @@ func New(tb testing.TB) *Server {
 	}
 	prefix := fmt.Sprintf("zqtest%d_%d:", os.Getpid(), seq.Add(1))
 	if opts, err := redis.ParseURL(url); err == nil && ping(opts) == nil {
-		return &Server{URL: url, Opts: opts, Prefix: prefix}
+		s := &Server{URL: url, Opts: opts, Prefix: prefix, Queue: strings.TrimSuffix(prefix, ":")}
+		tb.Cleanup(s.clean)
+		return s
 	} else if os.Getenv("ZHIMAQ_REQUIRE_REDIS") == "1" {
 		tb.Fatalf("redistest: no Redis answers at %s and ZHIMAQ_REQUIRE_REDIS=1: %v", url, err)
 	}
 	m := miniredis.RunT(tb)
-	return &Server{URL: "redis://" + m.Addr() + "/0", Opts: &redis.Options{Addr: m.Addr()}, Embedded: true, Prefix: prefix}
+	return &Server{URL: "redis://" + m.Addr() + "/0", Opts: &redis.Options{Addr: m.Addr()}, Embedded: true,
+		Prefix: prefix, Queue: strings.TrimSuffix(prefix, ":")}
+}
+
+// clean deletes what the test left in a shared server: its prefixed keys
+// and its asynq queue.
+func (s *Server) clean() {
+	c := redis.NewClient(s.Opts)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, pattern := range []string{s.Prefix + "*", "asynq:{" + s.Queue + "}:*"} {
+		iter := c.Scan(ctx, 0, pattern, 1000).Iterator()
+		for iter.Next(ctx) {
+			c.Del(ctx, iter.Val())
+		}
+	}
+	c.SRem(ctx, "asynq:queues", s.Queue)
 }
 
 // Client returns a go-redis client for the server, closed when tb ends.

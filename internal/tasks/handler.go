@@ -74,7 +74,6 @@ func (h *Handler) Register(mux *asynq.ServeMux) {
 	}
 }
 
-
 // ProcessTask implements asynq.Handler. A job that fails for good ends its
 // task like a success: its record holds the failure, and asynq's archive
 // (which it trims at 10,000 tasks) is kept for payloads that cannot be read

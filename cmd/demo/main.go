@@ -1,0 +1,492 @@
+// Command demo runs zhimaq end to end on a machine with only Go (`make demo`).
+//
+// It starts, each in its own process, the real programs built next to it:
+//
+//   - an embedded Redis (miniredis) inside the demo itself, on a free port of
+//     127.0.0.1 — never a Redis that already runs on the machine;
+//   - zhima-sandbox, the local stand-in for Alipay's gateway, with a throwaway
+//     app key pair and faults switched on (30% 40004 SYSTEM_ERROR, 10% 20000
+//     isp.unknow-error) so that retries show;
+//   - worker, configured through the environment only (a clean one: PATH and
+//     HOME plus the settings of DESIGN.md's contract, so a user's own
+//     REDIS_URL cannot leak in), with short backoff (200ms..1s);
+//   - enqueue batch --wait on demo/jobs.jsonl: successes of all three methods,
+//     a repeat of a job (duplicate, not billed again), a transaction_id reused
+//     with other parameters (rejected TRANSACTION_ID_REPEAT), an ID number
+//     with a wrong check digit (rejected INVALID_PARAMETER), a malformed line
+//     (rejected) and a wrong product_code (failed API_PRODUCT_NOT_MATCH, not
+//     retried).
+//
+// It prints one row per job — method, transaction_id, state, attempts,
+// duplicate and the answer or error — then counts, the sandbox's own call
+// and billing counters, and checks that billed calls equal the distinct
+// succeeded transactions. Then it stops the worker with SIGTERM and the
+// sandbox, closes Redis and removes its keys. The logs of the worker and the
+// sandbox stay in a log directory whose paths it prints.
+//
+// Exit status: 0 when every step worked (enqueue's own exit 1 for the
+// rejected lines is expected); 1 with a one-line reason otherwise; 130 when
+// interrupted. Children are stopped on every path, Ctrl-C included.
+//
+// Usage: demo [--jobs FILE] [--bin DIR] [--log-dir DIR] [--seed N] [--timeout D]
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+)
+
+const (
+	demoAppID       = "2021000000000001" // fake; the sandbox accepts only this one
+	systemErrorRate = "0.3"
+	unavailableRate = "0.1"
+	stopGrace       = 15 * time.Second
+	startTimeout    = 15 * time.Second
+)
+
+var errInterrupted = errors.New("interrupted")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		os.Exit(0)
+	case errors.Is(err, errInterrupted):
+		fmt.Fprintln(os.Stderr, "demo: interrupted; children stopped")
+		os.Exit(130)
+	}
+	fmt.Fprintf(os.Stderr, "demo: %v\n", err)
+	os.Exit(1)
+}
+
+type options struct {
+	jobs    string
+	binDir  string
+	logDir  string
+	seed    int64
+	timeout time.Duration
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.jobs, "jobs", "", "JSONL `file` of jobs (default demo/jobs.jsonl here or next to bin/)")
+	fs.StringVar(&o.binDir, "bin", "", "`dir` holding worker, enqueue and zhima-sandbox (default: next to this program, then PATH)")
+	fs.StringVar(&o.logDir, "log-dir", "", "`dir` for the worker's and sandbox's logs, kept after the run (default: a new temp dir)")
+	fs.Int64Var(&o.seed, "seed", 0, "`seed` of the sandbox's fault draws, to repeat a run; 0 picks one at random")
+	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "how long enqueue waits for the jobs")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return o, nil
+}
+
+// run is the whole demo; every process and file it starts is cleaned up by
+// the time it returns.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	interrupted := func(err error) error {
+		if ctx.Err() != nil {
+			return errInterrupted
+		}
+		return err
+	}
+
+	bins := map[string]string{}
+	for _, name := range []string{"zhima-sandbox", "worker", "enqueue"} {
+		if bins[name], err = findBinary(o.binDir, name); err != nil {
+			return err
+		}
+	}
+	jobsPath, nJobs, err := findJobs(o.jobs)
+	if err != nil {
+		return err
+	}
+
+	// Keys and runtime files: removed at the end. Logs: kept, for reading.
+	work, err := os.MkdirTemp("", "zhimaq-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	logDir := o.logDir
+	if logDir == "" {
+		if logDir, err = os.MkdirTemp("", "zhimaq-demo-logs-"); err != nil {
+			return err
+		}
+	} else if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return err
+	}
+	workerLog := filepath.Join(logDir, "worker.log")
+	sandboxLog := filepath.Join(logDir, "sandbox.log")
+	defer func() {
+		if err != nil && !errors.Is(err, errInterrupted) {
+			fmt.Fprintf(stderr, "demo: logs of the worker and the sandbox: %s\n", logDir)
+		}
+	}()
+
+	// 1. Embedded Redis, in this process, on a free loopback port.
+	mr := miniredis.NewMiniRedis()
+	if err := mr.StartAddr("127.0.0.1:0"); err != nil {
+		return fmt.Errorf("start embedded Redis: %w", err)
+	}
+	defer mr.Close()
+	stopClock := runRedisClock(mr)
+	defer stopClock()
+	redisURL := "redis://" + mr.Addr() + "/0"
+
+	// 2. A throwaway app key pair.
+	appPriv, appPub, err := writeAppKeys(work)
+	if err != nil {
+		return err
+	}
+	alipayPub := filepath.Join(work, "alipay_public.pem")
+
+	// 3. The sandbox gateway.
+	sbLog, err := os.Create(sandboxLog)
+	if err != nil {
+		return err
+	}
+	defer sbLog.Close()
+	watch := newGatewayURLWatcher(sbLog)
+	sbArgs := []string{"--addr", "127.0.0.1:0", "--app-id", demoAppID, "--app-public-key-file", appPub,
+		"--write-alipay-public-key", alipayPub,
+		"--system-error-rate", systemErrorRate, "--unavailable-rate", unavailableRate}
+	if o.seed != 0 {
+		sbArgs = append(sbArgs, "--seed", strconv.FormatInt(o.seed, 10))
+	}
+	sandbox, err := startChild("zhima-sandbox", bins["zhima-sandbox"], sbArgs, cleanEnv(), sbLog, watch)
+	if err != nil {
+		return err
+	}
+	defer sandbox.stop(stopGrace)
+	gatewayURL, err := waitGatewayURL(ctx, sandbox, watch)
+	if err != nil {
+		return interrupted(fmt.Errorf("%w\n%s", err, tail(sandboxLog, 10)))
+	}
+	statsURL, err := adminURL(gatewayURL, "/admin/stats")
+	if err != nil {
+		return err
+	}
+	if _, err := waitSandbox(ctx, sandbox, statsURL); err != nil {
+		return interrupted(err)
+	}
+
+	// 4. The worker.
+	env := append(cleanEnv(),
+		"REDIS_URL="+redisURL,
+		"ZHIMA_GATEWAY_URL="+gatewayURL,
+		"ZHIMA_APP_ID="+demoAppID,
+		"ZHIMA_APP_PRIVATE_KEY_FILE="+appPriv,
+		"ZHIMA_ALIPAY_PUBLIC_KEY_FILE="+alipayPub,
+		"LOG_FORMAT=console",
+	)
+	workerEnv := append(env[:len(env):len(env)],
+		"RETRY_BASE_DELAY=200ms",
+		"RETRY_MAX_DELAY=1s",
+		"WORKER_CONCURRENCY=8",
+		"HTTP_ADDR=off",
+	)
+	wLog, err := os.Create(workerLog)
+	if err != nil {
+		return err
+	}
+	defer wLog.Close()
+	worker, err := startChild("worker", bins["worker"], nil, workerEnv, wLog, wLog)
+	if err != nil {
+		return err
+	}
+	defer worker.stop(stopGrace)
+	if err := waitWorker(ctx, worker, mr); err != nil {
+		return interrupted(fmt.Errorf("%w\n%s", err, tail(workerLog, 10)))
+	}
+
+	fmt.Fprintf(stdout, "zhimaq demo: embedded Redis %s · sandbox %s (faults: %s%% SYSTEM_ERROR, %s%% 20000) · worker up\n",
+		mr.Addr(), gatewayURL, percent(systemErrorRate), percent(unavailableRate))
+	fmt.Fprintf(stdout, "enqueue batch --wait %s (%d lines)…\n", jobsPath, nJobs)
+
+	// 5. The producer, waiting for every job.
+	out, code, err := runEnqueue(ctx, bins["enqueue"], jobsPath, o.timeout, env, worker, stderr)
+	if err != nil {
+		if worker.exited() {
+			return interrupted(fmt.Errorf("%w; the worker exited early (%s):\n%s", err, describeExit(worker.err), tail(workerLog, 10)))
+		}
+		return interrupted(err)
+	}
+	recs, err := parseRecords(out, nJobs)
+	if err != nil {
+		return fmt.Errorf("%w (enqueue exit status %d)", err, code)
+	}
+	s := summarize(recs)
+	st, err := fetchStats(ctx, statsURL)
+	if err != nil {
+		return interrupted(err)
+	}
+
+	// 6. The table.
+	fmt.Fprintln(stdout)
+	if err := printTable(stdout, recs); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout)
+	billedOK := printSummary(stdout, s, st)
+
+	// 7. Stop everything, in order.
+	werr := worker.stop(stopGrace)
+	serr := sandbox.stop(stopGrace)
+	fmt.Fprintf(stdout, "worker log: %s\nsandbox log: %s\n", workerLog, sandboxLog)
+	switch {
+	case s.unfinished > 0:
+		return fmt.Errorf("%d jobs did not finish within %s", s.unfinished, o.timeout)
+	case code != 0 && s.rejected == 0:
+		return fmt.Errorf("enqueue exited with status %d although no line was rejected", code)
+	case !billedOK:
+		return fmt.Errorf("the sandbox billed %d calls for %d distinct succeeded transactions", st.Billed, s.distinctSucceeded)
+	case werr != nil:
+		return werr
+	case serr != nil:
+		return serr
+	}
+	return nil
+}
+
+// findJobs returns the jobs file and its count of non-blank lines: path
+// when set, else demo/jobs.jsonl in the working directory or beside the
+// directory holding this program (bin/../demo).
+func findJobs(path string) (string, int, error) {
+	candidates := []string{path}
+	if path == "" {
+		candidates = []string{filepath.Join("demo", "jobs.jsonl")}
+		if exe, err := os.Executable(); err == nil {
+			if real, err := filepath.EvalSymlinks(exe); err == nil {
+				exe = real
+			}
+			candidates = append(candidates, filepath.Join(filepath.Dir(exe), "..", "demo", "jobs.jsonl"))
+		}
+	}
+	for _, c := range candidates {
+		b, err := os.ReadFile(c)
+		if err != nil {
+			if path != "" || !errors.Is(err, os.ErrNotExist) {
+				return "", 0, fmt.Errorf("jobs file: %w", err)
+			}
+			continue
+		}
+		n := 0
+		for _, line := range bytes.Split(b, []byte("\n")) {
+			if len(bytes.TrimSpace(line)) > 0 {
+				n++
+			}
+		}
+		if n == 0 {
+			return "", 0, fmt.Errorf("jobs file %s holds no jobs", c)
+		}
+		return c, n, nil
+	}
+	return "", 0, errors.New("cannot find demo/jobs.jsonl; run from the module root or pass --jobs")
+}
+
+// runRedisClock makes the embedded Redis expire keys in real time (miniredis
+// only moves TTLs when told); it returns a func that stops it.
+func runRedisClock(mr *miniredis.Miniredis) func() {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		last := time.Now()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-t.C:
+				mr.FastForward(now.Sub(last))
+				last = now
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
+// writeAppKeys writes a new 2048-bit app key pair to dir: PKCS#8 private,
+// PKIX public, PEM. It returns the two paths.
+func writeAppKeys(dir string) (priv, pub string, err error) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return "", "", fmt.Errorf("generate app key: %w", err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return "", "", fmt.Errorf("encode app private key: %w", err)
+	}
+	pubDER, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		return "", "", fmt.Errorf("encode app public key: %w", err)
+	}
+	priv, pub = filepath.Join(dir, "app_private.pem"), filepath.Join(dir, "app_public.pem")
+	if err := os.WriteFile(priv, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(pub, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}), 0o644); err != nil {
+		return "", "", err
+	}
+	return priv, pub, nil
+}
+
+// waitGatewayURL waits for the sandbox to log its gateway URL.
+func waitGatewayURL(ctx context.Context, sb *child, watch *gatewayURLWatcher) (string, error) {
+	timer := time.NewTimer(startTimeout)
+	defer timer.Stop()
+	select {
+	case u := <-watch.found:
+		return u, nil
+	case <-sb.done:
+		return "", fmt.Errorf("zhima-sandbox exited at start-up (%s)", describeExit(sb.err))
+	case <-timer.C:
+		return "", fmt.Errorf("zhima-sandbox printed no gateway_url within %s", startTimeout)
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+func adminURL(gatewayURL, path string) (string, error) {
+	u, err := url.Parse(gatewayURL)
+	if err != nil || u.Host == "" {
+		return "", fmt.Errorf("zhima-sandbox printed an unusable gateway_url %q", gatewayURL)
+	}
+	u.Path, u.RawQuery = path, ""
+	return u.String(), nil
+}
+
+// waitSandbox polls the sandbox's stats until it answers.
+func waitSandbox(ctx context.Context, sb *child, statsURL string) (sandboxStats, error) {
+	deadline := time.Now().Add(startTimeout)
+	for {
+		st, err := fetchStats(ctx, statsURL)
+		if err == nil {
+			return st, nil
+		}
+		switch {
+		case sb.exited():
+			return st, fmt.Errorf("zhima-sandbox exited at start-up (%s)", describeExit(sb.err))
+		case ctx.Err() != nil:
+			return st, ctx.Err()
+		case time.Now().After(deadline):
+			return st, fmt.Errorf("zhima-sandbox does not answer at %s: %w", statsURL, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func fetchStats(ctx context.Context, statsURL string) (sandboxStats, error) {
+	var st sandboxStats
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, statsURL, nil)
+	if err != nil {
+		return st, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return st, fmt.Errorf("sandbox stats: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("sandbox stats: HTTP %s", resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return st, fmt.Errorf("sandbox stats: %w", err)
+	}
+	return st, nil
+}
+
+// waitWorker waits until the worker has registered with asynq in Redis. A
+// worker that exits fails the demo; one not seen within startTimeout is
+// given the benefit of the doubt (enqueue --wait still watches it).
+func waitWorker(ctx context.Context, w *child, mr *miniredis.Miniredis) error {
+	deadline := time.Now().Add(startTimeout)
+	for !mr.Exists("asynq:servers") && time.Now().Before(deadline) {
+		select {
+		case <-w.done:
+			return fmt.Errorf("worker exited at start-up (%s)", describeExit(w.err))
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if w.exited() {
+		return fmt.Errorf("worker exited at start-up (%s)", describeExit(w.err))
+	}
+	return nil
+}
+
+// runEnqueue runs `enqueue batch --wait` and returns its stdout and exit
+// status. Exit 1 (some line rejected) is not an error here; 2, a signal or
+// a worker that dies meanwhile is.
+func runEnqueue(ctx context.Context, path, jobs string, timeout time.Duration, env []string, w *child, stderr io.Writer) ([]byte, int, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-w.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	var out bytes.Buffer
+	cmd := exec.CommandContext(ctx, path, "batch", "--wait", "--timeout", timeout.String(), jobs)
+	cmd.Env = env
+	cmd.Stdout = &out
+	cmd.Stderr = stderr
+	cmd.SysProcAttr = sysProcAttr()
+	cmd.Cancel = func() error { return terminate(cmd.Process) }
+	cmd.WaitDelay = 5 * time.Second
+	err := cmd.Run()
+	code := exitCode(err)
+	switch {
+	case ctx.Err() != nil:
+		return nil, code, fmt.Errorf("enqueue stopped: %w", context.Cause(ctx))
+	case code == 0 || code == 1:
+		return out.Bytes(), code, nil
+	case code < 0:
+		return nil, code, fmt.Errorf("enqueue: %w", err)
+	}
+	return nil, code, fmt.Errorf("enqueue exited with status %d (usage or configuration error)", code)
+}
+
+func percent(rate string) string {
+	f, err := strconv.ParseFloat(rate, 64)
+	if err != nil {
+		return rate
+	}
+	return strings.TrimSuffix(strconv.FormatFloat(f*100, 'f', 1, 64), ".0")
+}

@@ -1,0 +1,456 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/zhimaq/zhimaq"
+)
+
+var batchUsage = `enqueue batch — submits jobs from a JSON Lines file and prints their result records.
+
+Usage: enqueue batch [--wait] [--timeout D] [--parallel N] FILE|-
+
+Reads FILE, or standard input when FILE is "-", one job per line:
+  {"method":"zhima.credit.score.brief.get","biz_content":{"transaction_id":"T1",
+   "product_code":"w1010100000000002733","cert_type":"IDENTITY_CARD",
+   "cert_no":"...","name":"...","admittance_score":650}}
+with field names as in Alipay's pages and an optional top-level
+"app_auth_token". Lines that hold only whitespace are skipped and get no
+record. A line may hold up to ` + maxJobBytesText + ` bytes (room for a 1 MiB
+face_contrast_picture); a longer one is rejected without being read whole.
+
+For every other line it prints one result record (one JSON object a line) on
+standard output, in the order of the lines, as soon as that line is
+submitted. A line that is not a valid job gets a "rejected" record naming
+the problem, and the lines after it go on. A transaction_id submitted again
+with the same parameters within DEDUP_WINDOW is not run twice: its line gets
+the first job's record with "duplicate": true. With other parameters it is
+rejected with sub_code TRANSACTION_ID_REPEAT; within one file the earlier
+line is the one that counts.
+
+Flags:
+  --wait         wait until every accepted job has succeeded or failed, then
+                 print the final records instead (rejected lines keep their
+                 record). Progress is drawn on standard error when it is a
+                 terminal.
+  --timeout D    with --wait: stop waiting after D (a Go duration such as 90s
+                 or 10m, counted from the end of submitting), print the
+                 records as they stand and exit 1. Default: no limit.
+  --parallel N   submit up to N lines at once [16]; the output keeps the
+                 order of the lines.
+
+If Redis fails while a line is submitted, that line gets a "rejected" record
+with error {"source":"local","msg":"..."}. If Redis then stays unreachable,
+enqueue stops: it reads no further lines (they get no record) and says on
+standard error after which line it stopped. Running the same file again is
+safe: lines already accepted come back as duplicates.
+
+On SIGINT or SIGTERM it stops reading (or waiting), prints the records it
+has and exits 1. At the end it prints a summary on standard error, e.g.
+  enqueue: 1000 lines: 998 accepted (3 duplicates), 2 rejected · 990 succeeded, 8 failed
+
+Exit status: 0 when every line was accepted (and, with --wait, every job
+finished, succeeded or failed); 1 otherwise; 2 on a usage or configuration
+error.
+
+` + environment
+
+var maxJobBytesText = fmt.Sprint(zhimaq.MaxJobBytes)
+
+// submitTimeout bounds one line's submission, which is a few Redis round
+// trips; it guards against a Redis that accepts connections but never answers.
+const submitTimeout = 30 * time.Second
+
+// pingTimeout bounds the check made after a failed submission.
+const pingTimeout = 3 * time.Second
+
+// batchFlags are the settings of one batch run.
+type batchFlags struct {
+	wait     bool
+	timeout  time.Duration
+	parallel int
+}
+
+// runBatch is `enqueue batch`: it checks the arguments and the
+// configuration (exit 2 on a problem), then runs the batch.
+func runBatch(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
+	fs := flag.NewFlagSet("batch", flag.ContinueOnError)
+	var f batchFlags
+	fs.BoolVar(&f.wait, "wait", false, "")
+	fs.DurationVar(&f.timeout, "timeout", 0, "")
+	fs.IntVar(&f.parallel, "parallel", 16, "")
+	files, code, err := parseArgs(fs, args, batchUsage, stdout, stderr)
+	if err != nil {
+		return code
+	}
+	switch {
+	case len(files) == 0:
+		return usageError(stderr, "batch", "no input; give a FILE, or - for standard input")
+	case len(files) > 1:
+		return usageError(stderr, "batch", "one FILE only, got %d", len(files))
+	case f.parallel < 1:
+		return usageError(stderr, "batch", "--parallel must be at least 1")
+	case f.timeout < 0:
+		return usageError(stderr, "batch", "--timeout must not be negative")
+	case f.timeout > 0 && !f.wait:
+		return usageError(stderr, "batch", "--timeout only applies with --wait")
+	}
+	in := stdin
+	if files[0] != "-" {
+		file, err := os.Open(files[0])
+		if err == nil {
+			if st, serr := file.Stat(); serr == nil && st.IsDir() {
+				file.Close()
+				err = fmt.Errorf("%s is a directory", files[0])
+			}
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "enqueue batch: %v\n", err)
+			return exitUsage
+		}
+		defer file.Close()
+		in = file
+	}
+	p, err := connect(getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "enqueue: %v\n", err)
+		return exitUsage
+	}
+	defer p.Close()
+	b := &batch{p: p, flags: f, stderr: stderr, now: time.Now}
+	return b.run(ctx, in, stdout)
+}
+
+// batch is one run of `enqueue batch`.
+type batch struct {
+	p      *producer
+	flags  batchFlags
+	stderr io.Writer
+	now    func() time.Time
+
+	// Filled in while submitting.
+	lines, accepted, duplicates, rejected int
+	// With --wait: every line's record, and which of them were accepted.
+	recs []*zhimaq.Record
+	refs []int
+}
+
+// slot is one non-blank line on its way to the output. rec is set before
+// done is closed.
+type slot struct {
+	rec  *zhimaq.Record
+	done chan struct{}
+}
+
+// lineRead is what the input goroutine hands over: one line or an error.
+type lineRead struct {
+	line []byte
+	n    int
+	err  error
+}
+
+func (b *batch) run(ctx context.Context, in io.Reader, stdout io.Writer) int {
+	out := bufio.NewWriterSize(stdout, 64<<10)
+	lastLine, readAll, stopErr := b.submit(ctx, in, out)
+	if err := out.Flush(); err != nil && stopErr == nil {
+		stopErr = fmt.Errorf("write output: %w", err)
+	}
+	code := exitOK
+	if b.rejected > 0 {
+		code = exitFailed
+	}
+	switch {
+	case stopErr != nil && !readAll:
+		fmt.Fprintf(b.stderr, "enqueue: %v; stopped after line %d, later lines were not read\n", stopErr, lastLine)
+		code = exitFailed
+	case stopErr != nil:
+		fmt.Fprintf(b.stderr, "enqueue: %v\n", stopErr)
+		code = exitFailed
+	}
+	if !b.flags.wait {
+		b.summary(nil)
+		return code
+	}
+	var t *tally
+	if stopErr == nil {
+		var err error
+		t, err = b.await(ctx)
+		if err != nil {
+			fmt.Fprintf(b.stderr, "enqueue: %v; printing the records as they stand\n", err)
+			code = exitFailed
+		}
+		if t.unfinished > 0 {
+			code = exitFailed
+		}
+	}
+	for _, rec := range b.recs {
+		if err := writeRecord(out, rec); err != nil {
+			break
+		}
+	}
+	if err := out.Flush(); err != nil {
+		fmt.Fprintf(b.stderr, "enqueue: write output: %v\n", err)
+		code = exitFailed
+	}
+	b.summary(t)
+	return code
+}
+
+// submit reads and submits every line, up to b.flags.parallel at once, and
+// hands their records to out in input order: written at once, or kept in
+// b.recs with --wait. It returns the number of the last line read, whether
+// that was the last of the input, and what went wrong if anything: an
+// interrupt before the end of input, a read or write error, or Redis
+// unreachable.
+func (b *batch) submit(ctx context.Context, in io.Reader, out *bufio.Writer) (lastLine int, readAll bool, err error) {
+	stopCtx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+
+	// The input goroutine only reads, so a read that blocks (a terminal on
+	// stdin) never holds up an interrupt; it ends when quit closes.
+	lines := make(chan lineRead)
+	quit := make(chan struct{})
+	defer close(quit)
+	go func() {
+		lr := newLineReader(in, zhimaq.MaxJobBytes)
+		for {
+			line, n, err := lr.next()
+			select {
+			case lines <- lineRead{line, n, err}:
+			case <-quit:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+
+	slots := make(chan *slot, 2*b.flags.parallel)
+	var wg sync.WaitGroup
+	go func() {
+		defer close(slots)
+		defer wg.Wait()
+		sem := make(chan struct{}, b.flags.parallel)
+		chain := map[string]*slot{}
+		for {
+			var l lineRead
+			select {
+			case <-stopCtx.Done():
+				return
+			case l = <-lines:
+			}
+			if l.err == io.EOF {
+				readAll = true
+				return
+			}
+			if l.err != nil {
+				stop(fmt.Errorf("read input: %w", l.err))
+				return
+			}
+			lastLine = l.n
+			if blank(l.line) {
+				continue
+			}
+			s := &slot{done: make(chan struct{})}
+			job, rej := zhimaq.ParseJob(l.line)
+			if rej != nil {
+				s.rec = rej
+				close(s.done)
+				slots <- s
+				continue
+			}
+			// Lines with the same (method, transaction_id) are submitted one
+			// after the other, so the earlier line is the one that counts.
+			tid := transactionID(job)
+			var prev *slot
+			if tid != "" {
+				key := job.Method + "\x00" + tid
+				prev = chain[key]
+				chain[key] = s
+				if len(chain) >= 4096+4*b.flags.parallel {
+					pruneChain(chain)
+				}
+			}
+			sem <- struct{}{}
+			slots <- s
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				if prev != nil {
+					<-prev.done
+				}
+				if cause := context.Cause(stopCtx); errors.As(cause, new(*redisDownError)) {
+					// Another line found Redis down: don't try.
+					s.rec = b.localRejection(job, tid, "not submitted: "+cause.Error())
+				} else {
+					s.rec = b.submitOne(ctx, job, tid, stop)
+				}
+				close(s.done)
+			}()
+		}
+	}()
+
+	for s := range slots {
+		select {
+		case <-s.done:
+		default:
+			// Nothing more is ready: let what is written so far out first.
+			if err := out.Flush(); err != nil {
+				stop(fmt.Errorf("write output: %w", err))
+			}
+			<-s.done
+		}
+		b.count(s.rec)
+		if b.flags.wait {
+			b.recs = append(b.recs, s.rec)
+			if s.rec.State != zhimaq.Rejected {
+				b.refs = append(b.refs, len(b.recs)-1)
+			}
+			continue
+		}
+		if err := writeRecord(out, s.rec); err != nil {
+			stop(fmt.Errorf("write output: %w", err))
+		}
+	}
+	// slots is closed after the dispatcher's last write to lastLine and readAll.
+	switch {
+	case stopCtx.Err() == nil:
+		return lastLine, readAll, nil
+	case ctx.Err() != nil && readAll:
+		return lastLine, readAll, nil // an interrupt after the input: await sees it
+	case ctx.Err() != nil:
+		return lastLine, readAll, errors.New("interrupted")
+	}
+	return lastLine, readAll, context.Cause(stopCtx)
+}
+
+// submitOne submits one parsed job. Its context is not cancelled by an
+// interrupt, so a line read is always answered with a true record. When
+// Redis fails it returns a rejected record carrying the error and, if Redis
+// does not answer a ping either, calls stop.
+func (b *batch) submitOne(ctx context.Context, job zhimaq.Job, tid string, stop context.CancelCauseFunc) *zhimaq.Record {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), submitTimeout)
+	defer cancel()
+	rec, err := b.p.Submit(sctx, job)
+	if err == nil {
+		return rec
+	}
+	pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), pingTimeout)
+	defer pcancel()
+	if perr := b.p.rdb.Ping(pctx).Err(); perr != nil {
+		stop(&redisDownError{perr})
+	}
+	return b.localRejection(job, tid, err.Error())
+}
+
+// redisDownError stops a batch: a submission failed and Redis did not
+// answer a ping either.
+type redisDownError struct{ err error }
+
+func (e *redisDownError) Error() string { return "Redis is unreachable (" + e.err.Error() + ")" }
+func (e *redisDownError) Unwrap() error { return e.err }
+
+// localRejection is the record of a job that was not enqueued for a reason
+// of enqueue's own, such as Redis failing: source "local" and msg only.
+func (b *batch) localRejection(job zhimaq.Job, tid, msg string) *zhimaq.Record {
+	if !safeID(tid) {
+		tid = ""
+	}
+	return &zhimaq.Record{Method: job.Method, TransactionID: tid, State: zhimaq.Rejected,
+		Error: &zhimaq.ErrorInfo{Source: "local", Msg: msg}, UpdatedAt: b.now().UTC()}
+}
+
+// pruneChain forgets the lines that are submitted already.
+func pruneChain(chain map[string]*slot) {
+	for k, s := range chain {
+		select {
+		case <-s.done:
+			delete(chain, k)
+		default:
+		}
+	}
+}
+
+// transactionID reads biz_content.transaction_id as given; "" when it is
+// missing or not a string (Submit rejects such a job).
+func transactionID(job zhimaq.Job) string {
+	var probe struct {
+		TransactionID string `json:"transaction_id"`
+	}
+	_ = json.Unmarshal(job.BizContent, &probe)
+	return probe.TransactionID
+}
+
+// safeID reports whether s has the gateway's transaction_id form, so that
+// it can be printed: anything else might be personal data in the wrong field.
+func safeID(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// count adds a submitted line's record to the totals.
+func (b *batch) count(rec *zhimaq.Record) {
+	b.lines++
+	switch {
+	case rec.State == zhimaq.Rejected:
+		b.rejected++
+	case rec.Duplicate:
+		b.accepted++
+		b.duplicates++
+	default:
+		b.accepted++
+	}
+}
+
+// writeRecord writes rec as one JSON line. It calls MarshalJSON directly:
+// json.Marshal would re-escape <, > and & inside the gateway's response,
+// which must reach the caller byte for byte.
+func writeRecord(w io.Writer, rec *zhimaq.Record) error {
+	line, err := rec.MarshalJSON()
+	if err != nil {
+		return fmt.Errorf("encode record: %w", err)
+	}
+	_, err = w.Write(append(line, '\n'))
+	return err
+}
+
+// summary prints the closing line on stderr; t is nil without --wait.
+func (b *batch) summary(t *tally) {
+	var s strings.Builder
+	fmt.Fprintf(&s, "enqueue: %d %s: %d accepted (%d %s), %d rejected", b.lines, plural(b.lines, "line", "lines"),
+		b.accepted, b.duplicates, plural(b.duplicates, "duplicate", "duplicates"), b.rejected)
+	if t != nil {
+		fmt.Fprintf(&s, " · %d succeeded, %d failed", t.succeeded, t.failed)
+		if t.unfinished > 0 {
+			fmt.Fprintf(&s, ", %d unfinished", t.unfinished)
+		}
+	}
+	fmt.Fprintln(b.stderr, s.String())
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}

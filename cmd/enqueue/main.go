@@ -1,0 +1,187 @@
+// Command enqueue is zhimaq's producer CLI: it submits verification jobs from
+// a JSON Lines file to Redis and prints each job's result record, and reads
+// the record of one job. It is configured by the environment (see usage).
+//
+// Exit status: 0 on success, 1 when a job or the command failed (a rejected
+// line, Redis unreachable, a timeout, an interrupt, no such record), 2 on a
+// usage or configuration error, always with one line on stderr naming it.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/zhimaq/zhimaq"
+	"github.com/zhimaq/zhimaq/internal/config"
+)
+
+// Exit statuses.
+const (
+	exitOK     = 0
+	exitFailed = 1
+	exitUsage  = 2
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// go-redis logs each failed dial on stderr; enqueue reports Redis
+	// failures itself, once.
+	redis.SetLogger(quietLogger{})
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv)
+	stop()
+	os.Exit(code)
+}
+
+// quietLogger drops go-redis's log lines.
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}
+
+// run is the command without the process, so tests can run it in-process.
+// Cancelling ctx works like SIGINT.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "enqueue: no command given; want batch or get (see enqueue --help)")
+		return exitUsage
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		if args[0] == "help" && len(args) > 1 {
+			switch args[1] {
+			case "batch":
+				fmt.Fprint(stdout, batchUsage)
+				return exitOK
+			case "get":
+				fmt.Fprint(stdout, getUsage)
+				return exitOK
+			}
+			fmt.Fprintf(stderr, "enqueue: help: unknown command %q; want batch or get\n", args[1])
+			return exitUsage
+		}
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	case "batch":
+		return runBatch(ctx, args[1:], stdin, stdout, stderr, getenv)
+	case "get":
+		return runGet(ctx, args[1:], stdout, stderr, getenv)
+	}
+	fmt.Fprintf(stderr, "enqueue: unknown command %q; want batch or get (see enqueue --help)\n", args[0])
+	return exitUsage
+}
+
+// parseArgs parses fs's flags wherever they stand among the positional
+// arguments (so `batch jobs.jsonl --wait` works too) and returns the
+// positional ones. Everything after "--" is positional. On -h or --help it
+// prints help to stdout and returns flag.ErrHelp; on any other error it
+// prints one line to stderr. Either way the caller returns the given code.
+func parseArgs(fs *flag.FlagSet, args []string, help string, stdout, stderr io.Writer) ([]string, int, error) {
+	fs.SetOutput(io.Discard)
+	var positional []string
+	for {
+		err := fs.Parse(args)
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, help)
+			return nil, exitOK, err
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "enqueue %s: %v (see enqueue %s --help)\n", fs.Name(), err, fs.Name())
+			return nil, exitUsage, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return positional, exitOK, nil
+		}
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			return append(positional, rest...), exitOK, nil
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+}
+
+// usageError prints a usage problem of command cmd and returns exitUsage.
+func usageError(stderr io.Writer, cmd, format string, a ...any) int {
+	fmt.Fprintf(stderr, "enqueue %s: %s (see enqueue %s --help)\n", cmd, fmt.Sprintf(format, a...), cmd)
+	return exitUsage
+}
+
+// producer is a Producer with the Redis client it was built on.
+type producer struct {
+	*zhimaq.Producer
+	rdb redis.UniversalClient
+}
+
+// Close closes the producer and its Redis client.
+func (p *producer) Close() {
+	p.Producer.Close()
+	p.rdb.Close()
+}
+
+// connect reads the configuration and builds a producer. It does not reach
+// Redis yet, so only a malformed or missing setting fails it.
+func connect(getenv func(string) string) (*producer, error) {
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.AppID == "" {
+		return nil, errors.New("config: ZHIMA_APP_ID is required")
+	}
+	rdb, err := config.RedisClient(cfg.RedisURL)
+	if err != nil {
+		return nil, err
+	}
+	p, err := zhimaq.NewProducer(rdb, zhimaq.ProducerConfig{
+		AppID:       cfg.AppID,
+		Queue:       cfg.Queue,
+		KeyPrefix:   cfg.KeyPrefix,
+		DedupWindow: cfg.DedupWindow,
+		ResultTTL:   cfg.ResultTTL,
+		MaxAttempts: cfg.RetryMaxAttempts,
+	})
+	if err != nil {
+		rdb.Close()
+		return nil, err
+	}
+	return &producer{Producer: p, rdb: rdb}, nil
+}
+
+const environment = `Environment (defaults in brackets):
+  REDIS_URL           redis://, rediss:// or redis-sentinel:// [redis://127.0.0.1:6379/0]
+  ZHIMA_APP_ID        the Alipay app the jobs are for (required)
+  ZHIMAQ_QUEUE        the queue the workers read [zhimaq]
+  ZHIMAQ_KEY_PREFIX   prefix of zhimaq's own Redis keys [zhimaq:]
+  DEDUP_WINDOW        how long a transaction_id stays claimed [24h]
+  RESULT_TTL          how long records stay readable [168h]
+  RETRY_MAX_ATTEMPTS  gateway calls per job, first included [12]
+They must match the workers' settings. Other zhimaq variables (see worker
+--help) are checked for form when set but not used by enqueue.
+`
+
+const usage = `enqueue — submits zhimaq verification jobs and reads their results.
+
+Usage:
+  enqueue batch [--wait] [--timeout D] [--parallel N] FILE|-
+      submit one job per line of FILE (or standard input) and print one
+      result record per line
+  enqueue get --method M --transaction-id T
+      print the result record of one job
+  enqueue help [batch|get]
+      print this help, or a command's
+
+Jobs run in the background on zhimaq's workers; a result record says where a
+job stands ("queued", "running", "retrying", "succeeded", "failed", or
+"rejected" when it was never enqueued).
+
+` + environment + `
+Exit status: 0 on success; 1 when a line was rejected, a job did not finish,
+Redis failed or no record exists; 2 on a usage or configuration error.
+`
