@@ -3,13 +3,9 @@ package zhimaq_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http/httptest"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -23,10 +19,8 @@ import (
 	"github.com/zhimaq/zhimaq/internal/redistest"
 	"github.com/zhimaq/zhimaq/internal/sandbox"
 	"github.com/zhimaq/zhimaq/internal/worker"
-	"github.com/zhimaq/zhimaq/internal/zhima"
+	"github.com/zhimaq/zhimaq/internal/zhimatest"
 )
-
-const testAppID = "2021000000000001"
 
 // clock is real time plus an offset that a test can advance.
 type clock struct {
@@ -51,16 +45,7 @@ type pipeline struct {
 	producer *zhimaq.Producer
 	gateway  *sandbox.Server
 	clock    *clock
-	logs     *syncBuffer // the worker's log, JSON lines at debug level
-}
-
-func readKey(tb testing.TB, name string) string {
-	tb.Helper()
-	b, err := os.ReadFile("internal/zhima/testdata/sdkvectors/" + name)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return string(b)
+	logs     *zhimatest.SyncBuffer // the worker's log, JSON lines at debug level
 }
 
 // startPipeline runs the whole path in-process: Submit -> Redis -> worker ->
@@ -70,34 +55,12 @@ func startPipeline(tb testing.TB, faults sandbox.Faults, change func(*config.Con
 	tb.Helper()
 	srv := redistest.New(tb)
 	clk := &clock{}
-	appPub, err := zhima.ParsePublicKey(readKey(tb, "app_public.pem"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	gw, err := sandbox.New(sandbox.Config{AppID: testAppID, AppPublicKey: appPub, AlipayKey: alipayKey(tb), Faults: faults, Seed: 7, Now: clk.Now})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	hs := httptest.NewUnstartedServer(gw)
-	hs.Config.ConnState = gw.ConnState
-	hs.Start()
-	tb.Cleanup(func() { gw.Close(); hs.Close() })
-
-	cfg := config.Defaults
-	cfg.RedisURL = srv.URL
-	cfg.GatewayURL = hs.URL + "/gateway.do"
-	cfg.AppID = testAppID
-	cfg.AppPrivateKey = readKey(tb, "app_private_pkcs1.pem")
-	cfg.AlipayPublicKey = string(gw.AlipayPublicKeyPEM())
-	cfg.RetryBaseDelay, cfg.RetryMaxDelay = 10*time.Millisecond, 40*time.Millisecond
-	cfg.GatewayTimeout = 5 * time.Second
-	cfg.WorkerConcurrency = 20
-	cfg.HTTPAddr = "off"
-	cfg.Queue, cfg.KeyPrefix = srv.Queue, srv.Prefix
+	gw, url := zhimatest.StartGateway(tb, sandbox.Config{Faults: faults, Seed: 7, Now: clk.Now})
+	cfg := zhimatest.WorkerConfig(tb, srv, gw, url)
 	if change != nil {
 		change(&cfg)
 	}
-	logs := new(syncBuffer)
+	logs := new(zhimatest.SyncBuffer)
 	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(logs), zap.DebugLevel))
 	w, err := worker.New(worker.Options{Config: cfg, Log: log, PollInterval: 20 * time.Millisecond, Now: clk.Now})
 	if err != nil {
@@ -109,7 +72,7 @@ func startPipeline(tb testing.TB, faults sandbox.Faults, change func(*config.Con
 	tb.Cleanup(w.Close)
 
 	rdb := srv.Client(tb)
-	p, err := zhimaq.NewProducer(rdb, zhimaq.ProducerConfig{AppID: testAppID, Queue: cfg.Queue, KeyPrefix: cfg.KeyPrefix,
+	p, err := zhimaq.NewProducer(rdb, zhimaq.ProducerConfig{AppID: zhimatest.AppID, Queue: cfg.Queue, KeyPrefix: cfg.KeyPrefix,
 		DedupWindow: cfg.DedupWindow, MaxAttempts: cfg.RetryMaxAttempts, Now: clk.Now})
 	if err != nil {
 		tb.Fatal(err)
@@ -177,24 +140,6 @@ func certificationJob(tx string) zhimaq.Job {
 	identity := fmt.Sprintf(`{"identity_type":"CERT_INFO","cert_type":"IDENTITY_CARD","cert_name":"李四","cert_no":%q}`, contactID)
 	b, _ := json.Marshal(map[string]string{"transaction_id": tx, "product_code": "w1010100000000002978", "biz_code": "FACE", "identity_param": identity})
 	return zhimaq.Job{Method: zhimaq.MethodCertificationInitialize, BizContent: b}
-}
-
-var (
-	alipayKeyOnce sync.Once
-	alipayKeyPair *rsa.PrivateKey
-)
-
-// alipayKey is the sandbox's signing key, made once per test binary.
-func alipayKey(tb testing.TB) *rsa.PrivateKey {
-	tb.Helper()
-	alipayKeyOnce.Do(func() {
-		k, err := rsa.GenerateKey(rand.Reader, 2048)
-		if err != nil {
-			panic(err)
-		}
-		alipayKeyPair = k
-	})
-	return alipayKeyPair
 }
 
 func TestPipelineSucceedsForEveryMethod(t *testing.T) {
@@ -415,24 +360,6 @@ func TestBatchOf1000WithSystemErrors(t *testing.T) {
 	if retried == 0 {
 		t.Fatal("no job was retried; the fault did not bite")
 	}
-}
-
-// syncBuffer is a bytes.Buffer the worker's logger and the test may share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func TestPersonalDataStaysOutOfLogsAndRecords(t *testing.T) {

@@ -265,23 +265,9 @@ func transactionOf(biz json.RawMessage) string {
 		TransactionID any `json:"transaction_id"`
 	}
 	if json.Unmarshal(biz, &probe) == nil {
-		if s, ok := probe.TransactionID.(string); ok && safeID(s) {
+		if s, ok := probe.TransactionID.(string); ok && zhima.IsTransactionID(s) {
 			return s
 		}
 	}
 	return ""
-}
-
-// safeID reports whether s has the gateway's transaction_id form.
-func safeID(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
-			return false
-		}
-	}
-	return true
 }

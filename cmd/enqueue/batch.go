@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/zhimaq/zhimaq"
+	"github.com/zhimaq/zhimaq/internal/zhima"
 )
 
 var batchUsage = `enqueue batch — submits jobs from a JSON Lines file and prints their result records.
@@ -365,7 +366,7 @@ func (e *redisDownError) Unwrap() error { return e.err }
 // localRejection is the record of a job that was not enqueued for a reason
 // of enqueue's own, such as Redis failing: source "local" and msg only.
 func (b *batch) localRejection(job zhimaq.Job, tid, msg string) *zhimaq.Record {
-	if !safeID(tid) {
+	if !zhima.IsTransactionID(tid) {
 		tid = ""
 	}
 	return &zhimaq.Record{Method: job.Method, TransactionID: tid, State: zhimaq.Rejected,
@@ -391,21 +392,6 @@ func transactionID(job zhimaq.Job) string {
 	}
 	_ = json.Unmarshal(job.BizContent, &probe)
 	return probe.TransactionID
-}
-
-// safeID reports whether s has the gateway's transaction_id form, so that
-// it can be printed: anything else might be personal data in the wrong field.
-func safeID(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
-			return false
-		}
-	}
-	return true
 }
 
 // count adds a submitted line's record to the totals.

@@ -9,6 +9,7 @@ import (
 	"slices"
 
 	"github.com/zhimaq/zhimaq"
+	"github.com/zhimaq/zhimaq/internal/zhima"
 )
 
 const getUsage = `enqueue get — prints the result record of one job.
@@ -48,7 +49,7 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 		return usageError(stderr, "get", "--method %q is not a gateway method zhimaq runs", ref.Method)
 	case ref.TransactionID == "":
 		return usageError(stderr, "get", "--transaction-id is required")
-	case !safeID(ref.TransactionID):
+	case !zhima.IsTransactionID(ref.TransactionID):
 		// Not quoted: a value of the wrong form might be personal data.
 		return usageError(stderr, "get", "--transaction-id may hold only letters, digits and '_', at most 64")
 	}

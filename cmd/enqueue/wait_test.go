@@ -2,11 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/pem"
-	"net/http/httptest"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -15,33 +10,16 @@ import (
 	"github.com/zhimaq/zhimaq/internal/config"
 	"github.com/zhimaq/zhimaq/internal/sandbox"
 	"github.com/zhimaq/zhimaq/internal/worker"
+	"github.com/zhimaq/zhimaq/internal/zhimatest"
 )
-
-const keyDir = "../../internal/zhima/testdata/sdkvectors/"
 
 // startWorker runs a real worker in-process against a sandbox gateway with
 // faults, and adds the worker's settings to env.
 func startWorker(t *testing.T, env map[string]string, faults sandbox.Faults) {
 	t.Helper()
-	pubPEM, err := os.ReadFile(keyDir + "app_public.pem")
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, _ := pem.Decode(pubPEM)
-	if block == nil {
-		t.Fatal("app_public.pem holds no PEM block")
-	}
-	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sb, err := sandbox.New(sandbox.Config{AppID: testAppID, AppPublicKey: pub.(*rsa.PublicKey), Faults: faults})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(sb)
-	env["ZHIMA_GATEWAY_URL"] = ts.URL + "/gateway.do"
-	env["ZHIMA_APP_PRIVATE_KEY_FILE"] = keyDir + "app_private_pkcs1.pem"
+	sb, url := zhimatest.StartGateway(t, sandbox.Config{AppID: testAppID, Faults: faults})
+	env["ZHIMA_GATEWAY_URL"] = url
+	env["ZHIMA_APP_PRIVATE_KEY_FILE"] = zhimatest.KeyFile("app_private_pkcs1.pem")
 	env["ZHIMA_ALIPAY_PUBLIC_KEY"] = string(sb.AlipayPublicKeyPEM())
 	env["ZHIMA_TIMEOUT"] = "5s"
 	env["RETRY_BASE_DELAY"] = "10ms"
@@ -62,7 +40,6 @@ func startWorker(t *testing.T, env map[string]string, faults sandbox.Faults) {
 	t.Cleanup(func() {
 		sb.Close() // lets hung calls go first
 		w.Close()
-		ts.Close()
 	})
 }
 

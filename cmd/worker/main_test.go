@@ -3,21 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"net/http/httptest"
-	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/zhimaq/zhimaq/internal/redistest"
 	"github.com/zhimaq/zhimaq/internal/sandbox"
-	"github.com/zhimaq/zhimaq/internal/zhima"
+	"github.com/zhimaq/zhimaq/internal/zhimatest"
 )
-
-func testKeyFile(name string) string { return "../../internal/zhima/testdata/sdkvectors/" + name }
 
 func TestRunRefusesBadConfigurationInOneLine(t *testing.T) {
 	tests := []struct {
@@ -28,9 +21,9 @@ func TestRunRefusesBadConfigurationInOneLine(t *testing.T) {
 		{"no app id", map[string]string{}, "ZHIMA_APP_ID is required"},
 		{"bad duration", map[string]string{"RETRY_BASE_DELAY": "soon"}, "RETRY_BASE_DELAY"},
 		{"app key as alipay key", map[string]string{"ZHIMA_APP_ID": "2021000000000001",
-			"ZHIMA_APP_PRIVATE_KEY_FILE": testKeyFile("app_private_pkcs1.pem"), "ZHIMA_ALIPAY_PUBLIC_KEY_FILE": testKeyFile("app_public.pem")}, "app's own public key"},
+			"ZHIMA_APP_PRIVATE_KEY_FILE": zhimatest.KeyFile("app_private_pkcs1.pem"), "ZHIMA_ALIPAY_PUBLIC_KEY_FILE": zhimatest.KeyFile("app_public.pem")}, "app's own public key"},
 		{"private key where the alipay key belongs", map[string]string{"ZHIMA_APP_ID": "2021000000000001",
-			"ZHIMA_APP_PRIVATE_KEY_FILE": testKeyFile("app_private_pkcs1.pem"), "ZHIMA_ALIPAY_PUBLIC_KEY_FILE": testKeyFile("app_private_pkcs8.pem")}, "private key where a public key belongs"},
+			"ZHIMA_APP_PRIVATE_KEY_FILE": zhimatest.KeyFile("app_private_pkcs1.pem"), "ZHIMA_ALIPAY_PUBLIC_KEY_FILE": zhimatest.KeyFile("app_private_pkcs8.pem")}, "private key where a public key belongs"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -45,32 +38,15 @@ func TestRunRefusesBadConfigurationInOneLine(t *testing.T) {
 }
 
 func TestRunStopsCleanlyWhenSignalled(t *testing.T) {
-	appPub, err := os.ReadFile(testKeyFile("app_public.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := zhima.ParsePublicKey(string(appPub))
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw, err := sandbox.New(sandbox.Config{AppPublicKey: pub, AlipayKey: key})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(gw)
-	defer hs.Close()
+	gw, url := zhimatest.StartGateway(t, sandbox.Config{})
 	srv := redistest.New(t)
 	env := map[string]string{
-		"REDIS_URL": srv.URL, "ZHIMA_GATEWAY_URL": hs.URL + "/gateway.do", "ZHIMA_APP_ID": "2021000000000001",
-		"ZHIMA_APP_PRIVATE_KEY_FILE": testKeyFile("app_private_pkcs8.pem"), "ZHIMA_ALIPAY_PUBLIC_KEY": string(gw.AlipayPublicKeyPEM()),
+		"REDIS_URL": srv.URL, "ZHIMA_GATEWAY_URL": url, "ZHIMA_APP_ID": zhimatest.AppID,
+		"ZHIMA_APP_PRIVATE_KEY_FILE": zhimatest.KeyFile("app_private_pkcs8.pem"), "ZHIMA_ALIPAY_PUBLIC_KEY": string(gw.AlipayPublicKeyPEM()),
 		"HTTP_ADDR": "127.0.0.1:0", "ZHIMAQ_QUEUE": srv.Queue, "ZHIMAQ_KEY_PREFIX": srv.Prefix,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	stderr := new(syncBuffer)
+	stderr := new(zhimatest.SyncBuffer)
 	done := make(chan int)
 	go func() { done <- run(ctx, nil, func(k string) string { return env[k] }, stderr) }()
 	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), `"worker started"`); {
@@ -88,22 +64,4 @@ func TestRunStopsCleanlyWhenSignalled(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("worker did not stop within 30s of its signal")
 	}
-}
-
-// syncBuffer is a bytes.Buffer that the worker's logger and the test may share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

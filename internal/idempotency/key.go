@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/zhimaq/zhimaq/internal/zhima"
 )
 
 // DefaultPrefix is the Redis key prefix used when a store is given "".
@@ -38,10 +40,8 @@ func (k Key) Validate() error {
 	if k.TransactionID == "" {
 		return errors.New("idempotency: key: transaction_id is empty")
 	}
-	for _, r := range k.TransactionID {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_') {
-			return errors.New("idempotency: key: transaction_id may hold only letters, digits and '_'")
-		}
+	if !zhima.IsTransactionID(k.TransactionID) {
+		return errors.New("idempotency: key: transaction_id may hold only letters, digits and '_', at most 64")
 	}
 	return nil
 }

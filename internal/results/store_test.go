@@ -17,19 +17,12 @@ import (
 
 const testTTL = 2 * time.Hour
 
-// redisFor returns the test's Redis and a client for it, and deletes the
-// test's keys from it when the test ends.
+// redisFor returns the test's Redis and a client for it; redistest deletes
+// the test's keys when it ends.
 func redisFor(tb testing.TB) (*redistest.Server, *redis.Client) {
 	tb.Helper()
 	srv := redistest.New(tb)
 	rdb := srv.Client(tb)
-	tb.Cleanup(func() { // runs before the client is closed
-		ctx := context.Background()
-		iter := rdb.Scan(ctx, 0, srv.Prefix+"*", 1000).Iterator()
-		for iter.Next(ctx) {
-			rdb.Del(ctx, iter.Val())
-		}
-	})
 	return srv, rdb
 }
 

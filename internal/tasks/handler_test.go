@@ -3,14 +3,9 @@ package tasks
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
 	"encoding/json"
 	"errors"
-	"net/http/httptest"
-	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,26 +18,10 @@ import (
 	"github.com/zhimaq/zhimaq/internal/results"
 	"github.com/zhimaq/zhimaq/internal/sandbox"
 	"github.com/zhimaq/zhimaq/internal/zhima"
+	"github.com/zhimaq/zhimaq/internal/zhimatest"
 )
 
-const (
-	appID       = "2021000000000001"
-	applicantID = "11010519491231002X"
-)
-
-var (
-	keyOnce   sync.Once
-	alipayKey *rsa.PrivateKey
-)
-
-func testKey(tb testing.TB, name string) string {
-	tb.Helper()
-	b, err := os.ReadFile("../zhima/testdata/sdkvectors/" + name)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return string(b)
-}
+const applicantID = "11010519491231002X"
 
 // fixture is a Handler wired to the sandbox and a real Redis, logging into logs.
 type fixture struct {
@@ -54,25 +33,9 @@ type fixture struct {
 
 func newFixture(tb testing.TB, faults sandbox.Faults) *fixture {
 	tb.Helper()
-	keyOnce.Do(func() {
-		k, err := rsa.GenerateKey(rand.Reader, 2048)
-		if err != nil {
-			panic(err)
-		}
-		alipayKey = k
-	})
-	appPub, err := zhima.ParsePublicKey(testKey(tb, "app_public.pem"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	gw, err := sandbox.New(sandbox.Config{AppPublicKey: appPub, AlipayKey: alipayKey, Faults: faults, Seed: 1})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	hs := httptest.NewServer(gw)
-	tb.Cleanup(hs.Close)
-	client, err := zhima.NewClient(zhima.Config{GatewayURL: hs.URL + "/gateway.do", AppID: appID,
-		AppPrivateKey: testKey(tb, "app_private_pkcs1.pem"), AlipayPublicKey: string(gw.AlipayPublicKeyPEM())})
+	gw, url := zhimatest.StartGateway(tb, sandbox.Config{Faults: faults, Seed: 1})
+	client, err := zhima.NewClient(zhima.Config{GatewayURL: url, AppID: zhimatest.AppID,
+		AppPrivateKey: zhimatest.AppPrivateKeyPEM(tb), AlipayPublicKey: string(gw.AlipayPublicKeyPEM())})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -87,7 +50,7 @@ func newFixture(tb testing.TB, faults sandbox.Faults) *fixture {
 }
 
 func scorePayload(tx string) *Payload {
-	return &Payload{AppID: appID, Method: zhima.MethodScoreBriefGet, TransactionID: tx, BizContent: json.RawMessage(
+	return &Payload{AppID: zhimatest.AppID, Method: zhima.MethodScoreBriefGet, TransactionID: tx, BizContent: json.RawMessage(
 		`{"transaction_id":"` + tx + `","product_code":"w1010100000000002733","cert_type":"IDENTITY_CARD","cert_no":"` + applicantID + `","name":"张三","admittance_score":650}`)}
 }
 
@@ -149,10 +112,10 @@ func TestCorruptPayloadFailsOnceWithAClearError(t *testing.T) {
 		payload string
 		record  bool
 	}{
-		{"not JSON", `{"app_id":"` + appID + `","method":`, false},
-		{"wrong method for the type", `{"app_id":"` + appID + `","method":"zhima.credit.relation.query","transaction_id":"C_1","biz_content":{}}`, false},
-		{"invalid biz_content", `{"app_id":"` + appID + `","method":"zhima.credit.score.brief.get","transaction_id":"C_2","biz_content":{"transaction_id":"C_2","cert_no":"` + applicantID + `"}}`, true},
-		{"biz_content not an object", `{"app_id":"` + appID + `","method":"zhima.credit.score.brief.get","transaction_id":"C_3","biz_content":"` + applicantID + `"}`, true},
+		{"not JSON", `{"app_id":"` + zhimatest.AppID + `","method":`, false},
+		{"wrong method for the type", `{"app_id":"` + zhimatest.AppID + `","method":"zhima.credit.relation.query","transaction_id":"C_1","biz_content":{}}`, false},
+		{"invalid biz_content", `{"app_id":"` + zhimatest.AppID + `","method":"zhima.credit.score.brief.get","transaction_id":"C_2","biz_content":{"transaction_id":"C_2","cert_no":"` + applicantID + `"}}`, true},
+		{"biz_content not an object", `{"app_id":"` + zhimatest.AppID + `","method":"zhima.credit.score.brief.get","transaction_id":"C_3","biz_content":"` + applicantID + `"}`, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

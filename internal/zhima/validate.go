@@ -50,13 +50,25 @@ func (c *fieldCheck) transactionID(v string, max int) {
 	if !c.text("transaction_id", v, true, max) {
 		return
 	}
-	for i := 0; i < len(v); i++ {
-		ch := v[i]
+	if !IsTransactionID(v) {
+		c.fail("transaction_id", "may hold only letters, digits and '_'")
+	}
+}
+
+// IsTransactionID reports whether s has the form of a transaction_id:
+// 1–64 letters, digits and '_'. Such a value is safe to print and log;
+// anything else might be personal data pasted in the wrong field.
+func IsTransactionID(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
 		if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '_') {
-			c.fail("transaction_id", "may hold only letters, digits and '_'")
-			return
+			return false
 		}
 	}
+	return true
 }
 
 // personName checks a name as the gateway wants it: at most 64 characters and

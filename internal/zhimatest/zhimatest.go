@@ -1,0 +1,135 @@
+// Package zhimatest holds what zhimaq's tests share: the committed test app
+// keys, one generated "Alipay" key per test binary, the sandbox gateway
+// under httptest, and a worker configuration pointed at it.
+package zhimatest
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/rsa"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/zhimaq/zhimaq/internal/config"
+	"github.com/zhimaq/zhimaq/internal/redistest"
+	"github.com/zhimaq/zhimaq/internal/sandbox"
+	"github.com/zhimaq/zhimaq/internal/zhima"
+)
+
+// AppID is the app id of every test.
+const AppID = "2021000000000001"
+
+// KeyFile is the path of a committed test key (app_private_pkcs1.pem,
+// app_private_pkcs8.pem, app_public.pem, …), wherever the test runs from.
+func KeyFile(name string) string {
+	_, here, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(here), "..", "zhima", "testdata", "sdkvectors", name)
+}
+
+// AppPrivateKeyPEM is the test app's private key (PKCS#1 PEM).
+func AppPrivateKeyPEM(tb testing.TB) string {
+	tb.Helper()
+	b, err := os.ReadFile(KeyFile("app_private_pkcs1.pem"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return string(b)
+}
+
+// AppPublicKey is the test app's public key.
+func AppPublicKey(tb testing.TB) *rsa.PublicKey {
+	tb.Helper()
+	b, err := os.ReadFile(KeyFile("app_public.pem"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	k, err := zhima.ParsePublicKey(string(b))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return k
+}
+
+var (
+	alipayOnce sync.Once
+	alipayKey  *rsa.PrivateKey
+)
+
+// AlipayKey is the key the test gateway signs with, generated once per test binary.
+func AlipayKey() *rsa.PrivateKey {
+	alipayOnce.Do(func() {
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			panic(err)
+		}
+		alipayKey = k
+	})
+	return alipayKey
+}
+
+// StartGateway serves a sandbox gateway for cfg until tb ends and returns
+// it with its gateway URL. An unset AppPublicKey or AlipayKey becomes the
+// test keys; an unset AppID becomes AppID.
+func StartGateway(tb testing.TB, cfg sandbox.Config) (*sandbox.Server, string) {
+	tb.Helper()
+	if cfg.AppPublicKey == nil {
+		cfg.AppPublicKey = AppPublicKey(tb)
+	}
+	if cfg.AlipayKey == nil {
+		cfg.AlipayKey = AlipayKey()
+	}
+	if cfg.AppID == "" {
+		cfg.AppID = AppID
+	}
+	gw, err := sandbox.New(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	hs := httptest.NewUnstartedServer(gw)
+	hs.Config.ConnState = gw.ConnState
+	hs.Start()
+	tb.Cleanup(func() { gw.Close(); hs.Close() }) // hung calls go first
+	return gw, hs.URL + "/gateway.do"
+}
+
+// WorkerConfig is a worker's configuration for tests: the test app against
+// gatewayURL, srv's queue and key prefix, fast retries, no HTTP listener.
+func WorkerConfig(tb testing.TB, srv *redistest.Server, gw *sandbox.Server, gatewayURL string) config.Config {
+	tb.Helper()
+	cfg := config.Defaults
+	cfg.RedisURL = srv.URL
+	cfg.GatewayURL = gatewayURL
+	cfg.AppID = AppID
+	cfg.AppPrivateKey = AppPrivateKeyPEM(tb)
+	cfg.AlipayPublicKey = string(gw.AlipayPublicKeyPEM())
+	cfg.RetryBaseDelay, cfg.RetryMaxDelay = 10*time.Millisecond, 40*time.Millisecond
+	cfg.GatewayTimeout = 5 * time.Second
+	cfg.WorkerConcurrency = 20
+	cfg.HTTPAddr = "off"
+	cfg.Queue, cfg.KeyPrefix = srv.Queue, srv.Prefix
+	return cfg
+}
+
+// SyncBuffer is a bytes.Buffer that a logger and a test may share.
+type SyncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *SyncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns what was written so far.
+func (b *SyncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
