@@ -32,6 +32,8 @@ type Config struct {
 	DedupWindow       time.Duration // DEDUP_WINDOW
 	ResultTTL         time.Duration // RESULT_TTL
 	QPS               float64       // ZHIMA_QPS, 0 = no limit
+	BreakerFailures   int           // BREAKER_FAILURES: transient failures in a row that open the breaker
+	BreakerCooldown   time.Duration // BREAKER_COOLDOWN: how long it stays open before a probe
 	DataKeys          string        // DATA_KEYS or the file DATA_KEYS_FILE
 	HTTPAddr          string        // HTTP_ADDR
 
@@ -55,6 +57,8 @@ var Defaults = Config{
 	DedupWindow:       24 * time.Hour,
 	ResultTTL:         168 * time.Hour,
 	HTTPAddr:          ":8080",
+	BreakerFailures:   20,
+	BreakerCooldown:   10 * time.Second,
 	Queue:             "zhimaq",
 	KeyPrefix:         "zhimaq:",
 	LogFormat:         "json",
@@ -96,6 +100,8 @@ func Load(getenv func(string) string) (Config, error) {
 		}
 		c.QPS = q
 	}
+	r.positive("BREAKER_FAILURES", &c.BreakerFailures)
+	r.duration("BREAKER_COOLDOWN", &c.BreakerCooldown)
 	r.secret("DATA_KEYS", &c.DataKeys)
 	r.str("HTTP_ADDR", &c.HTTPAddr)
 	r.str("ZHIMAQ_QUEUE", &c.Queue)

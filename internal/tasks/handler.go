@@ -11,7 +11,9 @@ import (
 	"github.com/hibiken/asynq"
 	"go.uber.org/zap"
 
+	"github.com/zhimaq/zhimaq/internal/breaker"
 	"github.com/zhimaq/zhimaq/internal/idempotency"
+	"github.com/zhimaq/zhimaq/internal/ratelimit"
 	"github.com/zhimaq/zhimaq/internal/results"
 	"github.com/zhimaq/zhimaq/internal/zhima"
 )
@@ -37,6 +39,31 @@ type Handler struct {
 	Window time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Limiter spaces calls to the app's quota; nil means no limit.
+	Limiter *ratelimit.Limiter
+	// Breaker holds calls back while the gateway fails; nil means none.
+	Breaker *breaker.Breaker
+	// MaxLimiterWait is how long a handler waits for the rate limiter
+	// before handing its task back; default 2s.
+	MaxLimiterWait time.Duration
+}
+
+// HeldBack is returned when no call was made because the rate limiter or
+// the breaker held it back. It uses up no attempt and, with IsFailure, no
+// asynq retry; RetryDelay waits RetryAfter.
+type HeldBack struct {
+	Reason     string // "rate limit" or "breaker open"
+	RetryAfter time.Duration
+}
+
+func (e *HeldBack) Error() string {
+	return fmt.Sprintf("tasks: held back by the %s; again in %s", e.Reason, e.RetryAfter)
+}
+
+// IsFailure is asynq's IsFailure: a task held back has not failed.
+func IsFailure(err error) bool {
+	var hb *HeldBack
+	return !errors.As(err, &hb)
 }
 
 func (h *Handler) now() time.Time {
@@ -118,6 +145,10 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return h.fail(ctx, p, ErrorInfo(err))
 	}
 
+	report, err := h.admit(ctx)
+	if err != nil {
+		return err
+	}
 	first := now
 	if rec.FirstCallAt != nil {
 		first = *rec.FirstCallAt
@@ -128,6 +159,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			r.FirstCallAt = &first
 		}
 	}); err != nil {
+		report(breaker.NotMade)
 		return fmt.Errorf("tasks: mark running: %w", err)
 	}
 	if rec.Attempts == 0 {
@@ -150,6 +182,11 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		zerr = &zhima.Error{Source: zhima.SourceTransport, Method: p.Method, Err: callErr}
 	}
 	final := zerr == nil || !zerr.Retryable()
+	if final {
+		report(breaker.Answered)
+	} else {
+		report(breaker.Transient)
+	}
 	rec, err = h.update(ctx, p, func(r *results.Record) {
 		r.Attempts++
 		switch {
@@ -180,6 +217,37 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	log.Info("gateway call failed; will retry", fields...)
 	return zerr
+}
+
+// admit asks the breaker, then the rate limiter, for a call. It returns how
+// to report the call's outcome to the breaker, or a *HeldBack.
+func (h *Handler) admit(ctx context.Context) (func(breaker.Outcome), error) {
+	report := func(breaker.Outcome) {}
+	if h.Breaker != nil {
+		done, err := h.Breaker.Allow()
+		if err != nil {
+			return nil, &HeldBack{Reason: "breaker open", RetryAfter: h.Breaker.Cooldown() / 2}
+		}
+		report = done
+	}
+	maxWait := h.MaxLimiterWait
+	if maxWait == 0 {
+		maxWait = 2 * time.Second
+	}
+	_, retryAfter, err := h.Limiter.Wait(ctx, maxWait)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		report(breaker.NotMade)
+		return nil, err
+	case err != nil:
+		// Redis is where the tasks live too: if it fails, the call can wait.
+		report(breaker.NotMade)
+		return nil, fmt.Errorf("tasks: rate limit: %w", err)
+	case retryAfter > 0:
+		report(breaker.NotMade)
+		return nil, &HeldBack{Reason: "rate limit", RetryAfter: retryAfter}
+	}
+	return report, nil
 }
 
 // update changes the job's record, creating it if it has gone missing.
@@ -234,9 +302,14 @@ func ErrorInfo(err error) *results.ErrorInfo {
 
 // RetryDelay is asynq's RetryDelayFunc for zhimaq: base·2ⁿ capped at max,
 // with "equal jitter" (half fixed, half random) so retries of a failure
-// burst spread out without waiting much longer than the backoff.
+// burst spread out without waiting much longer than the backoff. A task
+// held back comes back after its RetryAfter, plus up to a quarter more.
 func RetryDelay(base, max time.Duration) asynq.RetryDelayFunc {
-	return func(n int, _ error, _ *asynq.Task) time.Duration {
+	return func(n int, err error, _ *asynq.Task) time.Duration {
+		var hb *HeldBack
+		if errors.As(err, &hb) {
+			return hb.RetryAfter + rand.N(hb.RetryAfter/4+1)
+		}
 		d := max
 		if n < 40 {
 			if e := base << n; e > 0 && e < max {

@@ -14,8 +14,10 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/zhimaq/zhimaq/internal/breaker"
 	"github.com/zhimaq/zhimaq/internal/config"
 	"github.com/zhimaq/zhimaq/internal/idempotency"
+	"github.com/zhimaq/zhimaq/internal/ratelimit"
 	"github.com/zhimaq/zhimaq/internal/results"
 	"github.com/zhimaq/zhimaq/internal/tasks"
 	"github.com/zhimaq/zhimaq/internal/zhima"
@@ -96,6 +98,11 @@ func New(opts Options) (*Worker, error) {
 		MaxAttempts: cfg.RetryMaxAttempts,
 		Window:      cfg.DedupWindow,
 		Now:         now,
+		Limiter:     ratelimit.New(w.rdb, cfg.KeyPrefix, cfg.AppID, cfg.QPS),
+		Breaker: breaker.New(breaker.Config{Failures: cfg.BreakerFailures, Cooldown: cfg.BreakerCooldown,
+			OnChange: func(from, to string) {
+				log.Warn("gateway breaker changed state", zap.String("from", from), zap.String("to", to))
+			}}),
 	}
 	poll := opts.PollInterval
 	if poll == 0 {
@@ -109,6 +116,7 @@ func New(opts Options) (*Worker, error) {
 		Concurrency:              cfg.WorkerConcurrency,
 		Queues:                   map[string]int{queue: 1},
 		RetryDelayFunc:           tasks.RetryDelay(cfg.RetryBaseDelay, cfg.RetryMaxDelay),
+		IsFailure:                tasks.IsFailure,
 		ErrorHandler:             asynq.ErrorHandlerFunc(w.handler.Exhausted),
 		Logger:                   log.Named("asynq").Sugar(),
 		LogLevel:                 asynq.WarnLevel,
@@ -173,7 +181,8 @@ func (w *Worker) Start() error {
 	if err := w.server.Start(mux); err != nil {
 		return fmt.Errorf("worker: start: %w", err)
 	}
-	w.log.Info("worker started", zap.Int("concurrency", w.opts.Config.WorkerConcurrency), zap.String("gateway", w.opts.Config.GatewayURL), zap.String("http", w.Addr()))
+	w.log.Info("worker started", zap.Int("concurrency", w.opts.Config.WorkerConcurrency), zap.String("gateway", w.opts.Config.GatewayURL),
+		zap.Stringer("rate_limit", w.handler.Limiter), zap.String("http", w.Addr()))
 	return nil
 }
 
