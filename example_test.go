@@ -19,7 +19,12 @@ func ExampleProducer_Submit() {
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	defer rdb.Close()
 
-	producer, err := zhimaq.NewProducer(rdb, zhimaq.ProducerConfig{AppID: "2021000000000001"})
+	// DataKeys seals personal data before it enters Redis; the workers hold
+	// the same keys (DATA_KEYS). This one is a throwaway.
+	producer, err := zhimaq.NewProducer(rdb, zhimaq.ProducerConfig{
+		AppID:    "2021000000000001",
+		DataKeys: "k1:7m8vZ3Q1cDJ4bWZrN2x0Y2V5dWhnYWJzZDlxcjA2dzE",
+	})
 	if err != nil {
 		panic(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/zhimaq/zhimaq"
 	"github.com/zhimaq/zhimaq/internal/config"
 	"github.com/zhimaq/zhimaq/internal/redistest"
@@ -46,6 +47,8 @@ type pipeline struct {
 	gateway  *sandbox.Server
 	clock    *clock
 	logs     *zhimatest.SyncBuffer // the worker's log, JSON lines at debug level
+	redis    *redistest.Server
+	rdb      *redis.Client
 }
 
 // startPipeline runs the whole path in-process: Submit -> Redis -> worker ->
@@ -72,13 +75,13 @@ func startPipeline(tb testing.TB, faults sandbox.Faults, change func(*config.Con
 	tb.Cleanup(w.Close)
 
 	rdb := srv.Client(tb)
-	p, err := zhimaq.NewProducer(rdb, zhimaq.ProducerConfig{AppID: zhimatest.AppID, Queue: cfg.Queue, KeyPrefix: cfg.KeyPrefix,
+	p, err := zhimaq.NewProducer(rdb, zhimaq.ProducerConfig{AppID: zhimatest.AppID, DataKeys: cfg.DataKeys, Queue: cfg.Queue, KeyPrefix: cfg.KeyPrefix,
 		DedupWindow: cfg.DedupWindow, MaxAttempts: cfg.RetryMaxAttempts, Now: clk.Now})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { p.Close() })
-	return &pipeline{producer: p, gateway: gw, clock: clk, logs: logs}
+	return &pipeline{producer: p, gateway: gw, clock: clk, logs: logs, redis: srv, rdb: rdb}
 }
 
 // submit submits a job that must be accepted.

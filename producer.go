@@ -13,6 +13,7 @@ import (
 
 	"github.com/zhimaq/zhimaq/internal/idempotency"
 	"github.com/zhimaq/zhimaq/internal/results"
+	"github.com/zhimaq/zhimaq/internal/seal"
 	"github.com/zhimaq/zhimaq/internal/tasks"
 	"github.com/zhimaq/zhimaq/internal/zhima"
 )
@@ -21,6 +22,10 @@ import (
 type ProducerConfig struct {
 	// AppID is the Alipay app the jobs are for. Required.
 	AppID string
+	// DataKeys seal each job's personal data before it enters Redis:
+	// "id:base64-of-32-bytes,…", the first seals (DATA_KEYS). Required; the
+	// value "plaintext" stores personal data in clear instead.
+	DataKeys string
 	// Queue is the asynq queue; default "zhimaq".
 	Queue string
 	// DedupWindow is how long a transaction_id stays claimed; default 24h.
@@ -39,6 +44,7 @@ type ProducerConfig struct {
 // Producer submits jobs and reads their records. It is safe for concurrent use.
 type Producer struct {
 	cfg     ProducerConfig
+	keys    *seal.Keyring
 	queue   *asynq.Client
 	claims  *idempotency.Store
 	results *results.Store
@@ -49,6 +55,13 @@ type Producer struct {
 func NewProducer(rdb redis.UniversalClient, cfg ProducerConfig) (*Producer, error) {
 	if cfg.AppID == "" {
 		return nil, errors.New("zhimaq: producer: AppID is required")
+	}
+	if cfg.DataKeys == "" {
+		return nil, errors.New(`zhimaq: producer: DataKeys is required (or "plaintext" to keep personal data in clear)`)
+	}
+	keys, err := seal.Parse(cfg.DataKeys)
+	if err != nil {
+		return nil, fmt.Errorf("zhimaq: producer: DataKeys: %w", err)
 	}
 	if cfg.Queue == "" {
 		cfg.Queue = tasks.DefaultQueue
@@ -64,6 +77,7 @@ func NewProducer(rdb redis.UniversalClient, cfg ProducerConfig) (*Producer, erro
 	}
 	return &Producer{
 		cfg:     cfg,
+		keys:    keys,
 		queue:   asynq.NewClientFromRedisClient(rdb),
 		claims:  idempotency.New(rdb, cfg.KeyPrefix),
 		results: results.New(rdb, cfg.KeyPrefix, cfg.ResultTTL),
@@ -90,7 +104,13 @@ func (p *Producer) Submit(ctx context.Context, job Job) (*Record, error) {
 	if err != nil {
 		return rejection(job, key.TransactionID, "biz_content: "+err.Error()), nil
 	}
-	outcome, err := p.claims.Claim(ctx, key, fp, p.cfg.DedupWindow)
+	// With data keys, Redis holds a keyed digest of the fingerprint: a plain
+	// hash of an ID number and a name could be matched against guesses.
+	var previous []string
+	if digests := p.keys.Digests([]byte(fp)); digests != nil {
+		fp, previous = digests[0], digests[1:]
+	}
+	outcome, err := p.claims.Claim(ctx, key, fp, p.cfg.DedupWindow, previous...)
 	if err != nil {
 		return nil, fmt.Errorf("zhimaq: submit %s: claim: %w", key, err)
 	}
@@ -150,9 +170,12 @@ func (p *Producer) resume(ctx context.Context, key idempotency.Key, job Job) (*R
 
 // enqueue puts the job's task in the queue; a task already there is fine.
 func (p *Producer) enqueue(ctx context.Context, key idempotency.Key, job Job) error {
-	task, err := tasks.NewTask(&tasks.Payload{AppID: key.AppID, Method: key.Method, TransactionID: key.TransactionID,
-		AppAuthToken: job.AppAuthToken, BizContent: job.BizContent},
-		asynq.Queue(p.cfg.Queue), asynq.MaxRetry(p.cfg.MaxAttempts+retrySlack))
+	payload := &tasks.Payload{AppID: key.AppID, Method: key.Method, TransactionID: key.TransactionID,
+		AppAuthToken: job.AppAuthToken, BizContent: job.BizContent}
+	if err := payload.Seal(p.keys); err != nil {
+		return err
+	}
+	task, err := tasks.NewTask(payload, asynq.Queue(p.cfg.Queue), asynq.MaxRetry(p.cfg.MaxAttempts+retrySlack))
 	if err != nil {
 		return err
 	}

@@ -55,6 +55,8 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+
+	"github.com/zhimaq/zhimaq/internal/seal"
 )
 
 const (
@@ -203,7 +205,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 
 	// 4. The worker.
+	// A throwaway data key: personal data is sealed in Redis as in production.
+	dataKeys, err := seal.Generate("demo")
+	if err != nil {
+		return err
+	}
 	env := append(cleanEnv(),
+		"DATA_KEYS="+dataKeys,
 		"REDIS_URL="+redisURL,
 		"ZHIMA_GATEWAY_URL="+gatewayURL,
 		"ZHIMA_APP_ID="+demoAppID,

@@ -164,7 +164,7 @@ func TestBatchHugeLines(t *testing.T) {
 
 func TestBatchRedisDownStops(t *testing.T) {
 	t.Parallel()
-	env := map[string]string{"ZHIMA_APP_ID": testAppID, "REDIS_URL": "redis://127.0.0.1:1/0"}
+	env := map[string]string{"ZHIMA_APP_ID": testAppID, "REDIS_URL": "redis://127.0.0.1:1/0", "DATA_KEYS": "plaintext"}
 	var lines []string
 	for i := range 50 {
 		lines = append(lines, scoreLine(fmt.Sprintf("DOWN%02d", i), testID(i), 600))

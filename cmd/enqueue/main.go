@@ -135,12 +135,16 @@ func connect(getenv func(string) string) (*producer, error) {
 	if cfg.AppID == "" {
 		return nil, errors.New("config: ZHIMA_APP_ID is required")
 	}
+	if _, err := cfg.Keyring(); err != nil {
+		return nil, err
+	}
 	rdb, err := config.RedisClient(cfg.RedisURL)
 	if err != nil {
 		return nil, err
 	}
 	p, err := zhimaq.NewProducer(rdb, zhimaq.ProducerConfig{
 		AppID:       cfg.AppID,
+		DataKeys:    cfg.DataKeys,
 		Queue:       cfg.Queue,
 		KeyPrefix:   cfg.KeyPrefix,
 		DedupWindow: cfg.DedupWindow,
@@ -157,6 +161,8 @@ func connect(getenv func(string) string) (*producer, error) {
 const environment = `Environment (defaults in brackets):
   REDIS_URL           redis://, rediss:// or redis-sentinel:// [redis://127.0.0.1:6379/0]
   ZHIMA_APP_ID        the Alipay app the jobs are for (required)
+  DATA_KEYS[_FILE]    keys that seal personal data in Redis: id:base64-32-bytes,…
+                      the first seals (required; "plaintext" opts out)
   ZHIMAQ_QUEUE        the queue the workers read [zhimaq]
   ZHIMAQ_KEY_PREFIX   prefix of zhimaq's own Redis keys [zhimaq:]
   DEDUP_WINDOW        how long a transaction_id stays claimed [24h]

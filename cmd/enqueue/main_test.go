@@ -10,6 +10,7 @@ import (
 
 	"github.com/zhimaq/zhimaq"
 	"github.com/zhimaq/zhimaq/internal/redistest"
+	"github.com/zhimaq/zhimaq/internal/zhimatest"
 )
 
 const testAppID = "2021000000000001"
@@ -25,6 +26,7 @@ func testEnv(t *testing.T) map[string]string {
 		"ZHIMAQ_QUEUE":      srv.Queue,
 		"ZHIMAQ_KEY_PREFIX": srv.Prefix,
 		"RESULT_TTL":        "1h",
+		"DATA_KEYS":         zhimatest.DataKeys,
 	}
 }
 

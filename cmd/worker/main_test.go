@@ -19,11 +19,17 @@ func TestRunRefusesBadConfigurationInOneLine(t *testing.T) {
 		want string
 	}{
 		{"no app id", map[string]string{}, "ZHIMA_APP_ID is required"},
+		{"no data keys", map[string]string{"ZHIMA_APP_ID": zhimatest.AppID,
+			"ZHIMA_APP_PRIVATE_KEY_FILE": zhimatest.KeyFile("app_private_pkcs1.pem"), "ZHIMA_ALIPAY_PUBLIC_KEY_FILE": zhimatest.KeyFile("app_public.pem")},
+			"DATA_KEYS or DATA_KEYS_FILE is required"},
+		{"bad data key", map[string]string{"ZHIMA_APP_ID": zhimatest.AppID, "DATA_KEYS": "k1:c2hvcnQ=",
+			"ZHIMA_APP_PRIVATE_KEY_FILE": zhimatest.KeyFile("app_private_pkcs1.pem"), "ZHIMA_ALIPAY_PUBLIC_KEY_FILE": zhimatest.KeyFile("app_public.pem")},
+			"DATA_KEYS: seal: data keys: entry 1"},
 		{"bad duration", map[string]string{"RETRY_BASE_DELAY": "soon"}, "RETRY_BASE_DELAY"},
 		{"app key as alipay key", map[string]string{"ZHIMA_APP_ID": "2021000000000001",
-			"ZHIMA_APP_PRIVATE_KEY_FILE": zhimatest.KeyFile("app_private_pkcs1.pem"), "ZHIMA_ALIPAY_PUBLIC_KEY_FILE": zhimatest.KeyFile("app_public.pem")}, "app's own public key"},
+			"ZHIMA_APP_PRIVATE_KEY_FILE": zhimatest.KeyFile("app_private_pkcs1.pem"), "ZHIMA_ALIPAY_PUBLIC_KEY_FILE": zhimatest.KeyFile("app_public.pem"), "DATA_KEYS": "plaintext"}, "app's own public key"},
 		{"private key where the alipay key belongs", map[string]string{"ZHIMA_APP_ID": "2021000000000001",
-			"ZHIMA_APP_PRIVATE_KEY_FILE": zhimatest.KeyFile("app_private_pkcs1.pem"), "ZHIMA_ALIPAY_PUBLIC_KEY_FILE": zhimatest.KeyFile("app_private_pkcs8.pem")}, "private key where a public key belongs"},
+			"ZHIMA_APP_PRIVATE_KEY_FILE": zhimatest.KeyFile("app_private_pkcs1.pem"), "ZHIMA_ALIPAY_PUBLIC_KEY_FILE": zhimatest.KeyFile("app_private_pkcs8.pem"), "DATA_KEYS": "plaintext"}, "private key where a public key belongs"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -43,7 +49,7 @@ func TestRunStopsCleanlyWhenSignalled(t *testing.T) {
 	env := map[string]string{
 		"REDIS_URL": srv.URL, "ZHIMA_GATEWAY_URL": url, "ZHIMA_APP_ID": zhimatest.AppID,
 		"ZHIMA_APP_PRIVATE_KEY_FILE": zhimatest.KeyFile("app_private_pkcs8.pem"), "ZHIMA_ALIPAY_PUBLIC_KEY": string(gw.AlipayPublicKeyPEM()),
-		"HTTP_ADDR": "127.0.0.1:0", "ZHIMAQ_QUEUE": srv.Queue, "ZHIMAQ_KEY_PREFIX": srv.Prefix,
+		"HTTP_ADDR": "127.0.0.1:0", "DATA_KEYS": zhimatest.DataKeys, "ZHIMAQ_QUEUE": srv.Queue, "ZHIMAQ_KEY_PREFIX": srv.Prefix,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	stderr := new(zhimatest.SyncBuffer)

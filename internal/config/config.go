@@ -6,11 +6,13 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/zhimaq/zhimaq/internal/seal"
 	"github.com/zhimaq/zhimaq/internal/zhima"
 )
 
@@ -132,6 +134,37 @@ func (c Config) RequireGateway() error {
 		return errors.New("config: ZHIMA_ALIPAY_PUBLIC_KEY or ZHIMA_ALIPAY_PUBLIC_KEY_FILE is required")
 	}
 	return nil
+}
+
+// Keyring parses DATA_KEYS. Without keys it fails, naming the opt-out:
+// personal data is sealed in Redis unless DATA_KEYS=plaintext says otherwise.
+func (c Config) Keyring() (*seal.Keyring, error) {
+	if c.DataKeys == "" {
+		return nil, errors.New("config: DATA_KEYS or DATA_KEYS_FILE is required (DATA_KEYS=plaintext keeps personal data in clear in Redis)")
+	}
+	k, err := seal.Parse(c.DataKeys)
+	if err != nil {
+		return nil, fmt.Errorf("config: DATA_KEYS: %w", err)
+	}
+	return k, nil
+}
+
+// String shows the configuration with every secret replaced by its length,
+// so a Config printed by mistake leaks nothing.
+func (c Config) String() string {
+	redact := func(s string) string {
+		if s == "" {
+			return ""
+		}
+		return fmt.Sprintf("<%d bytes>", len(s))
+	}
+	c.AppPrivateKey, c.AlipayPublicKey, c.DataKeys = redact(c.AppPrivateKey), redact(c.AlipayPublicKey), redact(c.DataKeys)
+	if u, err := url.Parse(c.RedisURL); err == nil && u.User != nil {
+		u.User = url.User(u.User.Username())
+		c.RedisURL = u.String()
+	}
+	type plain Config
+	return fmt.Sprintf("%+v", plain(c))
 }
 
 // reader collects the first malformed setting.

@@ -27,7 +27,8 @@ func New(rdb redis.UniversalClient, prefix string) *Store {
 
 func (s *Store) key(k Key) string { return k.RedisKey(s.prefix, "claim") }
 
-// claimScript: KEYS[1] claim, ARGV[1] fingerprint, ARGV[2] window in ms.
+// claimScript: KEYS[1] claim, ARGV[1] fingerprint, ARGV[2] window in ms,
+// ARGV[3..] earlier forms of the same fingerprint.
 // Returns 1 claimed, 2 duplicate, 3 conflict.
 var claimScript = redis.NewScript(`
 local v = redis.call('GET', KEYS[1])
@@ -36,6 +37,9 @@ if not v then
   return 1
 end
 if v == ARGV[1] then return 2 end
+for i = 3, #ARGV do
+  if v == ARGV[i] then return 2 end
+end
 return 3
 `)
 
@@ -67,7 +71,11 @@ return 0
 //
 // It returns an error, and no outcome, when k is invalid (Key.Validate), the
 // fingerprint is empty, window is under a millisecond, or Redis fails.
-func (s *Store) Claim(ctx context.Context, k Key, fingerprint string, window time.Duration) (Outcome, error) {
+//
+// previous are other forms the same parameters' fingerprint may have been
+// stored in (digests under older data keys); a claim holding one of them is
+// a Duplicate too.
+func (s *Store) Claim(ctx context.Context, k Key, fingerprint string, window time.Duration, previous ...string) (Outcome, error) {
 	if err := k.Validate(); err != nil {
 		return 0, err
 	}
@@ -77,7 +85,11 @@ func (s *Store) Claim(ctx context.Context, k Key, fingerprint string, window tim
 	if window < time.Millisecond {
 		return 0, fmt.Errorf("idempotency: claim %s: window %v is under 1ms", k, window)
 	}
-	n, err := claimScript.Run(ctx, s.rdb, []string{s.key(k)}, fingerprint, window.Milliseconds()).Int64()
+	args := []any{fingerprint, window.Milliseconds()}
+	for _, p := range previous {
+		args = append(args, p)
+	}
+	n, err := claimScript.Run(ctx, s.rdb, []string{s.key(k)}, args...).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("idempotency: claim %s: %w", k, err)
 	}

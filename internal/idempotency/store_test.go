@@ -391,3 +391,17 @@ func TestNewDefaultPrefix(t *testing.T) {
 		t.Errorf("key = %q, want prefix zhimaq:claim:", got)
 	}
 }
+
+func TestClaimMatchesEarlierFormsOfTheFingerprint(t *testing.T) {
+	s, _, _ := newStore(t)
+	ctx := context.Background()
+	if o, err := s.Claim(ctx, testKey, "digest-under-old-key", time.Minute); err != nil || o != Claimed {
+		t.Fatalf("first claim: %v %v", o, err)
+	}
+	if o, err := s.Claim(ctx, testKey, "digest-under-new-key", time.Minute, "digest-under-old-key"); err != nil || o != Duplicate {
+		t.Fatalf("claim after a key rotation: %v %v, want Duplicate", o, err)
+	}
+	if o, err := s.Claim(ctx, testKey, "other-params-new-key", time.Minute, "other-params-old-key"); err != nil || o != Conflict {
+		t.Fatalf("claim with other parameters: %v %v, want Conflict", o, err)
+	}
+}

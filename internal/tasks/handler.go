@@ -15,6 +15,7 @@ import (
 	"github.com/zhimaq/zhimaq/internal/idempotency"
 	"github.com/zhimaq/zhimaq/internal/ratelimit"
 	"github.com/zhimaq/zhimaq/internal/results"
+	"github.com/zhimaq/zhimaq/internal/seal"
 	"github.com/zhimaq/zhimaq/internal/zhima"
 )
 
@@ -41,6 +42,8 @@ type Handler struct {
 	Now func() time.Time
 	// Limiter spaces calls to the app's quota; nil means no limit.
 	Limiter *ratelimit.Limiter
+	// Keys open sealed payloads; nil opens none (plaintext payloads only).
+	Keys *seal.Keyring
 	// Breaker holds calls back while the gateway fails; nil means none.
 	Breaker *breaker.Breaker
 	// MaxLimiterWait is how long a handler waits for the rate limiter
@@ -118,6 +121,15 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	key := p.Key()
 	log := h.Log.With(zap.String("method", p.Method), zap.String("transaction_id", p.TransactionID))
+	if err := p.Open(h.Keys); err != nil {
+		if errors.Is(err, seal.ErrUnknownKey) {
+			// Another worker may hold the key (a rotation under way): try again later.
+			log.Error("job sealed with a data key this worker lacks; add it to DATA_KEYS", zap.Error(err))
+			return err
+		}
+		log.Error("sealed payload cannot be opened", zap.Error(err))
+		return h.fail(ctx, p, &results.ErrorInfo{Source: string(zhima.SourceLocal), Msg: err.Error()})
+	}
 
 	rec, err := h.Results.Get(ctx, key)
 	if errors.Is(err, results.ErrNotFound) {

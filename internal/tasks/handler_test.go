@@ -17,6 +17,7 @@ import (
 	"github.com/zhimaq/zhimaq/internal/redistest"
 	"github.com/zhimaq/zhimaq/internal/results"
 	"github.com/zhimaq/zhimaq/internal/sandbox"
+	"github.com/zhimaq/zhimaq/internal/seal"
 	"github.com/zhimaq/zhimaq/internal/zhima"
 	"github.com/zhimaq/zhimaq/internal/zhimatest"
 )
@@ -178,4 +179,60 @@ func TestRetryDelayGrowsWithJitterUpToTheCap(t *testing.T) {
 			}
 		}
 	}
+}
+
+func TestSealedPayloads(t *testing.T) {
+	keys, err := seal.Parse(zhimatest.DataKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealedTask := func(t *testing.T, tx string) *asynq.Task {
+		p := scorePayload(tx)
+		if err := p.Seal(keys); err != nil {
+			t.Fatal(err)
+		}
+		if p.Sealed == "" || p.BizContent != nil {
+			t.Fatalf("payload not sealed: %+v", p)
+		}
+		return task(t, p)
+	}
+	t.Run("a worker with the key opens and runs it", func(t *testing.T) {
+		f := newFixture(t, sandbox.Faults{})
+		f.h.Keys = keys
+		if err := f.h.ProcessTask(context.Background(), sealedTask(t, "SEALED_1")); err != nil {
+			t.Fatal(err)
+		}
+		if rec, _ := f.h.Results.Get(context.Background(), scorePayload("SEALED_1").Key()); rec.State != results.Succeeded {
+			t.Fatalf("record %+v", rec)
+		}
+	})
+	t.Run("a worker without the key hands the task back", func(t *testing.T) {
+		f := newFixture(t, sandbox.Faults{})
+		other, _ := seal.Generate("other")
+		f.h.Keys, _ = seal.Parse(other)
+		err := f.h.ProcessTask(context.Background(), sealedTask(t, "SEALED_2"))
+		if !errors.Is(err, seal.ErrUnknownKey) || errors.Is(err, asynq.SkipRetry) {
+			t.Fatalf("err = %v, want a retryable unknown-key error", err)
+		}
+		if _, err := f.h.Results.Get(context.Background(), scorePayload("SEALED_2").Key()); !errors.Is(err, results.ErrNotFound) {
+			t.Fatalf("the job was given up: %v", err)
+		}
+	})
+	t.Run("a payload moved to another transaction fails", func(t *testing.T) {
+		f := newFixture(t, sandbox.Faults{})
+		f.h.Keys = keys
+		p := scorePayload("SEALED_3")
+		p.Seal(keys)
+		p.TransactionID = "SEALED_4" // the sealed part is bound to SEALED_3
+		if err := f.h.ProcessTask(context.Background(), task(t, p)); err != nil {
+			t.Fatal(err)
+		}
+		rec, _ := f.h.Results.Get(context.Background(), p.Key())
+		if rec.State != results.Failed || !strings.Contains(rec.Error.Msg, "corrupt") {
+			t.Fatalf("record %+v (error %+v)", rec, rec.Error)
+		}
+		if f.gateway.Stats().Calls != 0 {
+			t.Fatal("a payload that failed to open reached the gateway")
+		}
+	})
 }

@@ -13,19 +13,69 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/zhimaq/zhimaq/internal/idempotency"
+	"github.com/zhimaq/zhimaq/internal/seal"
 	"github.com/zhimaq/zhimaq/internal/zhima"
 )
 
 // DefaultQueue is the asynq queue zhimaq's tasks go to.
 const DefaultQueue = "zhimaq"
 
-// Payload is what a task carries: one gateway call, ready to sign.
+// Payload is what a task carries: one gateway call, ready to sign. In Redis
+// its personal data is sealed: BizContent and AppAuthToken travel inside
+// Sealed, and only a worker holding the data key opens them.
 type Payload struct {
 	AppID         string          `json:"app_id"`
 	Method        string          `json:"method"`
 	TransactionID string          `json:"transaction_id"`
 	AppAuthToken  string          `json:"app_auth_token,omitempty"`
-	BizContent    json.RawMessage `json:"biz_content"`
+	BizContent    json.RawMessage `json:"biz_content,omitempty"`
+	Sealed        string          `json:"sealed,omitempty"`
+}
+
+// sealedPart is what Sealed holds.
+type sealedPart struct {
+	BizContent   json.RawMessage `json:"biz_content"`
+	AppAuthToken string          `json:"app_auth_token,omitempty"`
+}
+
+// aad binds a sealed part to its transaction, so it cannot be moved to another.
+func (p *Payload) aad() []byte {
+	return []byte(p.AppID + "\x00" + p.Method + "\x00" + p.TransactionID)
+}
+
+// Seal moves BizContent and AppAuthToken into Sealed under keys' sealing
+// key. With a plaintext keyring it leaves p as it is.
+func (p *Payload) Seal(keys *seal.Keyring) error {
+	if keys.Plaintext() || p.Sealed != "" {
+		return nil
+	}
+	part, err := json.Marshal(sealedPart{BizContent: p.BizContent, AppAuthToken: p.AppAuthToken})
+	if err != nil {
+		return fmt.Errorf("tasks: seal: %w", err)
+	}
+	if p.Sealed, err = keys.Seal(part, p.aad()); err != nil {
+		return fmt.Errorf("tasks: seal: %w", err)
+	}
+	p.BizContent, p.AppAuthToken = nil, ""
+	return nil
+}
+
+// Open reverses Seal. Errors wrap seal.ErrUnknownKey (this process lacks the
+// key the payload was sealed with) or seal.ErrCorrupt.
+func (p *Payload) Open(keys *seal.Keyring) error {
+	if p.Sealed == "" {
+		return nil
+	}
+	plain, err := keys.Open(p.Sealed, p.aad())
+	if err != nil {
+		return fmt.Errorf("tasks: open payload: %w", err)
+	}
+	var part sealedPart
+	if err := json.Unmarshal(plain, &part); err != nil {
+		return fmt.Errorf("tasks: open payload: %w: %s", seal.ErrCorrupt, JSONProblem(err))
+	}
+	p.BizContent, p.AppAuthToken, p.Sealed = part.BizContent, part.AppAuthToken, ""
+	return nil
 }
 
 // Key is the transaction the payload belongs to.
@@ -70,7 +120,7 @@ func DecodePayload(taskType string, b []byte) (*Payload, error) {
 		return nil, fmt.Errorf("tasks: %w: app_id and transaction_id are required", ErrBadPayload)
 	case p.Method != taskType:
 		return nil, fmt.Errorf("tasks: %w: method does not match task type %s", ErrBadPayload, taskType)
-	case len(p.BizContent) == 0:
+	case len(p.BizContent) == 0 && p.Sealed == "":
 		return nil, fmt.Errorf("tasks: %w: biz_content is missing", ErrBadPayload)
 	}
 	return &p, nil

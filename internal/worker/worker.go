@@ -60,6 +60,10 @@ func New(opts Options) (*Worker, error) {
 	if err := cfg.RequireGateway(); err != nil {
 		return nil, err
 	}
+	keys, err := cfg.Keyring()
+	if err != nil {
+		return nil, err
+	}
 	log := opts.Log
 	if log == nil {
 		log = zap.NewNop()
@@ -99,6 +103,7 @@ func New(opts Options) (*Worker, error) {
 		Window:      cfg.DedupWindow,
 		Now:         now,
 		Limiter:     ratelimit.New(w.rdb, cfg.KeyPrefix, cfg.AppID, cfg.QPS),
+		Keys:        keys,
 		Breaker: breaker.New(breaker.Config{Failures: cfg.BreakerFailures, Cooldown: cfg.BreakerCooldown,
 			OnChange: func(from, to string) {
 				log.Warn("gateway breaker changed state", zap.String("from", from), zap.String("to", to))

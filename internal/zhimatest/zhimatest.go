@@ -18,6 +18,7 @@ import (
 	"github.com/zhimaq/zhimaq/internal/config"
 	"github.com/zhimaq/zhimaq/internal/redistest"
 	"github.com/zhimaq/zhimaq/internal/sandbox"
+	"github.com/zhimaq/zhimaq/internal/seal"
 	"github.com/zhimaq/zhimaq/internal/zhima"
 )
 
@@ -112,8 +113,18 @@ func WorkerConfig(tb testing.TB, srv *redistest.Server, gw *sandbox.Server, gate
 	cfg.WorkerConcurrency = 20
 	cfg.HTTPAddr = "off"
 	cfg.Queue, cfg.KeyPrefix = srv.Queue, srv.Prefix
+	cfg.DataKeys = DataKeys
 	return cfg
 }
+
+// DataKeys is a DATA_KEYS value for tests: one throwaway key, made per test binary.
+var DataKeys = func() string {
+	k, err := seal.Generate("test")
+	if err != nil {
+		panic(err)
+	}
+	return k
+}()
 
 // SyncBuffer is a bytes.Buffer that a logger and a test may share.
 type SyncBuffer struct {
