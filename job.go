@@ -33,19 +33,14 @@ func ParseJob(line []byte) (Job, *Record) {
 	if !utf8.Valid(line) {
 		return job, rejection(job, "", "job: line is not valid UTF-8")
 	}
-	dec := json.NewDecoder(bytes.NewReader(line))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&job); err != nil {
+	if err := tasks.DecodeStrict(line, &job); err != nil {
 		job = Job{}
 		var probe struct {
 			Method string `json:"method"`
 		}
 		_ = json.Unmarshal(line, &probe)
 		job.Method = probe.Method
-		return job, rejection(job, "", "job: "+tasks.JSONProblem(err))
-	}
-	if dec.More() {
-		return job, rejection(job, "", "job: more than one JSON value on the line")
+		return job, rejection(job, "", "job: "+err.Error())
 	}
 	if job.Method == "" {
 		return job, rejection(job, "", "method: is required")

@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
-	"unicode/utf8"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
@@ -269,9 +269,9 @@ func (p *Producer) Wait(ctx context.Context, refs []Ref, interval time.Duration,
 // set, becomes an INVALID_PARAMETER error.
 func rejection(job Job, transactionID, detail string) *Record {
 	now := time.Now().UTC()
-	method := job.Method
-	if len(method) > 128 || !utf8.ValidString(method) {
-		method = ""
+	method := "" // an unknown method is input in the wrong place: not echoed
+	if slices.Contains(zhima.Methods, job.Method) {
+		method = job.Method
 	}
 	rec := &Record{Method: method, TransactionID: transactionID, State: Rejected, UpdatedAt: now}
 	if detail != "" {

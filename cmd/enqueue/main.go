@@ -32,9 +32,6 @@ const (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	// go-redis logs each failed dial on stderr; enqueue reports Redis
-	// failures itself, once.
-	redis.SetLogger(quietLogger{})
 	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv)
 	stop()
 	os.Exit(code)
@@ -48,6 +45,9 @@ func (quietLogger) Printf(context.Context, string, ...any) {}
 // run is the command without the process, so tests can run it in-process.
 // Cancelling ctx works like SIGINT.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
+	// go-redis logs each failed dial on stderr; enqueue reports Redis
+	// failures itself, once.
+	redis.SetLogger(quietLogger{})
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, "enqueue: no command given; want batch or get (see enqueue --help)")
 		return exitUsage

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
+	"strconv"
 	"strings"
 
 	"github.com/hibiken/asynq"
@@ -107,12 +109,11 @@ func NewTask(p *Payload, opts ...asynq.Option) (*asynq.Task, error) {
 // never succeed.
 var ErrBadPayload = errors.New("bad task payload")
 
-// DecodePayload reads a task's payload and checks that it names a known
+// DecodePayload reads a task's payload and checks that it names the task's
 // method and a transaction. Errors wrap ErrBadPayload and quote no data.
 func DecodePayload(taskType string, b []byte) (*Payload, error) {
 	var p Payload
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if err := dec.Decode(&p); err != nil {
+	if err := decodeOne(b, &p); err != nil {
 		return nil, fmt.Errorf("tasks: %w: %s", ErrBadPayload, JSONProblem(err))
 	}
 	switch {
@@ -127,24 +128,85 @@ func DecodePayload(taskType string, b []byte) (*Payload, error) {
 }
 
 // Request decodes biz_content into method's typed request and validates it.
-// Errors are *zhima.Error (INVALID_PARAMETER naming the field).
+// Field names must be exactly Alipay's (encoding/json alone would take
+// "CERT_NO" for "cert_no"). Errors are *zhima.Error (INVALID_PARAMETER
+// naming the field).
 func Request(method string, biz json.RawMessage) (zhima.Request, error) {
 	req, err := zhima.NewRequest(method)
 	if err != nil {
-		return nil, &zhima.Error{Source: zhima.SourceLocal, Method: method, Code: zhima.CodeBusinessFailed,
-			Msg: "Business Failed", SubCode: zhima.SubInvalidParameter, SubMsg: "method: unknown method; want one of " + strings.Join(zhima.Methods, ", ")}
+		return nil, invalid(method, "method: unknown method; want one of "+strings.Join(zhima.Methods, ", "))
 	}
-	dec := json.NewDecoder(bytes.NewReader(biz))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(req); err != nil {
-		return nil, &zhima.Error{Source: zhima.SourceLocal, Method: method, Code: zhima.CodeBusinessFailed,
-			Msg: "Business Failed", SubCode: zhima.SubInvalidParameter, SubMsg: "biz_content: " + JSONProblem(err)}
-	}
-	if dec.More() {
-		return nil, &zhima.Error{Source: zhima.SourceLocal, Method: method, Code: zhima.CodeBusinessFailed,
-			Msg: "Business Failed", SubCode: zhima.SubInvalidParameter, SubMsg: "biz_content: trailing data after the object"}
+	if err := DecodeStrict(biz, req); err != nil {
+		return nil, invalid(method, "biz_content: "+err.Error())
 	}
 	return req, req.Validate()
+}
+
+func invalid(method, subMsg string) *zhima.Error {
+	return &zhima.Error{Source: zhima.SourceLocal, Method: method, Code: zhima.CodeBusinessFailed,
+		Msg: "Business Failed", SubCode: zhima.SubInvalidParameter, SubMsg: subMsg}
+}
+
+// DecodeStrict decodes one JSON object into the struct dst: every field
+// name must match a json tag of dst exactly, and nothing but white space may
+// follow the object. Errors describe the problem without quoting the input.
+func DecodeStrict(data []byte, dst any) error {
+	var fields map[string]json.RawMessage
+	if err := decodeOne(data, &fields); err != nil {
+		return errors.New(JSONProblem(err))
+	}
+	if fields == nil {
+		return errors.New("must be a JSON object, not null")
+	}
+	known := jsonFields(dst)
+	for name := range fields {
+		if !known[name] {
+			return errors.New("unknown field " + fieldName(name))
+		}
+	}
+	if err := json.Unmarshal(data, dst); err != nil {
+		return errors.New(JSONProblem(err))
+	}
+	return nil
+}
+
+// decodeOne decodes data into v and requires that nothing follows it.
+func decodeOne(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errTrailing
+	}
+	return nil
+}
+
+var errTrailing = errors.New("trailing data")
+
+// jsonFields is the set of json names of struct dst's fields.
+func jsonFields(dst any) map[string]bool {
+	t := reflect.TypeOf(dst)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	names := make(map[string]bool, t.NumField())
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if name != "" && name != "-" {
+			names[name] = true
+		}
+	}
+	return names
+}
+
+// fieldName quotes a field name from the input only when it looks like a
+// field name: input in the wrong place may be personal data.
+func fieldName(name string) string {
+	if len(name) > 0 && len(name) <= 40 && strings.Trim(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_") == "" {
+		return strconv.Quote(name)
+	}
+	return "(a name that is not a field name)"
 }
 
 // JSONProblem describes a JSON decoding error without quoting the input.
@@ -152,24 +214,31 @@ func JSONProblem(err error) string {
 	var syntax *json.SyntaxError
 	var typ *json.UnmarshalTypeError
 	switch {
+	case errors.Is(err, errTrailing):
+		return "more than one JSON value"
 	case errors.As(err, &syntax):
 		return fmt.Sprintf("malformed JSON at byte %d", syntax.Offset)
 	case errors.As(err, &typ):
-		if typ.Field == "" {
-			return "must be a JSON object, not " + typ.Value
+		got, _, _ := strings.Cut(typ.Value, " ") // "number 650.5" -> "number": never the value
+		want := jsonKind(typ.Type.Kind().String())
+		if got == "number" && want == "number" {
+			got = "a fraction or a number out of range"
 		}
-		return fmt.Sprintf("%s must be a JSON %s, not %s", typ.Field, jsonKind(typ.Type.Kind().String()), typ.Value)
+		if typ.Field == "" {
+			return "must be a JSON " + want + ", not " + got
+		}
+		return fmt.Sprintf("%s must be a JSON %s, not %s", typ.Field, want, got)
 	case errors.Is(err, io.EOF), strings.Contains(err.Error(), "unexpected EOF"):
 		return "truncated JSON"
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")
+	case strings.Contains(err.Error(), "exceeded max depth"):
+		return "nested too deeply"
 	}
 	return "cannot be decoded"
 }
 
 func jsonKind(goKind string) string {
 	switch goKind {
-	case "int", "int64", "float64":
+	case "int", "int64", "float64", "uint64":
 		return "number"
 	case "string":
 		return "string"
