@@ -46,6 +46,16 @@ type Config struct {
 	LogLevel  string // LOG_LEVEL: debug, info, warn, error
 }
 
+// Variables are the environment variables Load reads, in the order of the
+// README's table.
+var Variables = []string{
+	"REDIS_URL", "ZHIMA_GATEWAY_URL", "ZHIMA_APP_ID",
+	"ZHIMA_APP_PRIVATE_KEY", "ZHIMA_APP_PRIVATE_KEY_FILE", "ZHIMA_ALIPAY_PUBLIC_KEY", "ZHIMA_ALIPAY_PUBLIC_KEY_FILE",
+	"ZHIMA_SIGN_TYPE", "ZHIMA_TIMEOUT", "WORKER_CONCURRENCY", "RETRY_MAX_ATTEMPTS", "RETRY_BASE_DELAY", "RETRY_MAX_DELAY",
+	"DEDUP_WINDOW", "RESULT_TTL", "ZHIMA_QPS", "BREAKER_FAILURES", "BREAKER_COOLDOWN", "DATA_KEYS", "DATA_KEYS_FILE",
+	"HTTP_ADDR", "ZHIMAQ_QUEUE", "ZHIMAQ_KEY_PREFIX", "LOG_FORMAT", "LOG_LEVEL",
+}
+
 // Defaults are the documented defaults.
 var Defaults = Config{
 	RedisURL:          "redis://127.0.0.1:6379/0",

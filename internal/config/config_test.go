@@ -96,3 +96,19 @@ func TestLoadReadsFilesAndURLs(t *testing.T) {
 }
 
 func toString(v any) string { return fmt.Sprintf("%+v", v) }
+
+// TestVariablesListsEveryVariableLoadReads records every variable Load asks
+// for: one missing from Variables, or listed but never read, shows up here.
+func TestVariablesListsEveryVariableLoadReads(t *testing.T) {
+	read := map[string]bool{}
+	Load(func(k string) string { read[k] = true; return "" })
+	for _, v := range Variables {
+		if !read[v] && !read[strings.TrimSuffix(v, "_FILE")] {
+			t.Errorf("%s is listed but Load never reads it", v)
+		}
+		delete(read, v)
+	}
+	for v := range read {
+		t.Errorf("Load reads %s, which Variables does not list", v)
+	}
+}
