@@ -13,6 +13,7 @@ import (
 
 	"github.com/zhimaq/zhimaq/internal/breaker"
 	"github.com/zhimaq/zhimaq/internal/idempotency"
+	"github.com/zhimaq/zhimaq/internal/metrics"
 	"github.com/zhimaq/zhimaq/internal/ratelimit"
 	"github.com/zhimaq/zhimaq/internal/results"
 	"github.com/zhimaq/zhimaq/internal/seal"
@@ -44,6 +45,8 @@ type Handler struct {
 	Limiter *ratelimit.Limiter
 	// Keys open sealed payloads; nil opens none (plaintext payloads only).
 	Keys *seal.Keyring
+	// Metrics records calls, retries and outcomes; nil records nothing.
+	Metrics *metrics.Metrics
 	// Breaker holds calls back while the gateway fails; nil means none.
 	Breaker *breaker.Breaker
 	// MaxLimiterWait is how long a handler waits for the rate limiter
@@ -159,6 +162,9 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 
 	report, err := h.admit(ctx)
 	if err != nil {
+		if hb := (*HeldBack)(nil); errors.As(err, &hb) {
+			h.Metrics.HeldBack(hb.Reason)
+		}
 		return err
 	}
 	first := now
@@ -185,9 +191,12 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if p.AppAuthToken != "" {
 		opts = append(opts, zhima.WithAppAuthToken(p.AppAuthToken))
 	}
+	h.Metrics.InFlight(1)
 	started := time.Now()
 	env, callErr := h.Gateway.Call(ctx, req, opts...)
 	elapsed := time.Since(started)
+	h.Metrics.InFlight(-1)
+	h.Metrics.GatewayCall(p.Method, metrics.Outcome(callErr), elapsed)
 
 	var zerr *zhima.Error
 	if callErr != nil && !errors.As(callErr, &zerr) {
@@ -216,6 +225,11 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		// The call happened but its outcome is not stored: retry, and the
 		// gateway answers the same transaction without billing again.
 		return fmt.Errorf("tasks: store outcome: %w", err)
+	}
+	if final {
+		h.Metrics.JobFinished(p.Method, string(rec.State))
+	} else {
+		h.Metrics.Retry(p.Method)
 	}
 	fields := []zap.Field{zap.Int("attempt", rec.Attempts), zap.Duration("elapsed", elapsed), zap.String("state", string(rec.State))}
 	if zerr == nil {
@@ -246,7 +260,10 @@ func (h *Handler) admit(ctx context.Context) (func(breaker.Outcome), error) {
 	if maxWait == 0 {
 		maxWait = 2 * time.Second
 	}
-	_, retryAfter, err := h.Limiter.Wait(ctx, maxWait)
+	waited, retryAfter, err := h.Limiter.Wait(ctx, maxWait)
+	if h.Limiter != nil {
+		h.Metrics.LimiterWait(waited)
+	}
 	switch {
 	case err != nil && ctx.Err() != nil:
 		report(breaker.NotMade)
@@ -284,6 +301,7 @@ func (h *Handler) fail(ctx context.Context, p *Payload, info *results.ErrorInfo)
 	if _, err := h.update(ctx, p, func(r *results.Record) { r.State, r.Error = results.Failed, info }); err != nil {
 		return fmt.Errorf("tasks: store failure: %w", err)
 	}
+	h.Metrics.JobFinished(p.Method, metrics.StateFailed)
 	return nil
 }
 
