@@ -104,7 +104,6 @@ func FuzzParseJob(f *testing.F) {
 	})
 }
 
-
 func isMethod(s string) bool {
 	for _, m := range zhima.Methods {
 		if s == m {
@@ -113,7 +112,6 @@ func isMethod(s string) bool {
 	}
 	return false
 }
-
 
 var digitRun = regexp.MustCompile(`[0-9]{15,}`)
 

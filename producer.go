@@ -11,6 +11,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/zhimaq/zhimaq/internal/batches"
 	"github.com/zhimaq/zhimaq/internal/idempotency"
 	"github.com/zhimaq/zhimaq/internal/results"
 	"github.com/zhimaq/zhimaq/internal/seal"
@@ -39,6 +40,10 @@ type ProducerConfig struct {
 	KeyPrefix string
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// OnDedup, when set, is told of each submission answered by
+	// de-duplication: "duplicate", or "conflict" (TRANSACTION_ID_REPEAT).
+	// It must not block.
+	OnDedup func(method, outcome string)
 }
 
 // Producer submits jobs and reads their records. It is safe for concurrent use.
@@ -48,6 +53,7 @@ type Producer struct {
 	queue   *asynq.Client
 	claims  *idempotency.Store
 	results *results.Store
+	batches *batches.Store
 }
 
 // NewProducer returns a Producer that keeps its queue, claims and records in
@@ -81,6 +87,7 @@ func NewProducer(rdb redis.UniversalClient, cfg ProducerConfig) (*Producer, erro
 		queue:   asynq.NewClientFromRedisClient(rdb),
 		claims:  idempotency.New(rdb, cfg.KeyPrefix),
 		results: results.New(rdb, cfg.KeyPrefix, cfg.ResultTTL),
+		batches: batches.New(rdb, cfg.KeyPrefix, cfg.ResultTTL),
 	}, nil
 }
 
@@ -93,6 +100,20 @@ func (p *Producer) Close() error { return p.queue.Close() }
 // input or a transaction_id already used with other parameters (nothing is
 // enqueued then). The error is non-nil only when Redis fails.
 func (p *Producer) Submit(ctx context.Context, job Job) (*Record, error) {
+	return p.submit(ctx, job, "")
+}
+
+// submit is Submit for a job of batch batchID ("" for none): a record it
+// creates carries batchID, and so does every record it returns.
+func (p *Producer) submit(ctx context.Context, job Job, batchID string) (*Record, error) {
+	rec, err := p.submitJob(ctx, job, batchID)
+	if rec != nil && batchID != "" {
+		rec.BatchID = batchID
+	}
+	return rec, err
+}
+
+func (p *Producer) submitJob(ctx context.Context, job Job, batchID string) (*Record, error) {
 	req, err := tasks.Request(job.Method, job.BizContent)
 	if err != nil {
 		rec := rejection(job, transactionOf(job.BizContent), "")
@@ -116,15 +137,17 @@ func (p *Producer) Submit(ctx context.Context, job Job) (*Record, error) {
 	}
 	switch outcome {
 	case idempotency.Conflict:
+		p.dedup(job.Method, "conflict")
 		rec := rejection(job, key.TransactionID, "")
 		rec.Error = &ErrorInfo{Source: string(zhima.SourceLocal), Code: zhima.CodeBusinessFailed, Msg: "Business Failed",
 			SubCode: zhima.SubTransactionIDRepeat, SubMsg: "transaction_id was already used with other parameters within the window"}
 		return rec, nil
 	case idempotency.Duplicate:
-		return p.resume(ctx, key, job)
+		p.dedup(job.Method, "duplicate")
+		return p.resume(ctx, key, job, batchID)
 	}
 	now := p.cfg.Now().UTC()
-	rec := &Record{Method: job.Method, TransactionID: key.TransactionID, State: Queued, EnqueuedAt: &now, UpdatedAt: now}
+	rec := &Record{Method: job.Method, TransactionID: key.TransactionID, State: Queued, EnqueuedAt: &now, UpdatedAt: now, BatchID: batchID}
 	created, err := p.results.Create(ctx, key, rec)
 	if err != nil {
 		return nil, fmt.Errorf("zhimaq: submit %s: record: %w", key, err)
@@ -148,11 +171,11 @@ func (p *Producer) Submit(ctx context.Context, job Job) (*Record, error) {
 
 // resume answers a duplicate submission with the first job's record, and
 // re-enqueues the job if an earlier producer stopped between claim and enqueue.
-func (p *Producer) resume(ctx context.Context, key idempotency.Key, job Job) (*Record, error) {
+func (p *Producer) resume(ctx context.Context, key idempotency.Key, job Job, batchID string) (*Record, error) {
 	rec, err := p.results.Get(ctx, key)
 	if errors.Is(err, ErrNotFound) {
 		now := p.cfg.Now().UTC()
-		rec = &Record{Method: job.Method, TransactionID: key.TransactionID, State: Queued, EnqueuedAt: &now, UpdatedAt: now}
+		rec = &Record{Method: job.Method, TransactionID: key.TransactionID, State: Queued, EnqueuedAt: &now, UpdatedAt: now, BatchID: batchID}
 		if _, err := p.results.Create(ctx, key, rec); err != nil {
 			return nil, fmt.Errorf("zhimaq: submit %s: record: %w", key, err)
 		}
@@ -293,4 +316,11 @@ func transactionOf(biz json.RawMessage) string {
 		}
 	}
 	return ""
+}
+
+// dedup tells OnDedup of a submission answered by de-duplication.
+func (p *Producer) dedup(method, outcome string) {
+	if p.cfg.OnDedup != nil {
+		p.cfg.OnDedup(method, outcome)
+	}
 }

@@ -14,12 +14,13 @@ import (
 	"time"
 
 	"github.com/zhimaq/zhimaq"
+	"github.com/zhimaq/zhimaq/internal/batches"
 	"github.com/zhimaq/zhimaq/internal/zhima"
 )
 
 var batchUsage = `enqueue batch — submits jobs from a JSON Lines file and prints their result records.
 
-Usage: enqueue batch [--wait] [--timeout D] [--parallel N] FILE|-
+Usage: enqueue batch [--wait] [--timeout D] [--parallel N] [--callback URL] FILE|-
 
 Reads FILE, or standard input when FILE is "-", one job per line:
   {"method":"zhima.credit.score.brief.get","biz_content":{"transaction_id":"T1",
@@ -39,6 +40,12 @@ the first job's record with "duplicate": true. With other parameters it is
 rejected with sub_code TRANSACTION_ID_REPEAT; within one file the earlier
 line is the one that counts.
 
+The lines form a batch with a new id, b_<UTC time>_<6 random characters>:
+every record carries it as "batch_id" (a duplicate's too, though the job's
+stored record keeps the batch it was first submitted in), the summary names
+it, and "enqueue status --batch ID" and "enqueue results --batch ID" read
+the batch later, for RESULT_TTL after its last line.
+
 Flags:
   --wait         wait until every accepted job has succeeded or failed, then
                  print the final records instead (rejected lines keep their
@@ -49,6 +56,12 @@ Flags:
                  records as they stand and exit 1. Default: no limit.
   --parallel N   submit up to N lines at once [16]; the output keeps the
                  order of the lines.
+  --callback URL once every accepted job has succeeded or failed, a worker
+                 POSTs the batch's summary to URL (http or https), as JSON
+                 {"batch_id","lines","succeeded","failed","rejected",
+                 "finished_at"}, signed with the workers' CALLBACK_SECRET in
+                 the X-Zhimaq-Signature header, and retries with backoff
+                 until URL answers 2xx. enqueue itself needs no secret.
 
 If Redis fails while a line is submitted, that line gets a "rejected" record
 with error {"source":"local","msg":"..."}. If Redis then stays unreachable,
@@ -58,7 +71,7 @@ safe: lines already accepted come back as duplicates.
 
 On SIGINT or SIGTERM it stops reading (or waiting), prints the records it
 has and exits 1. At the end it prints a summary on standard error, e.g.
-  enqueue: 1000 lines: 998 accepted (3 duplicates), 2 rejected · 990 succeeded, 8 failed
+  enqueue: batch b_20261126T031500Z_K3QF7A: 1000 lines: 998 accepted (3 duplicates), 2 rejected · 990 succeeded, 8 failed
 
 Exit status: 0 when every line was accepted (and, with --wait, every job
 finished, succeeded or failed); 1 otherwise; 2 on a usage or configuration
@@ -80,6 +93,7 @@ type batchFlags struct {
 	wait     bool
 	timeout  time.Duration
 	parallel int
+	callback string
 }
 
 // runBatch is `enqueue batch`: it checks the arguments and the
@@ -90,6 +104,7 @@ func runBatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	fs.BoolVar(&f.wait, "wait", false, "")
 	fs.DurationVar(&f.timeout, "timeout", 0, "")
 	fs.IntVar(&f.parallel, "parallel", 16, "")
+	fs.StringVar(&f.callback, "callback", "", "")
 	files, code, err := parseArgs(fs, args, batchUsage, stdout, stderr)
 	if err != nil {
 		return code
@@ -105,6 +120,8 @@ func runBatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return usageError(stderr, "batch", "--timeout must not be negative")
 	case f.timeout > 0 && !f.wait:
 		return usageError(stderr, "batch", "--timeout only applies with --wait")
+	case f.callback != "" && !batches.ValidCallbackURL(f.callback):
+		return usageError(stderr, "batch", "--callback must be an absolute http or https URL")
 	}
 	in := stdin
 	if files[0] != "-" {
@@ -128,13 +145,18 @@ func runBatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return exitUsage
 	}
 	defer p.Close()
-	b := &batch{p: p, flags: f, stderr: stderr, now: time.Now}
+	bt, err := p.NewBatch(zhimaq.BatchOptions{CallbackURL: f.callback})
+	if err != nil {
+		return usageError(stderr, "batch", "%v", err)
+	}
+	b := &batch{p: p, batch: bt, flags: f, stderr: stderr, now: time.Now}
 	return b.run(ctx, in, stdout)
 }
 
 // batch is one run of `enqueue batch`.
 type batch struct {
 	p      *producer
+	batch  *zhimaq.Batch
 	flags  batchFlags
 	stderr io.Writer
 	now    func() time.Time
@@ -166,6 +188,13 @@ func (b *batch) run(ctx context.Context, in io.Reader, stdout io.Writer) int {
 	if err := out.Flush(); err != nil && stopErr == nil {
 		stopErr = fmt.Errorf("write output: %w", err)
 	}
+	// The batch is complete with the lines read, whatever stopped it.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), submitTimeout)
+	if err := b.batch.Close(cctx); err != nil && stopErr == nil {
+		stopErr = fmt.Errorf("store the batch: %w", err)
+		readAll = true // every line was read; the batch is what failed
+	}
+	cancel()
 	code := exitOK
 	if b.rejected > 0 {
 		code = exitFailed
@@ -223,9 +252,9 @@ func (b *batch) submit(ctx context.Context, in io.Reader, out *bufio.Writer) (la
 	quit := make(chan struct{})
 	defer close(quit)
 	go func() {
-		lr := newLineReader(in, zhimaq.MaxJobBytes)
+		lr := batches.NewLineReader(in, zhimaq.MaxJobBytes)
 		for {
-			line, n, err := lr.next()
+			line, n, err := lr.Next()
 			select {
 			case lines <- lineRead{line, n, err}:
 			case <-quit:
@@ -260,7 +289,7 @@ func (b *batch) submit(ctx context.Context, in io.Reader, out *bufio.Writer) (la
 				return
 			}
 			lastLine = l.n
-			if blank(l.line) {
+			if batches.Blank(l.line) {
 				continue
 			}
 			s := &slot{done: make(chan struct{})}
@@ -314,6 +343,9 @@ func (b *batch) submit(ctx context.Context, in io.Reader, out *bufio.Writer) (la
 			<-s.done
 		}
 		b.count(s.rec)
+		if err := b.batch.Add(context.WithoutCancel(ctx), s.rec); err != nil {
+			stop(fmt.Errorf("store the batch: %w", err))
+		}
 		if b.flags.wait {
 			b.recs = append(b.recs, s.rec)
 			if s.rec.State != zhimaq.Rejected {
@@ -344,7 +376,7 @@ func (b *batch) submit(ctx context.Context, in io.Reader, out *bufio.Writer) (la
 func (b *batch) submitOne(ctx context.Context, job zhimaq.Job, tid string, stop context.CancelCauseFunc) *zhimaq.Record {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), submitTimeout)
 	defer cancel()
-	rec, err := b.p.Submit(sctx, job)
+	rec, err := b.batch.Submit(sctx, job)
 	if err == nil {
 		return rec
 	}
@@ -423,7 +455,7 @@ func writeRecord(w io.Writer, rec *zhimaq.Record) error {
 // summary prints the closing line on stderr; t is nil without --wait.
 func (b *batch) summary(t *tally) {
 	var s strings.Builder
-	fmt.Fprintf(&s, "enqueue: %d %s: %d accepted (%d %s), %d rejected", b.lines, plural(b.lines, "line", "lines"),
+	fmt.Fprintf(&s, "enqueue: batch %s: %d %s: %d accepted (%d %s), %d rejected", b.batch.ID(), b.lines, plural(b.lines, "line", "lines"),
 		b.accepted, b.duplicates, plural(b.duplicates, "duplicate", "duplicates"), b.rejected)
 	if t != nil {
 		fmt.Fprintf(&s, " · %d succeeded, %d failed", t.succeeded, t.failed)

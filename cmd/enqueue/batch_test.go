@@ -85,7 +85,7 @@ func TestBatchRecordsInInputOrder(t *testing.T) {
 		t.Errorf("exit %d, want 1; stderr %q", r.code, r.stderr)
 	}
 	checkRecords(t, records(t, r.stdout), wants)
-	if want := "enqueue: 7 lines: 3 accepted (1 duplicate), 4 rejected\n"; r.stderr != want {
+	if want := "enqueue: batch b_ID: 7 lines: 3 accepted (1 duplicate), 4 rejected\n"; anonBatch(r.stderr) != want {
 		t.Errorf("stderr %q, want %q", r.stderr, want)
 	}
 	assertNoPersonalData(t, r.stdout+r.stderr, testID(1), badID, testID(4))
@@ -100,7 +100,7 @@ func TestBatchRecordsInInputOrder(t *testing.T) {
 			{state: zhimaq.Queued, tid: "T4", duplicate: true},
 		}
 		checkRecords(t, records(t, r.stdout), wants)
-		if want := "enqueue: 7 lines: 3 accepted (3 duplicates), 4 rejected\n"; r.stderr != want {
+		if want := "enqueue: batch b_ID: 7 lines: 3 accepted (3 duplicates), 4 rejected\n"; anonBatch(r.stderr) != want {
 			t.Errorf("stderr %q, want %q", r.stderr, want)
 		}
 	})
@@ -123,7 +123,7 @@ func TestBatchAllAcceptedExits0(t *testing.T) {
 		t.Errorf("exit %d, want 0; stderr %q", r.code, r.stderr)
 	}
 	checkRecords(t, records(t, r.stdout), wants)
-	if want := "enqueue: 100 lines: 100 accepted (0 duplicates), 0 rejected\n"; r.stderr != want {
+	if want := "enqueue: batch b_ID: 100 lines: 100 accepted (0 duplicates), 0 rejected\n"; anonBatch(r.stderr) != want {
 		t.Errorf("stderr %q, want %q", r.stderr, want)
 	}
 }
@@ -131,7 +131,7 @@ func TestBatchAllAcceptedExits0(t *testing.T) {
 func TestBatchEmptyInput(t *testing.T) {
 	t.Parallel()
 	r := enqueue(t, testEnv(t), "\n  \n", "batch", "-")
-	if r.code != exitOK || r.stdout != "" || r.stderr != "enqueue: 0 lines: 0 accepted (0 duplicates), 0 rejected\n" {
+	if r.code != exitOK || r.stdout != "" || anonBatch(r.stderr) != "enqueue: batch b_ID: 0 lines: 0 accepted (0 duplicates), 0 rejected\n" {
 		t.Errorf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 }
@@ -186,8 +186,8 @@ func TestBatchRedisDownStops(t *testing.T) {
 		}
 	}
 	stop := fmt.Sprintf("enqueue: Redis is unreachable (dial tcp 127.0.0.1:1: connect: connection refused); stopped after line %d, later lines were not read\n", len(recs))
-	summary := fmt.Sprintf("enqueue: %d lines: 0 accepted (0 duplicates), %d rejected\n", len(recs), len(recs))
-	if r.stderr != stop+summary {
+	summary := fmt.Sprintf("enqueue: batch b_ID: %d lines: 0 accepted (0 duplicates), %d rejected\n", len(recs), len(recs))
+	if anonBatch(r.stderr) != stop+summary {
 		t.Errorf("stderr:\n%s\nwant:\n%s%s", r.stderr, stop, summary)
 	}
 }

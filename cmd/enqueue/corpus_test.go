@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/zhimaq/zhimaq"
+	"github.com/zhimaq/zhimaq/internal/batches"
 	"github.com/zhimaq/zhimaq/internal/config"
 	"github.com/zhimaq/zhimaq/internal/sandbox"
 	"github.com/zhimaq/zhimaq/internal/worker"
@@ -78,7 +79,7 @@ func readCorpus(t *testing.T) []corpusLine {
 			t.Fatalf("%s has more lines than %s (%d)", expectFile, corpusFile, len(texts))
 		}
 		l.text = texts[l.n-1]
-		if (l.outcome == outcomeBlank) != blank(l.text) {
+		if (l.outcome == outcomeBlank) != batches.Blank(l.text) {
 			t.Fatalf("%s:%d: outcome %q for line %q", expectFile, l.n, l.outcome, l.text)
 		}
 		lines = append(lines, l)
@@ -235,7 +236,7 @@ func TestBatchBadJobsCorpus(t *testing.T) {
 	}
 
 	// stderr is the summary alone; nothing quotes personal data.
-	if !strings.HasPrefix(r.stderr, fmt.Sprintf("enqueue: %d lines: ", len(nonBlank))) || !strings.HasSuffix(r.stderr, ", 0 failed\n") || strings.Count(r.stderr, "\n") != 1 {
+	if !strings.HasPrefix(anonBatch(r.stderr), fmt.Sprintf("enqueue: batch b_ID: %d lines: ", len(nonBlank))) || !strings.HasSuffix(r.stderr, ", 0 failed\n") || strings.Count(r.stderr, "\n") != 1 {
 		t.Errorf("stderr:\n%s", r.stderr)
 	}
 	secrets := personalData(lines)

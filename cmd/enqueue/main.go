@@ -1,6 +1,7 @@
 // Command enqueue is zhimaq's producer CLI: it submits verification jobs from
-// a JSON Lines file to Redis and prints each job's result record, and reads
-// the record of one job. It is configured by the environment (see usage).
+// a JSON Lines file to Redis as a batch and prints each job's result record,
+// reads the record of one job, shows where a batch stands and exports its
+// records. It is configured by the environment (see usage).
 //
 // Exit status: 0 on success, 1 when a job or the command failed (a rejected
 // line, Redis unreachable, a timeout, an interrupt, no such record), 2 on a
@@ -49,21 +50,17 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	// failures itself, once.
 	redis.SetLogger(quietLogger{})
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "enqueue: no command given; want batch or get (see enqueue --help)")
+		fmt.Fprintln(stderr, "enqueue: no command given; want "+commands+" (see enqueue --help)")
 		return exitUsage
 	}
 	switch args[0] {
 	case "-h", "-help", "--help", "help":
 		if args[0] == "help" && len(args) > 1 {
-			switch args[1] {
-			case "batch":
-				fmt.Fprint(stdout, batchUsage)
-				return exitOK
-			case "get":
-				fmt.Fprint(stdout, getUsage)
+			if help, ok := helps[args[1]]; ok {
+				fmt.Fprint(stdout, help)
 				return exitOK
 			}
-			fmt.Fprintf(stderr, "enqueue: help: unknown command %q; want batch or get\n", args[1])
+			fmt.Fprintf(stderr, "enqueue: help: unknown command %q; want %s\n", args[1], commands)
 			return exitUsage
 		}
 		fmt.Fprint(stdout, usage)
@@ -72,10 +69,20 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runBatch(ctx, args[1:], stdin, stdout, stderr, getenv)
 	case "get":
 		return runGet(ctx, args[1:], stdout, stderr, getenv)
+	case "status":
+		return runStatus(ctx, args[1:], stdout, stderr, getenv)
+	case "results":
+		return runResults(ctx, args[1:], stdout, stderr, getenv)
 	}
-	fmt.Fprintf(stderr, "enqueue: unknown command %q; want batch or get (see enqueue --help)\n", args[0])
+	fmt.Fprintf(stderr, "enqueue: unknown command %q; want %s (see enqueue --help)\n", args[0], commands)
 	return exitUsage
 }
+
+// commands names the commands for messages.
+const commands = "batch, get, status or results"
+
+// helps are the commands' help texts.
+var helps = map[string]string{"batch": batchUsage, "get": getUsage, "status": statusUsage, "results": resultsUsage}
 
 // parseArgs parses fs's flags wherever they stand among the positional
 // arguments (so `batch jobs.jsonl --wait` works too) and returns the
@@ -175,12 +182,16 @@ They must match the workers' settings. Other zhimaq variables (see worker
 const usage = `enqueue — submits zhimaq verification jobs and reads their results.
 
 Usage:
-  enqueue batch [--wait] [--timeout D] [--parallel N] FILE|-
-      submit one job per line of FILE (or standard input) and print one
-      result record per line
+  enqueue batch [--wait] [--timeout D] [--parallel N] [--callback URL] FILE|-
+      submit one job per line of FILE (or standard input) as a batch and
+      print one result record per line
   enqueue get --method M --transaction-id T
       print the result record of one job
-  enqueue help [batch|get]
+  enqueue status --batch ID [--watch]
+      show where the jobs of a batch stand, and the time left
+  enqueue results --batch ID [--format jsonl|csv]
+      export the records of a batch, in the order of its lines
+  enqueue help [batch|get|status|results]
       print this help, or a command's
 
 Jobs run in the background on zhimaq's workers; a result record says where a
@@ -189,5 +200,6 @@ job stands ("queued", "running", "retrying", "succeeded", "failed", or
 
 ` + environment + `
 Exit status: 0 on success; 1 when a line was rejected, a job did not finish,
-Redis failed or no record exists; 2 on a usage or configuration error.
+Redis failed, or no record or batch exists; 2 on a usage or configuration
+error.
 `

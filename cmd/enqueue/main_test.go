@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -107,6 +108,12 @@ func assertNoPersonalData(t *testing.T, out string, ids ...string) {
 	}
 }
 
+// batchIDs matches the batch ids that enqueue makes.
+var batchIDs = regexp.MustCompile(`\bb_[0-9]{8}T[0-9]{6}Z_[A-Z2-7]{6}\b`)
+
+// anonBatch replaces every batch id in s with b_ID.
+func anonBatch(s string) string { return batchIDs.ReplaceAllString(s, "b_ID") }
+
 // oneLine fails unless s is exactly one line.
 func oneLine(t *testing.T, s string) {
 	t.Helper()
@@ -117,7 +124,7 @@ func oneLine(t *testing.T, s string) {
 
 func TestHelp(t *testing.T) {
 	t.Parallel()
-	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}, {"help", "batch"}, {"help", "get"}, {"batch", "--help"}, {"get", "-h"}} {
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}, {"help", "batch"}, {"help", "get"}, {"help", "status"}, {"help", "results"}, {"batch", "--help"}, {"get", "-h"}, {"status", "--help"}, {"results", "-h"}} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			r := enqueue(t, nil, "", args...)
 			if r.code != exitOK || r.stderr != "" {

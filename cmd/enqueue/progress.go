@@ -30,16 +30,26 @@ func newProgressLine(w io.Writer, now func() time.Time) *progressLine {
 	return &progressLine{w: w, now: now}
 }
 
-// draw redraws the line for t.
+// draw redraws the line for t, with the time left estimated from the
+// rate since the first draw.
 func (p *progressLine) draw(t tally) {
 	if p == nil {
 		return
 	}
 	now := p.now()
 	if !p.drawn {
-		p.start, p.base, p.drawn = now, t.done(), true
+		p.start, p.base = now, t.done()
 	}
-	text := renderProgress(t, estimateLeft(t, p.base, now.Sub(p.start)))
+	p.drawLeft(t, estimateLeft(t, p.base, now.Sub(p.start)))
+}
+
+// drawLeft redraws the line for t with left as the time left (< 0: unknown).
+func (p *progressLine) drawLeft(t tally, left time.Duration) {
+	if p == nil {
+		return
+	}
+	p.drawn = true
+	text := renderProgress(t, left)
 	n := len([]rune(text))
 	pad := ""
 	if n < p.width {

@@ -28,8 +28,9 @@ func (t tally) done() int { return t.succeeded + t.failed }
 
 // await polls the records of the accepted lines (b.refs) until every job has
 // finished, replacing b.recs with the latest records (a line that was a
-// duplicate stays marked as one). It returns the final tally and, when it
-// gave up, why: --timeout, an interrupt, or Redis failing poll after poll.
+// duplicate stays marked as one, and every record names this batch). It
+// returns the final tally and, when it gave up, why: --timeout, an
+// interrupt, or Redis failing poll after poll.
 // Progress goes to stderr when stderr is a terminal.
 func (b *batch) await(ctx context.Context) (*tally, error) {
 	parent := ctx
@@ -78,7 +79,7 @@ func (b *batch) await(ctx context.Context) (*tally, error) {
 		still := pending[:0]
 		for j, i := range pending {
 			if j < len(got) && got[j] != nil {
-				got[j].Duplicate = b.recs[i].Duplicate
+				got[j].Duplicate, got[j].BatchID = b.recs[i].Duplicate, b.batch.ID()
 				b.recs[i] = got[j]
 			}
 			if !b.recs[i].State.Terminal() {

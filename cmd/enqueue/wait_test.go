@@ -72,7 +72,7 @@ func TestBatchWait(t *testing.T) {
 				t.Errorf("record %d: no response or attempts: %+v", i+1, rec)
 			}
 		}
-		if want := "enqueue: 4 lines: 4 accepted (1 duplicate), 0 rejected · 4 succeeded, 0 failed\n"; r.stderr != want {
+		if want := "enqueue: batch b_ID: 4 lines: 4 accepted (1 duplicate), 0 rejected · 4 succeeded, 0 failed\n"; anonBatch(r.stderr) != want {
 			t.Errorf("stderr %q, want %q", r.stderr, want)
 		}
 		assertNoPersonalData(t, r.stdout+r.stderr, testID(1), testID(2), testID(3))
@@ -95,7 +95,7 @@ func TestBatchWait(t *testing.T) {
 			{state: zhimaq.Succeeded, tid: "W5"},
 			{state: zhimaq.Rejected, subCode: "INVALID_PARAMETER", subMsg: "JSON"},
 		})
-		if want := "enqueue: 2 lines: 1 accepted (0 duplicates), 1 rejected · 1 succeeded, 0 failed\n"; r.stderr != want {
+		if want := "enqueue: batch b_ID: 2 lines: 1 accepted (0 duplicates), 1 rejected · 1 succeeded, 0 failed\n"; anonBatch(r.stderr) != want {
 			t.Errorf("stderr %q, want %q", r.stderr, want)
 		}
 	})
@@ -125,9 +125,9 @@ func TestBatchWaitGivesUp(t *testing.T) {
 				t.Errorf("record %d is %s behind a hung gateway", i+1, rec.State)
 			}
 		}
-		lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n")
+		lines := strings.Split(strings.TrimSuffix(anonBatch(r.stderr), "\n"), "\n")
 		if len(lines) != 2 || !strings.HasPrefix(lines[0], "enqueue: --timeout 700ms passed with 2 of 2 jobs unfinished") ||
-			lines[1] != "enqueue: 2 lines: 2 accepted (0 duplicates), 0 rejected · 0 succeeded, 0 failed, 2 unfinished" {
+			lines[1] != "enqueue: batch b_ID: 2 lines: 2 accepted (0 duplicates), 0 rejected · 0 succeeded, 0 failed, 2 unfinished" {
 			t.Errorf("stderr:\n%s", r.stderr)
 		}
 	})

@@ -73,7 +73,13 @@ Configured by the environment (defaults in brackets):
   RETRY_BASE_DELAY, RETRY_MAX_DELAY  backoff with jitter [2s, 10m]
   DEDUP_WINDOW                   transaction_id window [24h]
   RESULT_TTL                     how long records stay readable [168h]
-  HTTP_ADDR                      health listener, "off" for none [:8080]
+  ZHIMA_QPS                      gateway calls per second per app, all workers together; 0 = no limit [0]
+  BREAKER_FAILURES, BREAKER_COOLDOWN  transient failures in a row that stop calls; pause before a probe [20, 10s]
+  DATA_KEYS[_FILE]               keys that seal personal data in Redis: id:base64-32-bytes,… the first seals
+                                 (required; "plaintext" opts out)
+  CALLBACK_SECRET[_FILE]         signs batch callbacks (HMAC-SHA256)
+  API_TOKENS[_FILE]              bearer tokens of the HTTP API (/v1/…); unset = no API
+  HTTP_ADDR                      /healthz, /readyz, /metrics and the API; "off" for none [:8080]
   ZHIMAQ_QUEUE, ZHIMAQ_KEY_PREFIX  asynq queue; prefix of zhimaq's Redis keys [zhimaq, zhimaq:]
   LOG_FORMAT, LOG_LEVEL          json or console; debug..error [json, info]
 

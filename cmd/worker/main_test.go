@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -61,6 +64,7 @@ func TestRunStopsCleanlyWhenSignalled(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	checkEndpoints(t, stderr.String())
 	cancel()
 	select {
 	case code := <-done:
@@ -69,5 +73,33 @@ func TestRunStopsCleanlyWhenSignalled(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("worker did not stop within 30s of its signal")
+	}
+}
+
+// checkEndpoints reads the listener's address from the start-up log line and
+// checks /healthz, /readyz and /metrics.
+func checkEndpoints(t *testing.T, log string) {
+	t.Helper()
+	var started struct {
+		HTTP string `json:"http"`
+	}
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, `"worker started"`) {
+			json.Unmarshal([]byte(line), &started)
+		}
+	}
+	if started.HTTP == "" {
+		t.Fatalf("no listener address in the log:\n%s", log)
+	}
+	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "ready", "/metrics": "zhimaq_breaker_state"} {
+		resp, err := http.Get("http://" + started.HTTP + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
+			t.Errorf("GET %s: %d, body without %q:\n%.300s", path, resp.StatusCode, want, body)
+		}
 	}
 }

@@ -38,6 +38,8 @@ type Config struct {
 	BreakerCooldown   time.Duration // BREAKER_COOLDOWN: how long it stays open before a probe
 	DataKeys          string        // DATA_KEYS or the file DATA_KEYS_FILE
 	HTTPAddr          string        // HTTP_ADDR
+	CallbackSecret    string        // CALLBACK_SECRET or the file CALLBACK_SECRET_FILE: signs batch callbacks
+	APITokens         []string      // API_TOKENS or the file API_TOKENS_FILE: bearer tokens of the HTTP API
 
 	Queue     string // ZHIMAQ_QUEUE: the asynq queue
 	KeyPrefix string // ZHIMAQ_KEY_PREFIX: prefix of zhimaq's own Redis keys
@@ -53,7 +55,7 @@ var Variables = []string{
 	"ZHIMA_APP_PRIVATE_KEY", "ZHIMA_APP_PRIVATE_KEY_FILE", "ZHIMA_ALIPAY_PUBLIC_KEY", "ZHIMA_ALIPAY_PUBLIC_KEY_FILE",
 	"ZHIMA_SIGN_TYPE", "ZHIMA_TIMEOUT", "WORKER_CONCURRENCY", "RETRY_MAX_ATTEMPTS", "RETRY_BASE_DELAY", "RETRY_MAX_DELAY",
 	"DEDUP_WINDOW", "RESULT_TTL", "ZHIMA_QPS", "BREAKER_FAILURES", "BREAKER_COOLDOWN", "DATA_KEYS", "DATA_KEYS_FILE",
-	"HTTP_ADDR", "ZHIMAQ_QUEUE", "ZHIMAQ_KEY_PREFIX", "LOG_FORMAT", "LOG_LEVEL",
+	"HTTP_ADDR", "CALLBACK_SECRET", "CALLBACK_SECRET_FILE", "API_TOKENS", "API_TOKENS_FILE", "ZHIMAQ_QUEUE", "ZHIMAQ_KEY_PREFIX", "LOG_FORMAT", "LOG_LEVEL",
 }
 
 // Defaults are the documented defaults.
@@ -116,6 +118,23 @@ func Load(getenv func(string) string) (Config, error) {
 	r.duration("BREAKER_COOLDOWN", &c.BreakerCooldown)
 	r.secret("DATA_KEYS", &c.DataKeys)
 	r.str("HTTP_ADDR", &c.HTTPAddr)
+	r.secret("CALLBACK_SECRET", &c.CallbackSecret)
+	if c.CallbackSecret != "" && len(c.CallbackSecret) < MinSecretLen {
+		r.fail("CALLBACK_SECRET", fmt.Sprintf("is shorter than %d characters", MinSecretLen))
+	}
+	var tokens string
+	r.secret("API_TOKENS", &tokens)
+	if tokens != "" {
+		c.APITokens = nil
+		for t := range strings.SplitSeq(tokens, ",") {
+			t = strings.TrimSpace(t)
+			if len(t) < MinSecretLen || strings.ContainsFunc(t, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
+				r.fail("API_TOKENS", fmt.Sprintf("a token is shorter than %d characters or holds a space or a character outside ASCII", MinSecretLen))
+				break
+			}
+			c.APITokens = append(c.APITokens, t)
+		}
+	}
 	r.str("ZHIMAQ_QUEUE", &c.Queue)
 	r.str("ZHIMAQ_KEY_PREFIX", &c.KeyPrefix)
 	if r.str("LOG_FORMAT", &c.LogFormat) && c.LogFormat != "json" && c.LogFormat != "console" {
@@ -132,6 +151,9 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	return c, r.err
 }
+
+// MinSecretLen is the shortest CALLBACK_SECRET and API_TOKENS token accepted.
+const MinSecretLen = 16
 
 // RequireGateway reports the first gateway setting a worker needs that is missing.
 func (c Config) RequireGateway() error {
@@ -169,6 +191,12 @@ func (c Config) String() string {
 		return fmt.Sprintf("<%d bytes>", len(s))
 	}
 	c.AppPrivateKey, c.AlipayPublicKey, c.DataKeys = redact(c.AppPrivateKey), redact(c.AlipayPublicKey), redact(c.DataKeys)
+	c.CallbackSecret = redact(c.CallbackSecret)
+	tokens := make([]string, len(c.APITokens))
+	for i, t := range c.APITokens {
+		tokens[i] = redact(t)
+	}
+	c.APITokens = tokens
 	if u, err := url.Parse(c.RedisURL); err == nil && u.User != nil {
 		u.User = url.User(u.User.Username())
 		c.RedisURL = u.String()

@@ -52,6 +52,9 @@ func TestLoadNamesTheBadSetting(t *testing.T) {
 		{"bad redis db", map[string]string{"REDIS_URL": "redis://:s3cret@h/zero"}, "REDIS_URL"},
 		{"sentinel without master", map[string]string{"REDIS_URL": "redis-sentinel://:s3cret@h1,h2"}, "REDIS_URL"},
 		{"bad log format", map[string]string{"LOG_FORMAT": "xml"}, "LOG_FORMAT"},
+		{"short callback secret", map[string]string{"CALLBACK_SECRET": "s3cret"}, "CALLBACK_SECRET"},
+		{"short api token", map[string]string{"API_TOKENS": "0123456789abcdef0123,s3cret"}, "API_TOKENS"},
+		{"api token with a space", map[string]string{"API_TOKENS": "s3cret s3cret s3cret"}, "API_TOKENS"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -110,5 +113,25 @@ func TestVariablesListsEveryVariableLoadReads(t *testing.T) {
 	}
 	for v := range read {
 		t.Errorf("Load reads %s, which Variables does not list", v)
+	}
+}
+
+func TestLoadCallbackSecretAndAPITokens(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(file, []byte(" tok-aaaaaaaaaaaaaaaa , tok-bbbbbbbbbbbbbbbb\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(env(map[string]string{"CALLBACK_SECRET": "cb-secret-0123456789", "API_TOKENS_FILE": file}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.CallbackSecret != "cb-secret-0123456789" || len(c.APITokens) != 2 || c.APITokens[0] != "tok-aaaaaaaaaaaaaaaa" || c.APITokens[1] != "tok-bbbbbbbbbbbbbbbb" {
+		t.Fatalf("got secret %q, tokens %q", c.CallbackSecret, c.APITokens)
+	}
+	if s := c.String(); strings.Contains(s, "cb-secret") || strings.Contains(s, "tok-") {
+		t.Errorf("String() shows a secret: %s", s)
+	}
+	if d, err := Load(env(nil)); err != nil || d.CallbackSecret != "" || d.APITokens != nil {
+		t.Errorf("defaults: secret %q, tokens %q, %v; want none", d.CallbackSecret, d.APITokens, err)
 	}
 }

@@ -76,6 +76,25 @@ type Record struct {
 	// FirstCallAt is the first gateway call, which opens the transaction
 	// window; nil (left out) before it.
 	FirstCallAt *time.Time `json:"first_call_at,omitempty"`
+	// BatchID names the batch the record was created in (left out when
+	// none). A record printed or exported for a line of a batch carries
+	// that batch's id instead, even when the job was first submitted in
+	// another batch.
+	BatchID string `json:"batch_id,omitempty"`
+
+	// stored is the value this record was read from or written as, so an
+	// update can compare-and-set without reading it again.
+	stored []byte
+}
+
+// clone is a copy of r that changes to its fields do not reach r through.
+func (r *Record) clone() *Record {
+	c := *r
+	if r.Error != nil {
+		e := *r.Error
+		c.Error = &e
+	}
+	return &c
 }
 
 // recordJSON is Record without its methods.

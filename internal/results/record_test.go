@@ -40,6 +40,12 @@ func TestRecordJSON(t *testing.T) {
 			`{"method":"zhima.credit.score.brief.get","transaction_id":"T1","state":"succeeded","attempts":2,"duplicate":true,"response":{"code":"10000","msg":"Success","biz_no":"a\/b<&>","is_admittance":"Y","note":"张三"},"error":null,"enqueued_at":"2024-05-01T02:03:04Z","updated_at":"2024-05-01T02:03:05.5Z","first_call_at":"2024-05-01T02:03:05.5Z"}`,
 		},
 		{
+			"batch_id_written_last_when_set",
+			Record{Method: "zhima.credit.score.brief.get", TransactionID: "T1", State: Queued, EnqueuedAt: ptr(t0), UpdatedAt: t0,
+				BatchID: "b_20240501T020304Z_ABCDEF"},
+			`{"method":"zhima.credit.score.brief.get","transaction_id":"T1","state":"queued","attempts":0,"duplicate":false,"response":null,"error":null,"enqueued_at":"2024-05-01T02:03:04Z","updated_at":"2024-05-01T02:03:04Z","batch_id":"b_20240501T020304Z_ABCDEF"}`,
+		},
+		{
 			"empty_response_written_null",
 			Record{Method: "m", TransactionID: "T1", State: Failed, Response: json.RawMessage{}, UpdatedAt: t0,
 				Error: &ErrorInfo{Source: "gateway", Code: "40004", Msg: "Business Failed", SubCode: "INVALID_PARAMETER", SubMsg: "bad"}},

@@ -145,6 +145,9 @@ func (s *Store) Create(ctx context.Context, k idempotency.Key, rec *Record) (boo
 	if err != nil {
 		return false, fmt.Errorf("results: create %s: %w", k, err)
 	}
+	if ok {
+		rec.stored = data
+	}
 	return ok, nil
 }
 
@@ -158,14 +161,16 @@ func (s *Store) Put(ctx context.Context, k idempotency.Key, rec *Record) error {
 	if err := s.rdb.Set(ctx, s.key(k), data, s.ttl).Err(); err != nil {
 		return fmt.Errorf("results: put %s: %w", k, err)
 	}
+	rec.stored = data
 	return nil
 }
 
 // Update reads k's record, applies change to it and writes it back, with the
-// TTL refreshed, atomically: WATCH, GET, then MULTI/SET/EXEC, trying again
-// (up to 10 times) when another write to the record came in between; change
-// is then called again on a freshly read record, so it must only modify the
-// record it is given. It returns the record written.
+// TTL refreshed, atomically: the write is a compare-and-set (one Lua script)
+// that succeeds only if the record is still what was read, else Update
+// reads again and retries (up to 10 times); change is then called again on
+// the freshly read record, so it must only modify the record it is given.
+// It returns the record written.
 //
 // Update sets no field itself (UpdatedAt included). It returns an error
 // wrapping ErrNotFound when there is no record; change's error itself,
@@ -174,63 +179,69 @@ func (s *Store) Put(ctx context.Context, k idempotency.Key, rec *Record) error {
 // conflicting write; and an error when k is invalid, change made the record
 // one of another key, or Redis fails.
 func (s *Store) Update(ctx context.Context, k idempotency.Key, change func(*Record) error) (*Record, error) {
+	return s.UpdateFrom(ctx, k, nil, change)
+}
+
+// UpdateFrom is Update starting from current, a record this store returned
+// (by Get, GetMany, Update or UpdateFrom): when the stored record is still
+// current, it costs one round trip instead of two. A nil or foreign current
+// is read afresh.
+func (s *Store) UpdateFrom(ctx context.Context, k idempotency.Key, current *Record, change func(*Record) error) (*Record, error) {
 	if err := k.Validate(); err != nil {
 		return nil, fmt.Errorf("results: update: %w", err)
 	}
 	key := s.key(k)
-	var (
-		out       *Record
-		changeErr error
-	)
-	txf := func(tx *redis.Tx) error {
-		data, err := tx.Get(ctx, key).Bytes()
-		if err == redis.Nil {
-			return fmt.Errorf("%w: %s", ErrNotFound, k)
-		}
-		if err != nil {
-			return err
-		}
-		rec, err := decode(k, data)
-		if err != nil {
-			return err
-		}
-		if err := change(rec); err != nil {
-			changeErr = err
-			return err
-		}
-		data, err = encode("update", k, rec)
-		if err != nil {
-			return err
-		}
-		if _, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.Set(ctx, key, data, s.ttl)
-			return nil
-		}); err != nil {
-			return err
-		}
-		out = rec
-		return nil
+	var old []byte
+	var rec *Record
+	if current != nil && current.stored != nil {
+		old, rec = current.stored, current.clone()
 	}
 	for range maxUpdateTries {
-		err := s.rdb.Watch(ctx, txf, key)
-		switch {
-		case err == nil:
-			return out, nil
-		case changeErr != nil:
-			return nil, changeErr
-		case !errors.Is(err, redis.TxFailedErr):
-			var ce *CorruptError
-			if errors.Is(err, ErrNotFound) || errors.As(err, &ce) || errors.Is(err, errEncode) {
+		if rec == nil {
+			data, err := s.rdb.Get(ctx, key).Bytes()
+			if err == redis.Nil {
+				return nil, fmt.Errorf("%w: %s", ErrNotFound, k)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("results: update %s: %w", k, err)
+			}
+			if rec, err = decode(k, data); err != nil {
 				return nil, err
 			}
+			old = data
+		}
+		if err := change(rec); err != nil {
+			return nil, err
+		}
+		data, err := encode("update", k, rec)
+		if err != nil {
+			return nil, err
+		}
+		swapped, err := casScript.Run(ctx, s.rdb, []string{key}, old, data, s.ttl.Milliseconds()).Int()
+		if err != nil {
 			return nil, fmt.Errorf("results: update %s: %w", k, err)
 		}
+		if swapped == 1 {
+			rec.stored = data
+			return rec, nil
+		}
+		rec = nil
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("results: update %s: %w", k, err)
 		}
 	}
 	return nil, fmt.Errorf("results: update %s: %d tries met conflicting writes: %w", k, maxUpdateTries, redis.TxFailedErr)
 }
+
+// casScript: KEYS[1] record, ARGV[1] the value read, ARGV[2] the new value,
+// ARGV[3] TTL in ms. Writes only if the record is still the value read.
+var casScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+`)
 
 // errEncode marks encode's errors, which Update passes on as they are.
 var errEncode = errors.New("cannot store record")
@@ -262,6 +273,7 @@ func decode(k idempotency.Key, data []byte) (*Record, error) {
 	if rec.Method != k.Method || rec.TransactionID != k.TransactionID {
 		return nil, &CorruptError{Key: k, Reason: "the record names another method or transaction_id"}
 	}
+	rec.stored = data
 	return &rec, nil
 }
 

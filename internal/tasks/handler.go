@@ -171,7 +171,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if rec.FirstCallAt != nil {
 		first = *rec.FirstCallAt
 	}
-	if rec, err = h.update(ctx, p, func(r *results.Record) {
+	if rec, err = h.update(ctx, p, rec, func(r *results.Record) {
 		r.State = results.Running
 		if r.FirstCallAt == nil {
 			r.FirstCallAt = &first
@@ -208,7 +208,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	} else {
 		report(breaker.Transient)
 	}
-	rec, err = h.update(ctx, p, func(r *results.Record) {
+	rec, err = h.update(ctx, p, rec, func(r *results.Record) {
 		r.Attempts++
 		switch {
 		case zerr == nil:
@@ -279,14 +279,15 @@ func (h *Handler) admit(ctx context.Context) (func(breaker.Outcome), error) {
 	return report, nil
 }
 
-// update changes the job's record, creating it if it has gone missing.
-func (h *Handler) update(ctx context.Context, p *Payload, change func(*results.Record)) (*results.Record, error) {
+// update changes the job's record, starting from current when it is the
+// stored record (one round trip), and creates it if it has gone missing.
+func (h *Handler) update(ctx context.Context, p *Payload, current *results.Record, change func(*results.Record)) (*results.Record, error) {
 	apply := func(r *results.Record) error {
 		change(r)
 		r.UpdatedAt = h.now().UTC()
 		return nil
 	}
-	rec, err := h.Results.Update(ctx, p.Key(), apply)
+	rec, err := h.Results.UpdateFrom(ctx, p.Key(), current, apply)
 	if errors.Is(err, results.ErrNotFound) {
 		rec = &results.Record{Method: p.Method, TransactionID: p.TransactionID, State: results.Queued}
 		_ = apply(rec)
@@ -298,7 +299,7 @@ func (h *Handler) update(ctx context.Context, p *Payload, change func(*results.R
 // fail stores a final failure. It returns nil once stored, ending the task;
 // else the storing error, so the task comes back and fails again.
 func (h *Handler) fail(ctx context.Context, p *Payload, info *results.ErrorInfo) error {
-	if _, err := h.update(ctx, p, func(r *results.Record) { r.State, r.Error = results.Failed, info }); err != nil {
+	if _, err := h.update(ctx, p, nil, func(r *results.Record) { r.State, r.Error = results.Failed, info }); err != nil {
 		return fmt.Errorf("tasks: store failure: %w", err)
 	}
 	h.Metrics.JobFinished(p.Method, metrics.StateFailed)

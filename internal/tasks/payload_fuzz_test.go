@@ -133,7 +133,6 @@ func FuzzRequest(f *testing.F) {
 	})
 }
 
-
 func FuzzDecodePayload(f *testing.F) {
 	for _, s := range bizSeeds {
 		p := &tasks.Payload{AppID: "2021000000000001", Method: s.method, TransactionID: "T1", AppAuthToken: "tok", BizContent: json.RawMessage(s.biz)}
@@ -198,7 +197,6 @@ func sameJSON(a, b []byte) bool {
 	}
 	return reflect.DeepEqual(va, vb)
 }
-
 
 var digitRun = regexp.MustCompile(`[0-9]{15,}`)
 

@@ -14,9 +14,13 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/zhimaq/zhimaq"
+	"github.com/zhimaq/zhimaq/internal/api"
+	"github.com/zhimaq/zhimaq/internal/batches"
 	"github.com/zhimaq/zhimaq/internal/breaker"
 	"github.com/zhimaq/zhimaq/internal/config"
 	"github.com/zhimaq/zhimaq/internal/idempotency"
+	"github.com/zhimaq/zhimaq/internal/metrics"
 	"github.com/zhimaq/zhimaq/internal/ratelimit"
 	"github.com/zhimaq/zhimaq/internal/results"
 	"github.com/zhimaq/zhimaq/internal/tasks"
@@ -32,13 +36,18 @@ type Options struct {
 	// Redis defaults to a client for Config.RedisURL, closed by Close.
 	Redis redis.UniversalClient
 	// PollInterval is how often retries that are due are moved back to the
-	// queue (asynq's DelayedTaskCheckInterval); default 1s.
+	// queue (asynq's DelayedTaskCheckInterval), and how long an idle worker
+	// waits before looking at the queue again; default 200ms, so the last
+	// retries of a batch do not wait a second each.
 	PollInterval time.Duration
 	// ShutdownTimeout is how long running calls may finish on shutdown
 	// before their tasks are handed back; default: the gateway timeout + 2s.
 	ShutdownTimeout time.Duration
 	// Now is the clock of the handler and the gateway timestamps; default time.Now.
 	Now func() time.Time
+	// SweepInterval is how often the worker looks for finished batches
+	// whose callback is due; default 2s.
+	SweepInterval time.Duration
 }
 
 // Worker runs jobs until its context ends.
@@ -51,6 +60,11 @@ type Worker struct {
 	handler   *tasks.Handler
 	http      *http.Server
 	listener  net.Listener
+	producer  *zhimaq.Producer // the API's; nil without API_TOKENS
+	callbacks *batches.Deliverer
+	sweeper   *batches.Sweeper
+	stop      context.CancelFunc // stops the sweeper
+	swept     chan struct{}      // closed when the sweeper has stopped
 }
 
 // New checks the configuration and builds a worker; nothing runs until Run.
@@ -94,7 +108,10 @@ func New(opts Options) (*Worker, error) {
 	if queue == "" {
 		queue = tasks.DefaultQueue
 	}
+	reg := metrics.NewRegistry()
+	m := metrics.New(reg)
 	w.handler = &tasks.Handler{
+		Metrics:     m,
 		Gateway:     gateway,
 		Results:     results.New(w.rdb, cfg.KeyPrefix, cfg.ResultTTL),
 		Claims:      idempotency.New(w.rdb, cfg.KeyPrefix),
@@ -107,11 +124,12 @@ func New(opts Options) (*Worker, error) {
 		Breaker: breaker.New(breaker.Config{Failures: cfg.BreakerFailures, Cooldown: cfg.BreakerCooldown,
 			OnChange: func(from, to string) {
 				log.Warn("gateway breaker changed state", zap.String("from", from), zap.String("to", to))
+				m.BreakerChanged(to)
 			}}),
 	}
 	poll := opts.PollInterval
 	if poll == 0 {
-		poll = time.Second
+		poll = 200 * time.Millisecond
 	}
 	shutdown := opts.ShutdownTimeout
 	if shutdown == 0 {
@@ -122,20 +140,53 @@ func New(opts Options) (*Worker, error) {
 		Queues:                   map[string]int{queue: 1},
 		RetryDelayFunc:           tasks.RetryDelay(cfg.RetryBaseDelay, cfg.RetryMaxDelay),
 		IsFailure:                tasks.IsFailure,
-		ErrorHandler:             asynq.ErrorHandlerFunc(w.handler.Exhausted),
+		ErrorHandler:             asynq.ErrorHandlerFunc(w.exhausted),
 		Logger:                   log.Named("asynq").Sugar(),
 		LogLevel:                 asynq.WarnLevel,
 		ShutdownTimeout:          shutdown,
 		DelayedTaskCheckInterval: poll,
 		TaskCheckInterval:        min(poll, time.Second),
 	})
+	w.callbacks = &batches.Deliverer{Secret: []byte(cfg.CallbackSecret), Log: log.Named("callback"), Now: now}
+	w.sweeper = &batches.Sweeper{Store: batches.New(w.rdb, cfg.KeyPrefix, cfg.ResultTTL), Queue: asynq.NewClientFromRedisClient(w.rdb),
+		QueueName: queue, Interval: opts.SweepInterval, Log: log.Named("batches"), Now: now}
 	if cfg.HTTPAddr != "" && cfg.HTTPAddr != "off" {
 		mux := http.NewServeMux()
 		mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, r *http.Request) { rw.Write([]byte("ok\n")) })
 		mux.HandleFunc("GET /readyz", w.ready)
+		mux.Handle("GET /metrics", metrics.Handler(reg, asynq.NewInspectorFromRedisClient(w.rdb), []string{queue}))
+		if len(cfg.APITokens) > 0 {
+			w.producer, err = zhimaq.NewProducer(w.rdb, zhimaq.ProducerConfig{AppID: cfg.AppID, DataKeys: cfg.DataKeys, Queue: queue,
+				DedupWindow: cfg.DedupWindow, ResultTTL: cfg.ResultTTL, MaxAttempts: cfg.RetryMaxAttempts, KeyPrefix: cfg.KeyPrefix, Now: now, OnDedup: m.Dedup})
+			if err != nil {
+				w.closeRedis()
+				return nil, fmt.Errorf("worker: API: %w", err)
+			}
+			mux.Handle("/v1/", api.New(w.producer, api.Options{Tokens: cfg.APITokens, Log: log.Named("api")}))
+		}
 		w.http = &http.Server{Addr: cfg.HTTPAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	}
 	return w, nil
+}
+
+// exhausted is asynq's ErrorHandler: the job handler's, and a log line
+// when a batch callback is given up.
+func (w *Worker) exhausted(ctx context.Context, t *asynq.Task, err error) {
+	if t.Type() != batches.CallbackTaskType {
+		w.handler.Exhausted(ctx, t, err)
+		return
+	}
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	if retried >= maxRetry || errors.Is(err, asynq.SkipRetry) {
+		w.log.Error("batch callback given up; its task is archived", zap.Int("retried", retried), zap.Error(err))
+	}
+}
+
+func (w *Worker) closeRedis() {
+	if w.ownsRedis {
+		w.rdb.Close()
+	}
 }
 
 // HTTPClient is the gateway's HTTP client for concurrency handlers: it keeps
@@ -183,11 +234,24 @@ func (w *Worker) Start() error {
 	}
 	mux := asynq.NewServeMux()
 	w.handler.Register(mux)
+	mux.Handle(batches.CallbackTaskType, w.callbacks)
 	if err := w.server.Start(mux); err != nil {
 		return fmt.Errorf("worker: start: %w", err)
 	}
+	ctx, stop := context.WithCancel(context.Background())
+	w.stop, w.swept = stop, make(chan struct{})
+	go func() {
+		defer close(w.swept)
+		w.sweeper.Run(ctx)
+	}()
 	w.log.Info("worker started", zap.Int("concurrency", w.opts.Config.WorkerConcurrency), zap.String("gateway", w.opts.Config.GatewayURL),
 		zap.Stringer("rate_limit", w.handler.Limiter), zap.String("http", w.Addr()))
+	if w.http != nil && w.producer == nil {
+		w.log.Info("HTTP API not served: API_TOKENS is not set")
+	}
+	if len(w.callbacks.Secret) == 0 {
+		w.log.Info("batch callbacks cannot be signed on this worker: CALLBACK_SECRET is not set")
+	}
 	return nil
 }
 
@@ -206,14 +270,20 @@ func (w *Worker) Run(ctx context.Context) error {
 // releases what New opened.
 func (w *Worker) Close() {
 	w.log.Info("worker stopping")
+	if w.stop != nil {
+		w.stop()
+		<-w.swept
+	}
 	w.server.Shutdown()
 	if w.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		w.http.Shutdown(ctx)
 	}
-	if w.ownsRedis {
-		w.rdb.Close()
+	if w.producer != nil {
+		w.producer.Close()
 	}
+	w.sweeper.Queue.Close()
+	w.closeRedis()
 	w.log.Info("worker stopped")
 }

@@ -1,4 +1,4 @@
-package main
+package batches
 
 import (
 	"bufio"
@@ -30,10 +30,10 @@ func TestLineReader(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			// A 16-byte buffer makes long lines arrive in pieces.
-			lr := &lineReader{r: bufio.NewReaderSize(iotest.OneByteReader(strings.NewReader(tt.input)), 16), max: 10}
+			lr := &LineReader{r: bufio.NewReaderSize(iotest.OneByteReader(strings.NewReader(tt.input)), 16), max: 10}
 			var got []string
 			for {
-				line, n, err := lr.next()
+				line, n, err := lr.Next()
 				if err == io.EOF {
 					break
 				}
@@ -48,7 +48,7 @@ func TestLineReader(t *testing.T) {
 			if strings.Join(got, "|") != strings.Join(tt.want, "|") || len(got) != len(tt.want) {
 				t.Errorf("got %q, want %q", got, tt.want)
 			}
-			if _, _, err := lr.next(); err != io.EOF {
+			if _, _, err := lr.Next(); err != io.EOF {
 				t.Errorf("after the end: %v, want EOF", err)
 			}
 		})
@@ -58,11 +58,11 @@ func TestLineReader(t *testing.T) {
 func TestLineReaderError(t *testing.T) {
 	t.Parallel()
 	boom := errors.New("boom")
-	lr := newLineReader(io.MultiReader(strings.NewReader("a\nb"), iotest.ErrReader(boom)), 10)
-	if line, _, err := lr.next(); string(line) != "a" || err != nil {
+	lr := NewLineReader(io.MultiReader(strings.NewReader("a\nb"), iotest.ErrReader(boom)), 10)
+	if line, _, err := lr.Next(); string(line) != "a" || err != nil {
 		t.Fatalf("first line %q, %v", line, err)
 	}
-	if _, _, err := lr.next(); !errors.Is(err, boom) {
+	if _, _, err := lr.Next(); !errors.Is(err, boom) {
 		t.Fatalf("got %v, want the read error", err)
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package batches
 
 import (
 	"bufio"
@@ -7,27 +7,27 @@ import (
 	"io"
 )
 
-// lineReader splits a batch file into lines without ever holding more than
+// LineReader splits a batch file into lines without ever holding more than
 // max+2 bytes of one line, however long the line is.
-type lineReader struct {
+type LineReader struct {
 	r    *bufio.Reader
 	max  int
 	n    int // physical lines read so far
 	last bool
 }
 
-// newLineReader reads r in 64 KiB chunks; lines longer than max are cut.
-func newLineReader(r io.Reader, max int) *lineReader {
-	return &lineReader{r: bufio.NewReaderSize(r, 64<<10), max: max}
+// NewLineReader returns a LineReader that reads r in 64 KiB chunks; lines longer than max are cut.
+func NewLineReader(r io.Reader, max int) *LineReader {
+	return &LineReader{r: bufio.NewReaderSize(r, 64<<10), max: max}
 }
 
-// next returns the next line without its "\n" or "\r\n" and its 1-based
+// Next returns the next line without its "\n" or "\r\n" and its 1-based
 // number. A line longer than max comes back cut to its first max+1 bytes,
 // so that it is still recognisably too long while the rest of it has been
 // read past and dropped. A UTF-8 byte-order mark that starts the input is
 // removed. At the end of input it returns io.EOF; a last line without a
 // line ending is returned first.
-func (lr *lineReader) next() ([]byte, int, error) {
+func (lr *LineReader) Next() ([]byte, int, error) {
 	if lr.last {
 		return nil, lr.n, io.EOF
 	}
@@ -69,7 +69,7 @@ func (lr *lineReader) next() ([]byte, int, error) {
 	return line, lr.n, nil
 }
 
-// blank reports whether line holds only whitespace.
-func blank(line []byte) bool {
+// Blank reports whether line holds only whitespace.
+func Blank(line []byte) bool {
 	return len(bytes.TrimSpace(line)) == 0
 }

@@ -1,0 +1,221 @@
+package batches
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"go.uber.org/zap"
+)
+
+// Summary is the JSON body of a batch's callback.
+type Summary struct {
+	BatchID string `json:"batch_id"`
+	// Lines is every line of the batch; Succeeded + Failed + Rejected = Lines.
+	Lines     int `json:"lines"`
+	Succeeded int `json:"succeeded"`
+	Failed    int `json:"failed"`
+	Rejected  int `json:"rejected"`
+	// FinishedAt is when the batch's last job finished.
+	FinishedAt time.Time `json:"finished_at"`
+}
+
+// SignatureHeader is the header that carries a callback's signature:
+// "t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">".
+const SignatureHeader = "X-Zhimaq-Signature"
+
+// DefaultTolerance is how far a signature's time may be from the
+// receiver's clock when Verify is given 0.
+const DefaultTolerance = 5 * time.Minute
+
+// ErrBadSignature is returned, wrapped with the reason, by Verify.
+var ErrBadSignature = errors.New("batches: callback signature does not verify")
+
+// ValidCallbackURL reports whether u can receive callbacks: an absolute
+// http or https URL with a host.
+func ValidCallbackURL(u string) bool {
+	p, err := url.Parse(u)
+	return err == nil && (p.Scheme == "http" || p.Scheme == "https") && p.Host != "" && len(u) <= 2048
+}
+
+// Sign returns the SignatureHeader value for body sent at t.
+func Sign(secret []byte, t time.Time, body []byte) string {
+	ts := strconv.FormatInt(t.Unix(), 10)
+	return "t=" + ts + ",v1=" + hex.EncodeToString(mac(secret, ts, body))
+}
+
+func mac(secret []byte, ts string, body []byte) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(ts))
+	m.Write([]byte{'.'})
+	m.Write(body)
+	return m.Sum(nil)
+}
+
+// Verify checks header, a SignatureHeader value, against body: one of its
+// v1 signatures must be the HMAC-SHA256 of "t.body" under secret, compared
+// in constant time, and t within tolerance of now (0 means
+// DefaultTolerance), which stops an old callback being replayed. Errors
+// wrap ErrBadSignature.
+func Verify(secret []byte, header string, body []byte, now time.Time, tolerance time.Duration) error {
+	if len(secret) == 0 {
+		return fmt.Errorf("%w: no secret to check it with", ErrBadSignature)
+	}
+	if tolerance <= 0 {
+		tolerance = DefaultTolerance
+	}
+	var ts string
+	var sigs [][]byte
+	for part := range strings.SplitSeq(header, ",") {
+		k, v, _ := strings.Cut(strings.TrimSpace(part), "=")
+		switch k {
+		case "t":
+			ts = v
+		case "v1":
+			if b, err := hex.DecodeString(v); err == nil {
+				sigs = append(sigs, b)
+			}
+		}
+	}
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil || len(sigs) == 0 {
+		return fmt.Errorf("%w: the header is not t=<unix seconds>,v1=<hex>", ErrBadSignature)
+	}
+	if d := now.Sub(time.Unix(sec, 0)); d > tolerance || d < -tolerance {
+		return fmt.Errorf("%w: its time is %s away from now", ErrBadSignature, d.Round(time.Second))
+	}
+	want := mac(secret, ts, body)
+	ok := false
+	for _, s := range sigs {
+		if hmac.Equal(s, want) {
+			ok = true
+		}
+	}
+	if !ok {
+		return fmt.Errorf("%w: no v1 signature matches", ErrBadSignature)
+	}
+	return nil
+}
+
+// CallbackTaskType is the asynq task type that delivers a callback.
+const CallbackTaskType = "zhimaq:batch_callback"
+
+// CallbackMaxRetry bounds the deliveries of one callback after the first:
+// with RETRY_BASE_DELAY 2s and RETRY_MAX_DELAY 10m, about three hours.
+const CallbackMaxRetry = 20
+
+// callbackPayload is what a callback task carries.
+type callbackPayload struct {
+	BatchID string          `json:"batch_id"`
+	URL     string          `json:"url"`
+	Body    json.RawMessage `json:"body"`
+}
+
+// CallbackTask returns the task that POSTs summary to callbackURL. Its task
+// id is derived from the batch, so a batch's callback is enqueued once, and
+// it is kept for retention after it is done to hold that id.
+func CallbackTask(callbackURL string, summary Summary, queue string, retention time.Duration) (*asynq.Task, error) {
+	body, err := json.Marshal(summary)
+	if err != nil {
+		return nil, fmt.Errorf("batches: callback task: %w", err)
+	}
+	b, err := json.Marshal(callbackPayload{BatchID: summary.BatchID, URL: callbackURL, Body: body})
+	if err != nil {
+		return nil, fmt.Errorf("batches: callback task: %w", err)
+	}
+	return asynq.NewTask(CallbackTaskType, b, asynq.TaskID(CallbackTaskType+":"+summary.BatchID), asynq.Queue(queue),
+		asynq.MaxRetry(CallbackMaxRetry), asynq.Retention(retention), asynq.Timeout(time.Minute)), nil
+}
+
+// Deliverer is the asynq handler of callback tasks: it POSTs the summary,
+// signed, and returns an error (so asynq tries again with backoff) on a
+// network error or an answer other than 2xx.
+type Deliverer struct {
+	// Secret signs the callbacks (CALLBACK_SECRET). Without one a task is
+	// not sent: the worker logs an error and hands the task back, for a
+	// worker that holds the secret.
+	Secret []byte
+	// Client sends the callbacks; default: a 10s timeout, no redirects
+	// followed (a 3xx answer counts as a failure).
+	Client *http.Client
+	// Log defaults to a no-op logger.
+	Log *zap.Logger
+	// Now is the clock of the signatures; default time.Now.
+	Now func() time.Time
+}
+
+// ErrNoSecret is returned for a callback task on a worker without CALLBACK_SECRET.
+var ErrNoSecret = errors.New("batches: callback not sent: CALLBACK_SECRET is not set on this worker")
+
+var defaultClient = &http.Client{Timeout: 10 * time.Second,
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+// ProcessTask implements asynq.Handler.
+func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	log := d.Log
+	if log == nil {
+		log = zap.NewNop()
+	}
+	var p callbackPayload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil || !ValidID(p.BatchID) || !ValidCallbackURL(p.URL) || len(p.Body) == 0 {
+		log.Error("batch callback task cannot be read; dropping it")
+		return fmt.Errorf("batches: callback: bad task payload: %w", asynq.SkipRetry)
+	}
+	log = log.With(zap.String("batch_id", p.BatchID), zap.String("callback_host", hostOf(p.URL)))
+	if len(d.Secret) == 0 {
+		log.Error("batch callback not sent: set CALLBACK_SECRET on the workers; the task goes back to the queue")
+		return ErrNoSecret
+	}
+	now := time.Now
+	if d.Now != nil {
+		now = d.Now
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.URL, bytes.NewReader(p.Body))
+	if err != nil {
+		return fmt.Errorf("batches: callback %s: %w", p.BatchID, asynq.SkipRetry)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "zhimaq-callback/1")
+	req.Header.Set(SignatureHeader, Sign(d.Secret, now(), p.Body))
+	client := d.Client
+	if client == nil {
+		client = defaultClient
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // the URL may hold a token: never in logs
+		}
+		log.Warn("batch callback failed; will retry", zap.Error(err))
+		return fmt.Errorf("batches: callback %s: %w", p.BatchID, err)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		log.Warn("batch callback refused; will retry", zap.Int("status", resp.StatusCode))
+		return fmt.Errorf("batches: callback %s: HTTP %d", p.BatchID, resp.StatusCode)
+	}
+	log.Info("batch callback delivered", zap.Int("status", resp.StatusCode))
+	return nil
+}
+
+// hostOf is the host of u, all of it that logs show.
+func hostOf(u string) string {
+	if p, err := url.Parse(u); err == nil {
+		return p.Host
+	}
+	return ""
+}

@@ -1,0 +1,278 @@
+// Package batches keeps batches of jobs in Redis: each batch's lines in
+// input order and its metadata, read back as records for status, export and
+// the callback that tells a producer its batch has finished.
+//
+// Keys, under the prefix of ZHIMAQ_KEY_PREFIX ("zhimaq:" by default):
+//
+//	<prefix>batch:<id>         hash: app_id, created_at, lines, complete, callback, cursor
+//	<prefix>batch:<id>:lines   list: one small JSON object per line, in input order
+//	<prefix>batches:callbacks  sorted set: batches awaiting their callback, by next check (ms)
+//
+// A line of an accepted job holds only its method and transaction_id (and
+// whether it was a duplicate): its record lives in the results store. A
+// rejected line holds its rejected record inline, because rejected records
+// are never stored in the results store. A batch's keys expire RESULT_TTL
+// after the producer's last write to them.
+package batches
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/zhimaq/zhimaq/internal/idempotency"
+	"github.com/zhimaq/zhimaq/internal/results"
+)
+
+// ErrNotFound is returned, wrapped, for a batch that does not exist: never
+// written, expired, or an id of the wrong form. Test for it with errors.Is.
+var ErrNotFound = errors.New("batches: no batch")
+
+// maxIDLen bounds a batch id; ids are made by NewID and far shorter.
+const maxIDLen = 64
+
+// NewID returns a fresh batch id: "b_", the time as 20261126T031500Z, "_"
+// and 6 random base32 characters, e.g. b_20261126T031500Z_K3QF7A. It holds
+// only [A-Za-z0-9_], so it is safe in keys, URLs, file names and logs.
+func NewID(now time.Time) string {
+	var b [4]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	r := base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:])[:6]
+	return "b_" + now.UTC().Format("20060102T150405Z") + "_" + r
+}
+
+// ValidID reports whether id has the form of a batch id: "b_" followed by
+// letters, digits and '_', at most 64 characters in all.
+func ValidID(id string) bool {
+	if len(id) > maxIDLen || !strings.HasPrefix(id, "b_") || len(id) == 2 {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// Meta describes a batch.
+type Meta struct {
+	// ID is the batch's id (NewID).
+	ID string
+	// AppID is the Alipay app its jobs were submitted for.
+	AppID string
+	// CreatedAt is when the batch was started.
+	CreatedAt time.Time
+	// Lines is how many lines the batch holds so far.
+	Lines int
+	// Complete is true once every line is in: the producer closed the batch.
+	Complete bool
+	// CallbackURL, when set, receives the batch's summary once it finishes.
+	CallbackURL string
+	// cursor is the sweeper's mark: every line before it has finished.
+	cursor int
+}
+
+// Line is one line of a batch: an accepted job, named by its method and
+// transaction_id, or a rejected line's record.
+type Line struct {
+	Method        string `json:"m,omitempty"`
+	TransactionID string `json:"t,omitempty"`
+	// Duplicate marks a line whose job had been submitted before.
+	Duplicate bool `json:"d,omitempty"`
+	// Rejected is the record of a line that was never enqueued.
+	Rejected *results.Record `json:"r,omitempty"`
+}
+
+// LineOf is the line that rec, a line's record as Submit returned it, leaves in a batch.
+func LineOf(rec *results.Record) Line {
+	if rec.State == results.Rejected {
+		return Line{Rejected: rec}
+	}
+	return Line{Method: rec.Method, TransactionID: rec.TransactionID, Duplicate: rec.Duplicate}
+}
+
+// Store keeps batches in Redis. It is safe for concurrent use; a Writer is not.
+type Store struct {
+	rdb     redis.UniversalClient
+	prefix  string
+	ttl     time.Duration
+	results *results.Store
+}
+
+// New returns a Store on rdb that reads records from the results store with
+// the same prefix. prefix "" means "zhimaq:"; ttl 0 (or less) means
+// results.DefaultTTL (168h).
+func New(rdb redis.UniversalClient, prefix string, ttl time.Duration) *Store {
+	if prefix == "" {
+		prefix = idempotency.DefaultPrefix
+	}
+	if ttl <= 0 {
+		ttl = results.DefaultTTL
+	}
+	return &Store{rdb: rdb, prefix: prefix, ttl: ttl, results: results.New(rdb, prefix, ttl)}
+}
+
+func (s *Store) metaKey(id string) string  { return s.prefix + "batch:" + id }
+func (s *Store) linesKey(id string) string { return s.prefix + "batch:" + id + ":lines" }
+func (s *Store) pendingKey() string        { return s.prefix + "batches:callbacks" }
+
+// Meta returns the batch's metadata in one round trip, or an error wrapping
+// ErrNotFound when there is no such batch.
+func (s *Store) Meta(ctx context.Context, id string) (*Meta, error) {
+	if !ValidID(id) {
+		return nil, fmt.Errorf("%w: the id is not a batch id", ErrNotFound)
+	}
+	h, err := s.rdb.HGetAll(ctx, s.metaKey(id)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("batches: read %s: %w", id, err)
+	}
+	if len(h) == 0 {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	m := &Meta{ID: id, AppID: h["app_id"], CallbackURL: h["callback"], Complete: h["complete"] == "1"}
+	if m.CreatedAt, err = time.Parse(time.RFC3339Nano, h["created_at"]); err != nil {
+		return nil, fmt.Errorf("batches: read %s: created_at is not a time", id)
+	}
+	for name, dst := range map[string]*int{"lines": &m.Lines, "cursor": &m.cursor} {
+		if v, ok := h[name]; ok {
+			if *dst, err = strconv.Atoi(v); err != nil {
+				return nil, fmt.Errorf("batches: read %s: %s is not a number", id, name)
+			}
+		}
+	}
+	return m, nil
+}
+
+// lines returns lines [start, start+n) of the batch (fewer at its end) in one round trip.
+func (s *Store) lines(ctx context.Context, id string, start, n int) ([]Line, error) {
+	raw, err := s.rdb.LRange(ctx, s.linesKey(id), int64(start), int64(start+n-1)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("batches: read lines of %s: %w", id, err)
+	}
+	out := make([]Line, len(raw))
+	for i, r := range raw {
+		if err := json.Unmarshal([]byte(r), &out[i]); err != nil {
+			return nil, fmt.Errorf("batches: read lines of %s: line %d is corrupt", id, start+i+1)
+		}
+		if out[i].Rejected == nil && (out[i].Method == "" || out[i].TransactionID == "") {
+			return nil, fmt.Errorf("batches: read lines of %s: line %d names no job", id, start+i+1)
+		}
+	}
+	return out, nil
+}
+
+// Writer appends the lines of one new batch, in order, in chunks: one
+// pipelined round trip per ChunkLines lines (or per FlushEvery, when lines
+// come slowly), so a batch of 50,000 lines costs 50 round trips. The first
+// line is written at once, so the batch can be read as soon as it has one.
+// A Writer is not safe for concurrent use. After a failed write it fails
+// every later call with the same error.
+type Writer struct {
+	s       *Store
+	meta    Meta
+	buf     []any
+	lines   int
+	started bool
+	last    time.Time
+	err     error
+	closed  bool
+}
+
+// ChunkLines is how many lines a Writer buffers before writing them.
+const ChunkLines = 1000
+
+// FlushEvery is how long a Writer holds a line back at most while more come.
+const FlushEvery = time.Second
+
+// Writer returns a Writer for a new batch described by m: its ID, AppID,
+// CreatedAt and CallbackURL. Nothing is written before the first Add or Close.
+func (s *Store) Writer(m Meta) *Writer {
+	return &Writer{s: s, meta: Meta{ID: m.ID, AppID: m.AppID, CreatedAt: m.CreatedAt.UTC(), CallbackURL: m.CallbackURL}}
+}
+
+// Lines is how many lines were added so far.
+func (w *Writer) Lines() int { return w.lines + len(w.buf) }
+
+// Add appends one line. It writes the lines buffered so far when this is
+// the first line, ChunkLines are waiting, or FlushEvery has passed since
+// the last write; errors are Redis's, or a line that cannot be encoded.
+func (w *Writer) Add(ctx context.Context, l Line) error {
+	if w.err != nil {
+		return w.err
+	}
+	if w.closed {
+		return fmt.Errorf("batches: add to %s: the batch is closed", w.meta.ID)
+	}
+	b, err := json.Marshal(l)
+	if err != nil {
+		return fmt.Errorf("batches: add to %s: %w", w.meta.ID, err)
+	}
+	w.buf = append(w.buf, string(b))
+	if !w.started || len(w.buf) >= ChunkLines || time.Since(w.last) >= FlushEvery {
+		return w.write(ctx, false)
+	}
+	return nil
+}
+
+// Flush writes the buffered lines.
+func (w *Writer) Flush(ctx context.Context) error {
+	if w.err != nil || len(w.buf) == 0 {
+		return w.err
+	}
+	return w.write(ctx, false)
+}
+
+// Close writes the buffered lines and marks the batch complete, in one
+// round trip; a batch with a callback URL then waits for its callback. A
+// batch closed without lines exists, with none. Closing twice is a no-op.
+func (w *Writer) Close(ctx context.Context) error {
+	if w.err != nil || w.closed {
+		return w.err
+	}
+	return w.write(ctx, true)
+}
+
+// write sends the buffer, and with closing the completion, in one MULTI.
+func (w *Writer) write(ctx context.Context, closing bool) error {
+	id := w.meta.ID
+	meta, lines := w.s.metaKey(id), w.s.linesKey(id)
+	_, err := w.s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		if !w.started {
+			p.HSet(ctx, meta, "app_id", w.meta.AppID, "created_at", w.meta.CreatedAt.Format(time.RFC3339Nano))
+			if w.meta.CallbackURL != "" {
+				p.HSet(ctx, meta, "callback", w.meta.CallbackURL)
+			}
+		}
+		p.HIncrBy(ctx, meta, "lines", int64(len(w.buf)))
+		if len(w.buf) > 0 {
+			p.RPush(ctx, lines, w.buf...)
+		}
+		p.PExpire(ctx, lines, w.s.ttl)
+		if closing {
+			p.HSet(ctx, meta, "complete", "1")
+			if w.meta.CallbackURL != "" {
+				p.ZAdd(ctx, w.s.pendingKey(), redis.Z{Score: 0, Member: id})
+				p.PExpire(ctx, w.s.pendingKey(), w.s.ttl)
+			}
+		}
+		p.PExpire(ctx, meta, w.s.ttl)
+		return nil
+	})
+	if err != nil {
+		w.err = fmt.Errorf("batches: write %s: %w", id, err)
+		return w.err
+	}
+	w.started, w.last, w.closed = true, time.Now(), closing
+	w.lines += len(w.buf)
+	w.buf = w.buf[:0]
+	return nil
+}
