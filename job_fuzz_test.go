@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
-	"regexp"
 	"strings"
 	"testing"
 	"unicode/utf8"
 
 	"github.com/zhimaq/zhimaq"
 	"github.com/zhimaq/zhimaq/internal/zhima"
+	"github.com/zhimaq/zhimaq/internal/zhimatest"
 )
 
 // jobSeeds are job lines, good and bad; go test runs them every time, go
@@ -95,10 +95,10 @@ func FuzzParseJob(f *testing.F) {
 		if rec.Method != "" && !isMethod(rec.Method) {
 			t.Fatalf("rejection of %q echoes method %q", line, rec.Method)
 		}
-		if runs := copiedDigitRuns(bytes.Replace(out, []byte(rec.TransactionID), nil, 1), line); len(runs) > 0 {
+		if runs := zhimatest.CopiedDigitRuns(bytes.Replace(out, []byte(rec.TransactionID), nil, 1), line); len(runs) > 0 {
 			t.Fatalf("rejection of %q quotes %q:\n%s", line, runs, out)
 		}
-		if len(rec.Error.SubMsg) > 256 || !printableASCII(rec.Error.SubMsg) {
+		if len(rec.Error.SubMsg) > 256 || !zhimatest.PrintableASCII(rec.Error.SubMsg) {
 			t.Fatalf("rejection of %q has sub_msg %q", line, rec.Error.SubMsg)
 		}
 	})
@@ -111,30 +111,4 @@ func isMethod(s string) bool {
 		}
 	}
 	return false
-}
-
-var digitRun = regexp.MustCompile(`[0-9]{15,}`)
-
-// copiedDigitRuns returns the runs of 15 or more digits in out of which 15
-// in a row also stand in in.
-func copiedDigitRuns(out, in []byte) []string {
-	var runs []string
-	for _, run := range digitRun.FindAll(out, -1) {
-		for i := 0; i+15 <= len(run); i++ {
-			if bytes.Contains(in, run[i:i+15]) {
-				runs = append(runs, string(run))
-				break
-			}
-		}
-	}
-	return runs
-}
-
-func printableASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x20 || s[i] > 0x7e {
-			return false
-		}
-	}
-	return true
 }

@@ -10,16 +10,12 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 	"unicode/utf8"
 
 	"github.com/zhimaq/zhimaq"
 	"github.com/zhimaq/zhimaq/internal/batches"
-	"github.com/zhimaq/zhimaq/internal/config"
 	"github.com/zhimaq/zhimaq/internal/sandbox"
-	"github.com/zhimaq/zhimaq/internal/worker"
 	"github.com/zhimaq/zhimaq/internal/zhima"
-	"github.com/zhimaq/zhimaq/internal/zhimatest"
 )
 
 // The corpus of bad job lines, testdata/bad-jobs.jsonl, and what enqueue
@@ -112,37 +108,6 @@ func hugeLines() []corpusLine {
 	}
 }
 
-// startCorpusWorker is startWorker without faults that also returns the
-// sandbox gateway, whose call counts the corpus test reads.
-func startCorpusWorker(t *testing.T, env map[string]string) *sandbox.Server {
-	t.Helper()
-	sb, url := zhimatest.StartGateway(t, sandbox.Config{AppID: testAppID})
-	env["ZHIMA_GATEWAY_URL"] = url
-	env["ZHIMA_APP_PRIVATE_KEY_FILE"] = zhimatest.KeyFile("app_private_pkcs1.pem")
-	env["ZHIMA_ALIPAY_PUBLIC_KEY"] = string(sb.AlipayPublicKeyPEM())
-	env["ZHIMA_TIMEOUT"] = "5s"
-	env["RETRY_BASE_DELAY"] = "10ms"
-	env["RETRY_MAX_DELAY"] = "50ms"
-	env["HTTP_ADDR"] = "off"
-	env["WORKER_CONCURRENCY"] = "8"
-	cfg, err := config.Load(func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := worker.New(worker.Options{Config: cfg, PollInterval: 50 * time.Millisecond, ShutdownTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		sb.Close()
-		w.Close()
-	})
-	return sb
-}
-
 // TestBatchBadJobsCorpus runs `enqueue batch --wait` over the corpus of bad
 // lines (good ones between them) against a real worker and the sandbox.
 func TestBatchBadJobsCorpus(t *testing.T) {
@@ -159,7 +124,7 @@ func TestBatchBadJobsCorpus(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := testEnv(t)
-	sb := startCorpusWorker(t, env)
+	sb := startWorker(t, env, sandbox.Faults{})
 
 	r := enqueue(t, env, "", "batch", "--wait", "--timeout", "60s", "--parallel", "4", path)
 

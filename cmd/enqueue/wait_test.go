@@ -14,8 +14,8 @@ import (
 )
 
 // startWorker runs a real worker in-process against a sandbox gateway with
-// faults, and adds the worker's settings to env.
-func startWorker(t *testing.T, env map[string]string, faults sandbox.Faults) {
+// faults, adds the worker's settings to env, and returns the gateway.
+func startWorker(t *testing.T, env map[string]string, faults sandbox.Faults) *sandbox.Server {
 	t.Helper()
 	sb, url := zhimatest.StartGateway(t, sandbox.Config{AppID: testAppID, Faults: faults})
 	env["ZHIMA_GATEWAY_URL"] = url
@@ -41,6 +41,7 @@ func startWorker(t *testing.T, env map[string]string, faults sandbox.Faults) {
 		sb.Close() // lets hung calls go first
 		w.Close()
 	})
+	return sb
 }
 
 func TestBatchWait(t *testing.T) {

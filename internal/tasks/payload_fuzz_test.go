@@ -6,12 +6,12 @@ import (
 	"errors"
 	"os"
 	"reflect"
-	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/zhimaq/zhimaq/internal/tasks"
 	"github.com/zhimaq/zhimaq/internal/zhima"
+	"github.com/zhimaq/zhimaq/internal/zhimatest"
 )
 
 // bizSeeds are biz_contents for each method, good and bad; go test runs
@@ -124,10 +124,10 @@ func FuzzRequest(f *testing.F) {
 		// No personal data: no long digit run of biz_content, and sub_msg
 		// is short ASCII of zhimaq's own.
 		text := err.Error()
-		if runs := copiedDigitRuns([]byte(text), biz); len(runs) > 0 {
+		if runs := zhimatest.CopiedDigitRuns([]byte(text), biz); len(runs) > 0 {
 			t.Fatalf("error for %q quotes %q: %s", biz, runs, text)
 		}
-		if len(zerr.SubMsg) > 256 || !printableASCII(zerr.SubMsg) {
+		if len(zerr.SubMsg) > 256 || !zhimatest.PrintableASCII(zerr.SubMsg) {
 			t.Fatalf("error for %q has sub_msg %q", biz, zerr.SubMsg)
 		}
 	})
@@ -159,7 +159,7 @@ func FuzzDecodePayload(f *testing.F) {
 				t.Fatalf("error %v for %q does not wrap ErrBadPayload", err, b)
 			}
 			text := strings.ReplaceAll(err.Error(), taskType, "")
-			if runs := copiedDigitRuns([]byte(text), b); len(runs) > 0 {
+			if runs := zhimatest.CopiedDigitRuns([]byte(text), b); len(runs) > 0 {
 				t.Fatalf("error for %q quotes %q: %v", b, runs, err)
 			}
 			return
@@ -196,30 +196,4 @@ func sameJSON(a, b []byte) bool {
 		return false
 	}
 	return reflect.DeepEqual(va, vb)
-}
-
-var digitRun = regexp.MustCompile(`[0-9]{15,}`)
-
-// copiedDigitRuns returns the runs of 15 or more digits in out of which 15
-// in a row also stand in in.
-func copiedDigitRuns(out, in []byte) []string {
-	var runs []string
-	for _, run := range digitRun.FindAll(out, -1) {
-		for i := 0; i+15 <= len(run); i++ {
-			if bytes.Contains(in, run[i:i+15]) {
-				runs = append(runs, string(run))
-				break
-			}
-		}
-	}
-	return runs
-}
-
-func printableASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x20 || s[i] > 0x7e {
-			return false
-		}
-	}
-	return true
 }

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"sync"
 	"testing"
@@ -143,4 +144,32 @@ func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+var digitRun = regexp.MustCompile(`[0-9]{15,}`)
+
+// CopiedDigitRuns returns the runs of 15 or more digits in out of which 15
+// in a row also stand in in: an ID number copied from input to output.
+func CopiedDigitRuns(out, in []byte) []string {
+	var runs []string
+	for _, run := range digitRun.FindAll(out, -1) {
+		for i := 0; i+15 <= len(run); i++ {
+			if bytes.Contains(in, run[i:i+15]) {
+				runs = append(runs, string(run))
+				break
+			}
+		}
+	}
+	return runs
+}
+
+// PrintableASCII reports whether s is printable ASCII only: zhimaq's own
+// messages are, so anything else came from the input.
+func PrintableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
