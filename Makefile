@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin
 
-.PHONY: all build test fuzz vet demo clean
+.PHONY: all build test fuzz vet demo chaos clean
 
 all: build
 
@@ -13,6 +13,11 @@ build:
 # local sandbox gateway, with faults on; prints the records as a table.
 demo: build
 	./$(BIN)/demo
+
+# Drills on real processes: nothing lost, nothing billed twice.
+# e.g. CHAOS_FLAGS="--jobs 500 --drill kill-worker"
+chaos: build
+	./$(BIN)/chaos $(CHAOS_FLAGS)
 
 vet:
 	$(GO) vet ./...

@@ -131,7 +131,15 @@ func (p *Producer) submitJob(ctx context.Context, job Job, batchID string) (*Rec
 	if digests := p.keys.Digests([]byte(fp)); digests != nil {
 		fp, previous = digests[0], digests[1:]
 	}
-	outcome, err := p.claims.Claim(ctx, key, fp, p.cfg.DedupWindow, previous...)
+	now := p.cfg.Now().UTC()
+	rec := &Record{Method: job.Method, TransactionID: key.TransactionID, State: Queued, EnqueuedAt: &now, UpdatedAt: now, BatchID: batchID}
+	first, err := p.results.Companion(key, rec)
+	if err != nil {
+		return nil, fmt.Errorf("zhimaq: submit %s: %w", key, err)
+	}
+	// The claim and the first record are written in one step, so a racing
+	// producer sees both or neither.
+	outcome, err := p.claims.ClaimWith(ctx, key, fp, p.cfg.DedupWindow, first, previous...)
 	if err != nil {
 		return nil, fmt.Errorf("zhimaq: submit %s: claim: %w", key, err)
 	}
@@ -145,19 +153,9 @@ func (p *Producer) submitJob(ctx context.Context, job Job, batchID string) (*Rec
 	case idempotency.Duplicate:
 		p.dedup(job.Method, "duplicate")
 		return p.resume(ctx, key, job, batchID)
-	}
-	now := p.cfg.Now().UTC()
-	rec := &Record{Method: job.Method, TransactionID: key.TransactionID, State: Queued, EnqueuedAt: &now, UpdatedAt: now, BatchID: batchID}
-	created, err := p.results.Create(ctx, key, rec)
-	if err != nil {
-		return nil, fmt.Errorf("zhimaq: submit %s: record: %w", key, err)
-	}
-	if !created {
-		// The claim had lapsed but the record of the first use lives on: the
-		// gateway's one-day window for this transaction_id is over.
-		if err := p.claims.Release(ctx, key, fp); err != nil {
-			return nil, fmt.Errorf("zhimaq: submit %s: release claim: %w", key, err)
-		}
+	case idempotency.Lapsed:
+		// The claim has expired but the record of the first use lives on:
+		// the gateway's one-day window for this transaction_id is over.
 		rec := rejection(job, key.TransactionID, "")
 		rec.Error = &ErrorInfo{Source: string(zhima.SourceLocal), Code: zhima.CodeBusinessFailed, Msg: "Business Failed",
 			SubCode: zhima.SubTransactionIDExpired, SubMsg: "transaction_id was first used more than the de-duplication window ago; use a new one"}
@@ -170,7 +168,9 @@ func (p *Producer) submitJob(ctx context.Context, job Job, batchID string) (*Rec
 }
 
 // resume answers a duplicate submission with the first job's record, and
-// re-enqueues the job if an earlier producer stopped between claim and enqueue.
+// re-enqueues the job if an earlier producer stopped between claim and
+// enqueue. A claim without a record (one made before records were written
+// with claims, or whose record was lost) gets its record back.
 func (p *Producer) resume(ctx context.Context, key idempotency.Key, job Job, batchID string) (*Record, error) {
 	rec, err := p.results.Get(ctx, key)
 	if errors.Is(err, ErrNotFound) {

@@ -20,7 +20,7 @@ import (
 
 var batchUsage = `enqueue batch — submits jobs from a JSON Lines file and prints their result records.
 
-Usage: enqueue batch [--wait] [--timeout D] [--parallel N] [--callback URL] FILE|-
+Usage: enqueue batch [--wait] [--timeout D] [--parallel N] [--redis-patience D] [--callback URL] FILE|-
 
 Reads FILE, or standard input when FILE is "-", one job per line:
   {"method":"zhima.credit.score.brief.get","biz_content":{"transaction_id":"T1",
@@ -56,6 +56,8 @@ Flags:
                  records as they stand and exit 1. Default: no limit.
   --parallel N   submit up to N lines at once [16]; the output keeps the
                  order of the lines.
+  --redis-patience D  how long a line keeps being retried while Redis fails
+                 [30s]; see below.
   --callback URL once every accepted job has succeeded or failed, a worker
                  POSTs the batch's summary to URL (http or https), as JSON
                  {"batch_id","lines","succeeded","failed","rejected",
@@ -63,8 +65,10 @@ Flags:
                  the X-Zhimaq-Signature header, and retries with backoff
                  until URL answers 2xx. enqueue itself needs no secret.
 
-If Redis fails while a line is submitted, that line gets a "rejected" record
-with error {"source":"local","msg":"..."}. If Redis then stays unreachable,
+If Redis fails while a line is submitted, enqueue tries again for
+--redis-patience (default 30s: a Redis restart or failover goes unnoticed);
+then that line gets a "rejected"
+record with error {"source":"local","msg":"..."}. If Redis then stays unreachable,
 enqueue stops: it reads no further lines (they get no record) and says on
 standard error after which line it stopped. Running the same file again is
 safe: lines already accepted come back as duplicates.
@@ -93,6 +97,7 @@ type batchFlags struct {
 	wait     bool
 	timeout  time.Duration
 	parallel int
+	patience time.Duration
 	callback string
 }
 
@@ -104,6 +109,7 @@ func runBatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	fs.BoolVar(&f.wait, "wait", false, "")
 	fs.DurationVar(&f.timeout, "timeout", 0, "")
 	fs.IntVar(&f.parallel, "parallel", 16, "")
+	fs.DurationVar(&f.patience, "redis-patience", 30*time.Second, "")
 	fs.StringVar(&f.callback, "callback", "", "")
 	files, code, err := parseArgs(fs, args, batchUsage, stdout, stderr)
 	if err != nil {
@@ -116,6 +122,8 @@ func runBatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return usageError(stderr, "batch", "one FILE only, got %d", len(files))
 	case f.parallel < 1:
 		return usageError(stderr, "batch", "--parallel must be at least 1")
+	case f.patience < 0:
+		return usageError(stderr, "batch", "--redis-patience must not be negative")
 	case f.timeout < 0:
 		return usageError(stderr, "batch", "--timeout must not be negative")
 	case f.timeout > 0 && !f.wait:
@@ -371,14 +379,29 @@ func (b *batch) submit(ctx context.Context, in io.Reader, out *bufio.Writer) (la
 
 // submitOne submits one parsed job. Its context is not cancelled by an
 // interrupt, so a line read is always answered with a true record. When
-// Redis fails it returns a rejected record carrying the error and, if Redis
-// does not answer a ping either, calls stop.
+// Redis fails it tries again with backoff for up to --redis-patience (a Redis
+// restart, a failover): a submission is idempotent, so a retry of one that
+// did reach Redis answers as the first did. After that it returns a
+// rejected record carrying the error and, if Redis does not answer a ping
+// either, calls stop.
 func (b *batch) submitOne(ctx context.Context, job zhimaq.Job, tid string, stop context.CancelCauseFunc) *zhimaq.Record {
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), submitTimeout)
-	defer cancel()
-	rec, err := b.batch.Submit(sctx, job)
-	if err == nil {
-		return rec
+	var err error
+	deadline := time.Now().Add(b.flags.patience)
+	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 4*time.Second) {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), submitTimeout)
+		var rec *zhimaq.Record
+		rec, err = b.batch.Submit(sctx, job)
+		cancel()
+		if err == nil {
+			return rec
+		}
+		if time.Now().Add(wait).After(deadline) || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
 	}
 	pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), pingTimeout)
 	defer pcancel()

@@ -169,7 +169,7 @@ func TestBatchRedisDownStops(t *testing.T) {
 	for i := range 50 {
 		lines = append(lines, scoreLine(fmt.Sprintf("DOWN%02d", i), testID(i), 600))
 	}
-	r := enqueue(t, env, strings.Join(lines, "\n")+"\n", "batch", "--parallel", "2", "-")
+	r := enqueue(t, env, strings.Join(lines, "\n")+"\n", "batch", "--parallel", "2", "--redis-patience", "0", "-")
 	if r.code != exitFailed {
 		t.Errorf("exit %d, want 1", r.code)
 	}

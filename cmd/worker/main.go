@@ -11,6 +11,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/zhimaq/zhimaq/internal/config"
 	"github.com/zhimaq/zhimaq/internal/logging"
 	"github.com/zhimaq/zhimaq/internal/worker"
@@ -44,6 +46,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return 2
 	}
 	defer log.Sync()
+	redis.SetLogger(logging.RedisLogger(log))
 	w, err := worker.New(worker.Options{Config: cfg, Log: log})
 	if err != nil {
 		fmt.Fprintf(stderr, "worker: %v\n", err)

@@ -79,9 +79,12 @@ const (
 	// Conflict: the key is claimed with another fingerprint; the job must be
 	// rejected locally with TRANSACTION_ID_REPEAT.
 	Conflict
+	// Lapsed (ClaimWith only): the claim has expired but the transaction's
+	// record lives on: its window is over, and nothing was claimed.
+	Lapsed
 )
 
-// String returns "claimed", "duplicate" or "conflict", or "Outcome(n)" for
+// String returns "claimed", "duplicate", "conflict" or "lapsed", or "Outcome(n)" for
 // any other value.
 func (o Outcome) String() string {
 	switch o {
@@ -91,6 +94,8 @@ func (o Outcome) String() string {
 		return "duplicate"
 	case Conflict:
 		return "conflict"
+	case Lapsed:
+		return "lapsed"
 	}
 	return fmt.Sprintf("Outcome(%d)", int(o))
 }

@@ -2,7 +2,6 @@ package idempotency
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -43,6 +42,26 @@ end
 return 3
 `)
 
+// claimWithScript: KEYS[1] claim, KEYS[2] companion; ARGV[1] fingerprint,
+// ARGV[2] window in ms, ARGV[3] companion value, ARGV[4] its TTL in ms,
+// ARGV[5..] earlier forms of the fingerprint.
+// Returns 1 claimed (and the companion written), 2 duplicate, 3 conflict,
+// 4 lapsed (no claim, but the companion exists: nothing written).
+var claimWithScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if not v then
+  if redis.call('EXISTS', KEYS[2]) == 1 then return 4 end
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+  return 1
+end
+if v == ARGV[1] then return 2 end
+for i = 5, #ARGV do
+  if v == ARGV[i] then return 2 end
+end
+return 3
+`)
+
 // extendScript: KEYS[1] claim, ARGV[1] ms from now. Raises the TTL to
 // ARGV[1] when it is lower; leaves a missing or persistent key alone.
 var extendScript = redis.NewScript(`
@@ -50,15 +69,6 @@ local ttl = redis.call('PTTL', KEYS[1])
 if ttl >= 0 and ttl < tonumber(ARGV[1]) then
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
   return 1
-end
-return 0
-`)
-
-// releaseScript: KEYS[1] claim, ARGV[1] fingerprint. Deletes the claim only
-// when it holds that fingerprint.
-var releaseScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
 end
 return 0
 `)
@@ -100,6 +110,43 @@ func (s *Store) Claim(ctx context.Context, k Key, fingerprint string, window tim
 	return 0, fmt.Errorf("idempotency: claim %s: unexpected script result %d", k, n)
 }
 
+// Companion is a key written together with a claim, in the same atomic step:
+// a transaction's first record.
+type Companion struct {
+	Key   string
+	Value []byte
+	TTL   time.Duration
+}
+
+// ClaimWith is Claim that writes c in the same atomic step when it claims k,
+// so no other producer can see the claim without the record. When k is
+// unclaimed but c's key exists (a claim that lapsed while the record lives
+// on) it writes nothing and returns Lapsed. Errors are Claim's.
+func (s *Store) ClaimWith(ctx context.Context, k Key, fingerprint string, window time.Duration, c Companion, previous ...string) (Outcome, error) {
+	if err := k.Validate(); err != nil {
+		return 0, err
+	}
+	if fingerprint == "" || c.Key == "" || c.TTL < time.Millisecond {
+		return 0, fmt.Errorf("idempotency: claim %s: empty fingerprint or companion", k)
+	}
+	if window < time.Millisecond {
+		return 0, fmt.Errorf("idempotency: claim %s: window %v is under 1ms", k, window)
+	}
+	args := []any{fingerprint, window.Milliseconds(), c.Value, c.TTL.Milliseconds()}
+	for _, p := range previous {
+		args = append(args, p)
+	}
+	n, err := claimWithScript.Run(ctx, s.rdb, []string{s.key(k), c.Key}, args...).Int64()
+	if err != nil {
+		return 0, fmt.Errorf("idempotency: claim %s: %w", k, err)
+	}
+	switch o := Outcome(n); o {
+	case Claimed, Duplicate, Conflict, Lapsed:
+		return o, nil
+	}
+	return 0, fmt.Errorf("idempotency: claim %s: unexpected script result %d", k, n)
+}
+
 // Extend keeps the claim on k until at least until: it lengthens the claim's
 // expiry when it would come sooner and never shortens it. A missing claim
 // (expired or released) is not an error and is not re-created; an until that
@@ -116,23 +163,6 @@ func (s *Store) Extend(ctx context.Context, k Key, until time.Time) error {
 	ms := (d + time.Millisecond - 1).Milliseconds() // round up: at least until
 	if err := extendScript.Run(ctx, s.rdb, []string{s.key(k)}, ms).Err(); err != nil {
 		return fmt.Errorf("idempotency: extend %s: %w", k, err)
-	}
-	return nil
-}
-
-// Release deletes the claim on k only if it still holds fingerprint, as when
-// the enqueue that followed Claimed was refused; a claim taken since with
-// another fingerprint, or none, is left alone and is not an error.
-// It returns an error when k is invalid or Redis fails.
-func (s *Store) Release(ctx context.Context, k Key, fingerprint string) error {
-	if err := k.Validate(); err != nil {
-		return err
-	}
-	if fingerprint == "" {
-		return errors.New("idempotency: release " + k.String() + ": empty fingerprint")
-	}
-	if err := releaseScript.Run(ctx, s.rdb, []string{s.key(k)}, fingerprint).Err(); err != nil {
-		return fmt.Errorf("idempotency: release %s: %w", k, err)
 	}
 	return nil
 }

@@ -345,46 +345,6 @@ func TestExtend(t *testing.T) {
 	})
 }
 
-func TestRelease(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		name      string
-		claimed   string // fingerprint claimed first; "" none
-		release   string
-		wantExist bool
-	}{
-		{"released_when_fingerprint_matches", fpA, fpA, false},
-		{"kept_when_fingerprint_differs", fpA, fpB, true},
-		{"nothing_when_claim_missing", "", fpA, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			s, rdb, _ := newStore(t)
-			ctx := context.Background()
-			if tt.claimed != "" {
-				claim(t, s, testKey, tt.claimed, time.Hour)
-			}
-			if err := s.Release(ctx, testKey, tt.release); err != nil {
-				t.Fatalf("Release: %v", err)
-			}
-			n, err := rdb.Exists(ctx, s.key(testKey)).Result()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if (n == 1) != tt.wantExist {
-				t.Errorf("claim exists = %v, want %v", n == 1, tt.wantExist)
-			}
-			if tt.wantExist {
-				return
-			}
-			if o := claim(t, s, testKey, fpB, time.Hour); o != Claimed {
-				t.Errorf("Claim after Release = %v, want claimed", o)
-			}
-		})
-	}
-}
-
 func TestNewDefaultPrefix(t *testing.T) {
 	s := New(nil, "")
 	if got := s.key(testKey); !strings.HasPrefix(got, "zhimaq:claim:") {
@@ -404,4 +364,33 @@ func TestClaimMatchesEarlierFormsOfTheFingerprint(t *testing.T) {
 	if o, err := s.Claim(ctx, testKey, "other-params-new-key", time.Minute, "other-params-old-key"); err != nil || o != Conflict {
 		t.Fatalf("claim with other parameters: %v %v, want Conflict", o, err)
 	}
+}
+
+func TestClaimWithWritesTheRecordInTheSameStep(t *testing.T) {
+	s, rdb, srv := newStore(t)
+	ctx := context.Background()
+	record := Companion{Key: srv.Prefix + "result:first", Value: []byte(`{"state":"queued"}`), TTL: time.Hour}
+	if o, err := s.ClaimWith(ctx, testKey, "fp", time.Minute, record); err != nil || o != Claimed {
+		t.Fatalf("first claim: %v %v", o, err)
+	}
+	if v, err := rdb.Get(ctx, record.Key).Result(); err != nil || v != `{"state":"queued"}` {
+		t.Fatalf("companion: %q %v", v, err)
+	}
+	other := record
+	other.Value = []byte(`{"state":"overwritten"}`)
+	if o, err := s.ClaimWith(ctx, testKey, "fp", time.Minute, other); err != nil || o != Duplicate {
+		t.Fatalf("same fingerprint: %v %v", o, err)
+	}
+	if v, _ := rdb.Get(ctx, record.Key).Result(); v != `{"state":"queued"}` {
+		t.Fatalf("a duplicate overwrote the record: %q", v)
+	}
+	t.Run("a lapsed claim whose record lives on claims nothing", func(t *testing.T) {
+		rdb.Del(ctx, s.key(testKey))
+		if o, err := s.ClaimWith(ctx, testKey, "fp2", time.Minute, other); err != nil || o != Lapsed {
+			t.Fatalf("got %v %v, want Lapsed", o, err)
+		}
+		if n, _ := rdb.Exists(ctx, s.key(testKey)).Result(); n != 0 {
+			t.Fatal("Lapsed left a claim behind")
+		}
+	})
 }

@@ -3,6 +3,7 @@
 package logging
 
 import (
+	"context"
 	"fmt"
 	"io"
 
@@ -32,4 +33,18 @@ func New(format, level string, w io.Writer) (*zap.Logger, error) {
 		return nil, fmt.Errorf("config: LOG_FORMAT: %q: want json or console", format)
 	}
 	return zap.New(zapcore.NewCore(encoder, zapcore.AddSync(w), lvl)), nil
+}
+
+// RedisLogger routes go-redis's own log lines (failed dials during a Redis
+// outage, …) into log, so a worker's log stays one JSON object per line.
+func RedisLogger(log *zap.Logger) interface {
+	Printf(ctx context.Context, format string, v ...any)
+} {
+	return redisLogger{log.Named("redis")}
+}
+
+type redisLogger struct{ log *zap.Logger }
+
+func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
+	l.log.Warn(fmt.Sprintf(format, v...))
 }

@@ -151,6 +151,18 @@ func (s *Store) Create(ctx context.Context, k idempotency.Key, rec *Record) (boo
 	return ok, nil
 }
 
+// Companion is the write of rec as k's first record, for
+// idempotency.ClaimWith to make in the same atomic step as the claim. Its
+// errors are Create's.
+func (s *Store) Companion(k idempotency.Key, rec *Record) (idempotency.Companion, error) {
+	data, err := encode("create", k, rec)
+	if err != nil {
+		return idempotency.Companion{}, err
+	}
+	rec.stored = data
+	return idempotency.Companion{Key: s.key(k), Value: data, TTL: s.ttl}, nil
+}
+
 // Put writes rec as k's record whatever is there, with the TTL, in one round
 // trip. Its errors are Create's.
 func (s *Store) Put(ctx context.Context, k idempotency.Key, rec *Record) error {

@@ -1,0 +1,625 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/zhimaq/zhimaq"
+)
+
+// drillSpec is one drill: a name for --drill, a short transaction_id
+// prefix, what it does, and its run. A run starts the drill's processes,
+// does its damage, and waits for the jobs; the tally happens after it.
+type drillSpec struct {
+	name  string
+	short string
+	about string
+	// needsRedisServer: the drill restarts Redis, which an embedded one cannot show.
+	needsRedisServer bool
+	run              func(ctx context.Context, d *drill) error
+}
+
+var drills = []drillSpec{
+	{name: "kill-worker", short: "KW", run: drillKillWorker,
+		about: "two workers; kill -9 one in mid-batch, start it again 10s later; asynq hands its tasks back after their lease"},
+	{name: "restart-redis", short: "RR", run: drillRestartRedis, needsRedisServer: true,
+		about: "jobs stream into enqueue; SHUTDOWN the private redis-server in mid-batch, start it again on the same port and dir 3s later; submit the file again if enqueue gave up"},
+	{name: "gateway-outage", short: "GO", run: drillGatewayOutage,
+		about: "every gateway call answers 20000 for a while, then the gateway recovers; no job may run out of attempts"},
+	{name: "gateway-hang", short: "GH", run: drillGatewayHang,
+		about: "5% of calls hang; ZHIMA_TIMEOUT=2s ends them; gateway requests in flight never exceed the workers' handlers"},
+	{name: "racing-producers", short: "RP", run: drillRacingProducers,
+		about: "two `enqueue batch --wait` at once on files that overlap by 60%, a tenth of the overlap with other parameters"},
+	{name: "graceful-stop", short: "GS", run: drillGracefulStop,
+		about: "SIGTERM the only worker while calls run; it exits 0 within its shutdown timeout; start it again to drain"},
+}
+
+func drillNames() []string {
+	names := make([]string, len(drills))
+	for i, s := range drills {
+		names[i] = s.name
+	}
+	return names
+}
+
+func refsOf(jobs []job) []zhimaq.Ref {
+	refs := make([]zhimaq.Ref, len(jobs))
+	for i, j := range jobs {
+		refs[i] = j.ref()
+	}
+	return refs
+}
+
+// batchFile writes the drill's batch of env.jobs jobs and returns its path.
+func (d *drill) batchFile() (string, []job, error) {
+	jobs := d.gen.batch(d.txPre, 0, d.jobs)
+	path := filepath.Join(d.dir, "jobs.jsonl")
+	return path, jobs, writeJobs(path, jobs)
+}
+
+// submitted waits for a producer and takes in its records; every line is
+// expected to be accepted.
+func (d *drill) submitted(ctx context.Context, pr *producerRun, lines int) ([]*zhimaq.Record, error) {
+	recs, code, err := pr.finish(ctx)
+	if err != nil {
+		return nil, err
+	}
+	d.accept(recs)
+	rejected := map[string]int{}
+	for _, r := range recs {
+		if r.State == zhimaq.Rejected {
+			rejected[errorKey(r.Error)]++
+		}
+	}
+	if len(recs) != lines || len(rejected) > 0 || code != 0 {
+		d.problem("%s: %d records for %d lines, rejected: %s, %s", pr.name, len(recs), lines, countsText(rejected), describeExit(pr.child.err))
+	}
+	return recs, nil
+}
+
+// lateJobs counts the final records last updated more than d after t.
+func (d *drill) lateJobs(t time.Time, after time.Duration) int {
+	n := 0
+	for _, r := range d.final {
+		if r != nil && r.UpdatedAt.After(t.Add(after)) {
+			n++
+		}
+	}
+	return n
+}
+
+// lastUpdate is the latest updated_at among the final records.
+func (d *drill) lastUpdate() time.Time {
+	var last time.Time
+	for _, r := range d.final {
+		if r != nil && r.UpdatedAt.After(last) {
+			last = r.UpdatedAt
+		}
+	}
+	return last
+}
+
+func countRunning(recs []*zhimaq.Record) int {
+	n := 0
+	for _, r := range recs {
+		if r != nil && r.State == zhimaq.Running {
+			n++
+		}
+	}
+	return n
+}
+
+// 1. kill-worker
+func drillKillWorker(ctx context.Context, d *drill) error {
+	if err := d.startGateway(ctx, "--latency", "100ms"); err != nil {
+		return err
+	}
+	if err := d.startWorkers(ctx, 2); err != nil {
+		return err
+	}
+	d.logf("sandbox latency 100ms; 2 workers, %s", d.wcfg)
+	file, jobs, err := d.batchFile()
+	if err != nil {
+		return err
+	}
+	refs := refsOf(jobs)
+	pr, err := d.startProducer("enqueue", file, false)
+	if err != nil {
+		return err
+	}
+	if _, err := d.waitProgress(ctx, refs, 0.25, 3*time.Minute); err != nil {
+		return err
+	}
+	victim := d.workers["worker-b"]
+	done, recs, _ := d.finished(ctx, refs)
+	if err := victim.signal(sigKill); err != nil {
+		return fmt.Errorf("kill -9 worker-b: %w", err)
+	}
+	<-victim.done
+	killed := time.Now()
+	qi, _ := d.queueInfo()
+	active := -1
+	if qi != nil {
+		active = qi.Active
+	}
+	d.logf("kill -9 worker-b (pid %d): %d of %d jobs finished, %d records running, %d tasks active in asynq",
+		victim.pid(), done, len(refs), countRunning(recs), active)
+	if err := sleep(ctx, 10*time.Second); err != nil {
+		return err
+	}
+	if _, err := d.startWorker(ctx, "worker-b"); err != nil {
+		return err
+	}
+	d.logf("worker-b started again")
+	if _, err := d.submitted(ctx, pr, len(jobs)); err != nil {
+		return err
+	}
+	if err := d.awaitAll(ctx, killed.Add(leaseRecovery+time.Minute)); err != nil {
+		return err
+	}
+	d.note("the last job finished %s after the kill; %d jobs finished more than 30s after it (asynq reclaims a dead worker's tasks 60–120s after it died)",
+		d.lastUpdate().Sub(killed).Round(time.Second), d.lateJobs(killed, 30*time.Second))
+	return nil
+}
+
+// 2. restart-redis
+func drillRestartRedis(ctx context.Context, d *drill) error {
+	srv := d.redisSrv
+	if err := d.startGateway(ctx, "--latency", "50ms"); err != nil {
+		return err
+	}
+	if err := d.startWorkers(ctx, 2); err != nil {
+		return err
+	}
+	d.logf("sandbox latency 50ms; 2 workers, %s", d.wcfg)
+	file, jobs, err := d.batchFile()
+	if err != nil {
+		return err
+	}
+	refs := refsOf(jobs)
+	// Jobs stream in on enqueue's standard input at 400 lines a second, a
+	// little faster than the workers take them; strike when 40% are in.
+	const rate = 400
+	pr, err := d.startPacedProducer(ctx, "enqueue-1", jobs, rate)
+	if err != nil {
+		return err
+	}
+	for pr.lines.Load() < int64(len(jobs)*2/5) && !pr.child.exited() {
+		if err := sleep(ctx, 5*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	done, _, _ := d.finished(ctx, refs)
+	submittedAt := pr.lines.Load()
+	down := time.Now()
+	if err := srv.shutdown(); err != nil {
+		return err
+	}
+	if err := sleep(ctx, 3*time.Second); err != nil {
+		return err
+	}
+	if err := srv.start(ctx); err != nil {
+		return fmt.Errorf("start redis-server again: %w", err)
+	}
+	up := time.Now()
+	d.logf("redis SHUTDOWN with %d of %d lines submitted (enqueue-1 reads them from a pipe, %d a second) and %d jobs finished; started again (pid %d) after %s",
+		submittedAt, len(jobs), rate, done, srv.child.pid(), up.Sub(down).Round(time.Millisecond))
+
+	// enqueue batch stops when Redis is unreachable; running the file again
+	// is the documented way on (lines already accepted come back as duplicates).
+	recs, code, err := pr.finish(ctx)
+	if err != nil {
+		return err
+	}
+	d.accept(recs)
+	rejected := map[string]int{}
+	for _, r := range recs {
+		if r.State == zhimaq.Rejected {
+			rejected[errorKey(r.Error)]++
+		}
+	}
+	d.logf("enqueue-1 exited with status %d: %d records for %d lines, %d lines fed, rejected: %s", code, len(recs), len(jobs), pr.fed.Load(), countsText(rejected))
+	if code != 0 {
+		d.note("enqueue-1 across the Redis restart: exit %d, %d records for %d lines (rejected: %s); its last words: %s",
+			code, len(recs), len(jobs), countsText(rejected), lastLine(filepath.Join(d.logDir, "enqueue-1.log")))
+	}
+	for run := 2; len(d.order) < len(jobs) && run <= 4; run++ {
+		name := fmt.Sprintf("enqueue-%d", run)
+		pr, err := d.startProducer(name, file, false)
+		if err != nil {
+			return err
+		}
+		recs, code, err := pr.finish(ctx)
+		if err != nil {
+			return err
+		}
+		d.accept(recs)
+		dups := 0
+		for _, r := range recs {
+			if r.Duplicate {
+				dups++
+			}
+		}
+		d.logf("%s (the same file again) exited with status %d: %d records, %d duplicates; %d of %d lines accepted so far",
+			name, code, len(recs), dups, len(d.order), len(jobs))
+	}
+	if len(d.order) < len(jobs) {
+		d.problem("%d of %d lines were never accepted, even after running the file again", len(jobs)-len(d.order), len(jobs))
+	}
+	if err := d.awaitAll(ctx, up.Add(leaseRecovery+time.Minute)); err != nil {
+		return err
+	}
+	d.note("the last job finished %s after Redis came back; %d jobs finished more than 30s after it (tasks asynq could not mark done or retry while Redis was down wait for lease recovery, 60–120s)",
+		d.lastUpdate().Sub(up).Round(time.Second), d.lateJobs(up, 30*time.Second))
+	return nil
+}
+
+// lastLine is the last non-empty line of a file.
+func lastLine(path string) string {
+	s := strings.TrimSpace(tail(path, 1))
+	if s == "" {
+		return "(nothing)"
+	}
+	return s
+}
+
+// 3. gateway-outage
+func drillGatewayOutage(ctx context.Context, d *drill) error {
+	base, maxDelay := outageBackoff(d.outage, d.wcfg.Attempts)
+	d.wcfg.BaseDelay, d.wcfg.MaxDelay = base, maxDelay
+	span := minRetrySpan(base, maxDelay, d.wcfg.Attempts)
+	d.note("backoff chosen: RETRY_MAX_ATTEMPTS=%d RETRY_BASE_DELAY=%s RETRY_MAX_DELAY=%s: %d failing calls take at least %s (each delay is at least half of base·2ⁿ capped at the max), longer than the %s outage; after it a job waits at most %s",
+		d.wcfg.Attempts, base, maxDelay, d.wcfg.Attempts, span, d.outage, maxDelay)
+	if err := d.startGateway(ctx, "--latency", "20ms"); err != nil {
+		return err
+	}
+	if err := d.startWorkers(ctx, 2); err != nil {
+		return err
+	}
+	d.logf("sandbox latency 20ms; 2 workers, %s (≥ %s of retries before a job can run out)", d.wcfg, span)
+	file, jobs, err := d.batchFile()
+	if err != nil {
+		return err
+	}
+	refs := refsOf(jobs)
+	pr, err := d.startProducer("enqueue", file, false)
+	if err != nil {
+		return err
+	}
+	done, err := d.waitProgress(ctx, refs, 0.10, 3*time.Minute)
+	if err != nil {
+		return err
+	}
+	if err := d.gw.setFaults(ctx, map[string]any{"unavailable_rate": 1, "latency": "20ms"}); err != nil {
+		return err
+	}
+	d.logf("gateway outage: every call answers 20000 for %s (%d of %d jobs finished)", d.outage, done, len(refs))
+	end := time.Now().Add(d.outage)
+	for time.Until(end) > 0 {
+		if err := sleep(ctx, min(20*time.Second, time.Until(end))); err != nil {
+			return err
+		}
+		if n, _, err := d.finished(ctx, refs); err == nil && time.Until(end) > time.Second {
+			d.logf("outage: %d of %d jobs finished, %s to go", n, len(refs), time.Until(end).Round(time.Second))
+		}
+	}
+	if err := d.gw.setFaults(ctx, map[string]any{"latency": "20ms"}); err != nil {
+		return err
+	}
+	recovered := time.Now()
+	done, _, _ = d.finished(ctx, refs)
+	d.logf("gateway recovered (%d of %d jobs finished)", done, len(refs))
+	if _, err := d.submitted(ctx, pr, len(jobs)); err != nil {
+		return err
+	}
+	if err := d.awaitAll(ctx, recovered.Add(maxDelay+2*time.Minute)); err != nil {
+		return err
+	}
+	most := 0
+	for _, r := range d.final {
+		if r != nil {
+			most = max(most, r.Attempts)
+		}
+	}
+	d.note("the last job finished %s after the gateway recovered; the most attempts any job needed: %d of %d",
+		d.lastUpdate().Sub(recovered).Round(time.Second), most, d.wcfg.Attempts)
+	return nil
+}
+
+// 4. gateway-hang
+func drillGatewayHang(ctx context.Context, d *drill) error {
+	d.wcfg.Concurrency, d.wcfg.Timeout = 8, 2*time.Second
+	if err := d.startGateway(ctx, "--hang-rate", "0.05"); err != nil {
+		return err
+	}
+	if err := d.startWorkers(ctx, 2); err != nil {
+		return err
+	}
+	d.logf("sandbox hang rate 5%%; 2 workers, %s", d.wcfg)
+	file, jobs, err := d.batchFile()
+	if err != nil {
+		return err
+	}
+	pr, err := d.startProducer("enqueue", file, false)
+	if err != nil {
+		return err
+	}
+	if _, err := d.submitted(ctx, pr, len(jobs)); err != nil {
+		return err
+	}
+	if err := d.awaitAll(ctx, time.Now().Add(6*time.Minute)); err != nil {
+		return err
+	}
+	ps := d.gw.proxy.stats()
+	if limit := d.wcfg.Timeout + time.Second; ps.Slowest > limit {
+		d.problem("a gateway request lasted %s, longer than ZHIMA_TIMEOUT=%s allows", ps.Slowest.Round(time.Millisecond), d.wcfg.Timeout)
+	}
+	return nil
+}
+
+// 5. racing-producers
+func drillRacingProducers(ctx context.Context, d *drill) error {
+	if err := d.startGateway(ctx); err != nil {
+		return err
+	}
+	if err := d.startWorkers(ctx, 2); err != nil {
+		return err
+	}
+	d.logf("no faults; 2 workers, %s", d.wcfg)
+	// Each file holds size lines, 60% of them in both: size + 0.4·size = jobs.
+	shared := (d.jobs*3 + 3) / 7
+	own := (d.jobs - shared) / 2
+	size := shared + own
+	all := d.gen.batch(d.txPre, 0, shared+2*own)
+	fileA := append(append([]job{}, all[:shared]...), all[shared:shared+own]...)
+	fileB := append([]job{}, all[:shared]...)
+	conflict := map[string]bool{}
+	for i := 0; i < shared; i += 10 {
+		fileB[i] = d.gen.conflicting(fileB[i])
+		conflict[fileB[i].TxID] = true
+	}
+	fileB = append(fileB, all[shared+own:]...)
+	pathA, pathB := filepath.Join(d.dir, "a.jsonl"), filepath.Join(d.dir, "b.jsonl")
+	if err := writeJobs(pathA, fileA); err != nil {
+		return err
+	}
+	if err := writeJobs(pathB, fileB); err != nil {
+		return err
+	}
+	d.logf("a.jsonl and b.jsonl: %d lines each, the first %d in both (%d of them with other parameters in b), %d distinct transactions",
+		size, shared, len(conflict), len(all))
+	prA, err := d.startProducer("enqueue-a", pathA, true)
+	if err != nil {
+		return err
+	}
+	prB, err := d.startProducer("enqueue-b", pathB, true)
+	if err != nil {
+		return err
+	}
+	recsA, codeA, errA := prA.finish(ctx)
+	recsB, codeB, errB := prB.finish(ctx)
+	if errA != nil {
+		return errA
+	}
+	if errB != nil {
+		return errB
+	}
+	d.logf("enqueue-a exited with status %d, enqueue-b with %d", codeA, codeB)
+	if len(recsA) != len(fileA) || len(recsB) != len(fileB) {
+		d.problem("enqueue printed %d and %d records for %d and %d lines", len(recsA), len(recsB), len(fileA), len(fileB))
+		return nil
+	}
+	d.accept(recsA)
+	d.accept(recsB)
+
+	// What each pair of lines must show.
+	type pair struct{ a, b *zhimaq.Record }
+	pairs := map[string]*pair{}
+	for i, r := range recsA {
+		pairs[fileA[i].TxID] = &pair{a: r}
+	}
+	for i, r := range recsB {
+		if p := pairs[fileB[i].TxID]; p != nil {
+			p.b = r
+		} else {
+			pairs[fileB[i].TxID] = &pair{b: r}
+		}
+	}
+	isRepeat := func(r *zhimaq.Record) bool {
+		return r.State == zhimaq.Rejected && r.Error != nil && r.Error.Source == "local" && r.Error.SubCode == "TRANSACTION_ID_REPEAT"
+	}
+	var badConflict, badDup, badSingle int
+	wonA := 0
+	badHow := map[string]int{}
+	for tx, p := range pairs {
+		switch {
+		case conflict[tx]:
+			// One line wins the claim, the other is refused locally.
+			if p.a == nil || p.b == nil || isRepeat(p.a) == isRepeat(p.b) ||
+				(!isRepeat(p.a) && p.a.State == zhimaq.Rejected) || (!isRepeat(p.b) && p.b.State == zhimaq.Rejected) {
+				badConflict++
+				badHow["conflict: "+pairText(p.a, p.b)]++
+			} else if isRepeat(p.b) {
+				wonA++
+			}
+		case p.a != nil && p.b != nil:
+			// Both accepted, exactly one of them as the first.
+			if p.a.State == zhimaq.Rejected || p.b.State == zhimaq.Rejected || p.a.Duplicate == p.b.Duplicate {
+				badDup++
+				badHow["same parameters: "+pairText(p.a, p.b)]++
+			}
+		default:
+			r := p.a
+			if r == nil {
+				r = p.b
+			}
+			if r.State == zhimaq.Rejected || r.Duplicate {
+				badSingle++
+				badHow["one file only: "+pairText(r, nil)]++
+			}
+		}
+	}
+	d.logf("conflicting parameters: %d refused with TRANSACTION_ID_REPEAT (%d times a's line won, %d times b's)",
+		len(conflict)-badConflict, wonA, len(conflict)-badConflict-wonA)
+	if badConflict > 0 {
+		d.problem("%d of %d transaction_ids with conflicting parameters did not end with one line accepted and the other rejected TRANSACTION_ID_REPEAT", badConflict, len(conflict))
+	}
+	if badDup > 0 {
+		d.problem("%d of %d transaction_ids shared with the same parameters were not accepted once plus once as a duplicate", badDup, shared-len(conflict))
+	}
+	if badSingle > 0 {
+		d.problem("%d transaction_ids in one file only were rejected or marked duplicate", badSingle)
+	}
+	if len(badHow) > 0 {
+		d.note("the unexpected outcomes (a's record, b's record): %s", countsText(badHow))
+	}
+	// Every accepted transaction must still hold its claim, or the next
+	// submission with other parameters is not refused as a repeat.
+	if missing, err := d.missingClaims(ctx); err != nil {
+		d.note("cannot check the claims: %v", err)
+	} else if missing > 0 {
+		d.problem("%d accepted transaction_ids have no claim left in Redis: a later submission of them is not de-duplicated", missing)
+	}
+	if err := d.awaitAll(ctx, time.Now().Add(3*time.Minute)); err != nil {
+		return err
+	}
+	d.oneCallEach = true
+
+	// Running a file again is safe, the README says: its accepted lines come
+	// back as duplicates, the refused ones are refused again.
+	prA2, err := d.startProducer("enqueue-a-again", pathA, false)
+	if err != nil {
+		return err
+	}
+	again, _, err := prA2.finish(ctx)
+	if err != nil {
+		return err
+	}
+	if len(again) != len(fileA) {
+		d.problem("enqueue-a-again printed %d records for %d lines", len(again), len(fileA))
+		return nil
+	}
+	wrong := map[string]int{}
+	for i, r := range again {
+		first := recsA[i]
+		if p := pairs[fileA[i].TxID]; conflict[fileA[i].TxID] && isRepeat(p.a) {
+			if !isRepeat(r) {
+				wrong["was "+pairText(first, nil)+", now "+pairText(r, nil)]++
+			}
+		} else if r.State == zhimaq.Rejected || !r.Duplicate {
+			wrong["was "+pairText(first, nil)+", now "+pairText(r, nil)]++
+		}
+	}
+	if len(wrong) > 0 {
+		n := 0
+		for _, v := range wrong {
+			n += v
+		}
+		d.problem("running a.jsonl again: %d of %d lines did not come back as before: %s", n, len(fileA), countsText(wrong))
+	} else {
+		d.logf("a.jsonl again: every line came back as a duplicate or refused again")
+	}
+	return nil
+}
+
+// pairText describes the records of one transaction_id in a and b.
+func pairText(a, b *zhimaq.Record) string {
+	one := func(r *zhimaq.Record) string {
+		switch {
+		case r == nil:
+			return "none"
+		case r.State == zhimaq.Rejected:
+			return "rejected " + errorKey(r.Error)
+		case r.Duplicate:
+			return string(r.State) + " duplicate"
+		}
+		return string(r.State) + " first"
+	}
+	if b == nil {
+		return one(a)
+	}
+	return one(a) + " / " + one(b)
+}
+
+// missingClaims counts the accepted jobs whose transaction claim is gone
+// (<prefix>claim:<app_id>:<method>:<transaction_id>, internal/idempotency).
+func (d *drill) missingClaims(ctx context.Context) (int, error) {
+	pipe := d.rdb.Pipeline()
+	cmds := make([]*redis.IntCmd, len(d.order))
+	for i, ref := range d.order {
+		cmds[i] = pipe.Exists(ctx, d.prefix+"claim:"+appID+":"+ref.Method+":"+ref.TransactionID)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, c := range cmds {
+		if c.Val() == 0 {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// 6. graceful-stop
+func drillGracefulStop(ctx context.Context, d *drill) error {
+	d.wcfg.Concurrency = 24
+	if err := d.startGateway(ctx, "--latency", "100ms", "--hang-rate", "0.02"); err != nil {
+		return err
+	}
+	if err := d.startWorkers(ctx, 1); err != nil {
+		return err
+	}
+	d.logf("sandbox latency 100ms, hang rate 2%%; 1 worker, %s; its shutdown timeout is %s", d.wcfg, d.wcfg.shutdownTimeout())
+	file, jobs, err := d.batchFile()
+	if err != nil {
+		return err
+	}
+	refs := refsOf(jobs)
+	pr, err := d.startProducer("enqueue", file, false)
+	if err != nil {
+		return err
+	}
+	if _, err := d.waitProgress(ctx, refs, 0.30, 3*time.Minute); err != nil {
+		return err
+	}
+	done, recs, _ := d.finished(ctx, refs)
+	inflight := d.gw.proxy.stats().InFlight
+	pid := d.workers["worker-a"].pid()
+	d.logf("SIGTERM worker-a (pid %d): %d of %d jobs finished, %d records running, %d gateway requests in flight",
+		pid, done, len(refs), countRunning(recs), inflight)
+	took, stopErr := d.stopWorker("worker-a")
+	d.logf("worker-a exited after %s: %s", took.Round(time.Millisecond), describeExit(stopErr))
+	if stopErr != nil {
+		d.problem("worker-a did not exit 0 on SIGTERM: %s", describeExit(stopErr))
+	}
+	if limit := d.wcfg.shutdownTimeout() + 3*time.Second; took > limit {
+		d.problem("worker-a took %s to exit, more than its shutdown timeout %s (+3s)", took.Round(time.Millisecond), d.wcfg.shutdownTimeout())
+	}
+	_, recs, _ = d.finished(ctx, refs)
+	if qi, err := d.queueInfo(); err == nil {
+		d.note("after the stop: asynq holds %d tasks active (those would wait for lease recovery), %d pending, %d retry; %d records still say running; %d gateway requests in flight",
+			qi.Active, qi.Pending, qi.Retry, countRunning(recs), d.gw.proxy.stats().InFlight)
+	}
+	if err := sleep(ctx, 2*time.Second); err != nil {
+		return err
+	}
+	if _, err := d.startWorker(ctx, "worker-a"); err != nil {
+		return err
+	}
+	restarted := time.Now()
+	d.logf("worker-a started again")
+	if _, err := d.submitted(ctx, pr, len(jobs)); err != nil {
+		return err
+	}
+	if err := d.awaitAll(ctx, restarted.Add(leaseRecovery+time.Minute)); err != nil {
+		return err
+	}
+	d.note("the last job finished %s after worker-a started again", d.lastUpdate().Sub(restarted).Round(time.Second))
+	return nil
+}
