@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin
 
-.PHONY: all build test fuzz vet demo chaos clean
+.PHONY: all build test fuzz vet demo chaos bench clean
 
 all: build
 
@@ -18,6 +18,12 @@ demo: build
 # e.g. CHAOS_FLAGS="--jobs 500 --drill kill-worker"
 chaos: build
 	./$(BIN)/chaos $(CHAOS_FLAGS)
+
+# Each figure of bench/RESULTS.md measured beside its reference: about 5-6
+# minutes on 2 cores (BENCH_SCALE=0.2 for a quick look). Needs redis-server,
+# openssl and gcc (for the boringcrypto build).
+bench: build
+	./$(BIN)/bench
 
 vet:
 	$(GO) vet ./...

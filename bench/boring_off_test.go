@@ -1,0 +1,5 @@
+//go:build !boringcrypto
+
+package bench
+
+func boringEnabled() float64 { return 0 }

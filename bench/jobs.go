@@ -1,0 +1,226 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/zhimaq/zhimaq"
+	"github.com/zhimaq/zhimaq/internal/tasks"
+	"github.com/zhimaq/zhimaq/internal/zhima"
+	"github.com/zhimaq/zhimaq/internal/zhimatest"
+)
+
+// The job every figure runs: zhima.credit.score.brief.get for a fake
+// applicant with a valid-format ID number, as in the project's tests.
+const (
+	jobMethod   = zhima.MethodScoreBriefGet
+	applicantID = "11010519491231002X"
+)
+
+// bizContent is a job's biz_content for transaction tx.
+func bizContent(tx string) json.RawMessage {
+	b := make([]byte, 0, 192)
+	b = append(b, `{"transaction_id":"`...)
+	b = append(b, tx...)
+	b = append(b, `","product_code":"w1010100000000002733","cert_type":"IDENTITY_CARD","cert_no":"`...)
+	b = append(b, applicantID...)
+	b = append(b, `","name":"张三","admittance_score":650}`...)
+	return b
+}
+
+// job is the zhimaq job for transaction tx.
+func job(tx string) zhimaq.Job {
+	return zhimaq.Job{Method: jobMethod, BizContent: bizContent(tx)}
+}
+
+// taskPayload is the asynq payload zhimaq enqueues for tx: the bare asynq
+// reference enqueues exactly these bytes.
+func taskPayload(tx string) []byte {
+	b, err := json.Marshal(&tasks.Payload{AppID: zhimatest.AppID, Method: jobMethod, TransactionID: tx, BizContent: bizContent(tx)})
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// referenceTask is the bare asynq task for tx: the same type, payload,
+// queue and retry budget as zhimaq's, with no task id of its own.
+func referenceTask(tx, queue string) (*asynq.Task, []asynq.Option) {
+	return asynq.NewTask(jobMethod, taskPayload(tx)), []asynq.Option{asynq.Queue(queue), asynq.MaxRetry(12 + 8)}
+}
+
+// txSeq makes transaction ids unique across the whole run.
+var txSeq atomic.Int64
+
+func nextTx() string { return "BENCH_" + strconv.FormatInt(txSeq.Add(1), 10) }
+
+// parallel runs do(i) for i in [0, n) on par goroutines and returns the
+// first error.
+func parallel(n, par int, do func(i int) error) error {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	for range min(par, max(n, 1)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if err := do(i); err != nil {
+					once.Do(func() { first = err })
+					next.Store(int64(n)) // stop the others
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return first
+}
+
+// submitter returns a function that submits one new job with p and checks
+// that it was queued.
+func submitter(ctx context.Context, p *zhimaq.Producer) func(tx string) error {
+	return func(tx string) error {
+		rec, err := p.Submit(ctx, job(tx))
+		if err != nil {
+			return err
+		}
+		if rec.State != zhimaq.Queued || rec.Duplicate {
+			return fmt.Errorf("bench: job %s came back %s (duplicate %v, error %+v)", tx, rec.State, rec.Duplicate, rec.Error)
+		}
+		return nil
+	}
+}
+
+// enqueuer returns a function that enqueues one bare asynq task with c.
+func enqueuer(ctx context.Context, c *asynq.Client, queue string) func(tx string) error {
+	return func(tx string) error {
+		t, opts := referenceTask(tx, queue)
+		_, err := c.EnqueueContext(ctx, t, opts...)
+		return err
+	}
+}
+
+// queueKeys are asynq v0.26's per-queue keys that hold unfinished tasks:
+// the pending and active lists, the scheduled and retry sets.
+func queueKeys(queue string) []string {
+	p := "asynq:{" + queue + "}:"
+	return []string{p + "pending", p + "active", p + "scheduled", p + "retry"}
+}
+
+// progress is how many tasks were still unfinished at a moment.
+type progress struct {
+	at        time.Duration // since the poll started
+	remaining int64
+}
+
+// drainPoll is what waitDrained saw.
+type drainPoll struct {
+	polls    int64 // rounds of LLEN, LLEN, ZCARD, ZCARD
+	timeline []progress
+}
+
+// waitDrained polls queue's unfinished tasks every 10ms (one pipeline of
+// LLEN pending, LLEN active, ZCARD scheduled, ZCARD retry) until there are
+// none, or timeout, or until dead closes (the sandbox exited).
+func waitDrained(ctx context.Context, rdb *redis.Client, queue string, timeout time.Duration, dead <-chan struct{}) (drainPoll, error) {
+	keys := queueKeys(queue)
+	start := time.Now()
+	var d drainPoll
+	for {
+		pipe := rdb.Pipeline()
+		cmds := []*redis.IntCmd{pipe.LLen(ctx, keys[0]), pipe.LLen(ctx, keys[1]), pipe.ZCard(ctx, keys[2]), pipe.ZCard(ctx, keys[3])}
+		_, err := pipe.Exec(ctx)
+		d.polls++
+		if err != nil {
+			return d, err
+		}
+		var n int64
+		for _, c := range cmds {
+			n += c.Val()
+		}
+		d.timeline = append(d.timeline, progress{at: time.Since(start), remaining: n})
+		if n == 0 {
+			return d, nil
+		}
+		if time.Since(start) > timeout {
+			return d, fmt.Errorf("bench: queue %s not drained after %s", queue, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return d, ctx.Err()
+		case <-dead:
+			return d, fmt.Errorf("bench: zhima-sandbox exited while queue %s was draining", queue)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// own is the Redis commands the polls made, to leave out of the counts.
+func (d drainPoll) own() map[string]int64 {
+	return map[string]int64{"llen": 2 * d.polls, "zcard": 2 * d.polls}
+}
+
+// when is the first time at most remaining tasks were left.
+func (d drainPoll) when(remaining int64) time.Duration {
+	for _, p := range d.timeline {
+		if p.remaining <= remaining {
+			return p.at
+		}
+	}
+	return -1
+}
+
+// countStates reads the records of txs and counts them by state.
+func countStates(ctx context.Context, p *zhimaq.Producer, txs []string) (map[zhimaq.State]int, error) {
+	out := map[zhimaq.State]int{}
+	for start := 0; start < len(txs); start += 500 {
+		refs := make([]zhimaq.Ref, 0, 500)
+		for _, tx := range txs[start:min(start+500, len(txs))] {
+			refs = append(refs, zhimaq.Ref{Method: jobMethod, TransactionID: tx})
+		}
+		recs, err := p.Results(ctx, refs)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range recs {
+			if r == nil {
+				out["missing"]++
+			} else {
+				out[r.State]++
+			}
+		}
+	}
+	return out, nil
+}
+
+// newProducer builds a Producer from the configuration an enqueue process
+// with the environment m would load, as cmd/enqueue does (DATA_KEYS=plaintext).
+func newProducer(rdb redis.UniversalClient, m map[string]string) (*zhimaq.Producer, error) {
+	cfg, err := loadConfig(m)
+	if err != nil {
+		return nil, err
+	}
+	return zhimaq.NewProducer(rdb, zhimaq.ProducerConfig{
+		AppID:       cfg.AppID,
+		DataKeys:    cfg.DataKeys,
+		Queue:       cfg.Queue,
+		KeyPrefix:   cfg.KeyPrefix,
+		DedupWindow: cfg.DedupWindow,
+		ResultTTL:   cfg.ResultTTL,
+		MaxAttempts: cfg.RetryMaxAttempts,
+	})
+}

@@ -1,0 +1,154 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/zhimaq/zhimaq/internal/idempotency"
+	"github.com/zhimaq/zhimaq/internal/tasks"
+	"github.com/zhimaq/zhimaq/internal/zhimatest"
+)
+
+// memRun is the Redis memory n queued jobs took.
+type memRun struct {
+	perJob float64 // bytes, INFO memory used_memory delta / n
+	// MEMORY USAGE of one job's keys (zhimaq: claim, record, task hash;
+	// asynq: task hash), and of the pending list per job.
+	claim, record, task, pending int64
+	keys                         int64 // keys per job
+}
+
+// runMemory queues n jobs on the bench's private Redis, with zhimaq's
+// Producer or bare asynq, and reads what they took.
+func (e *env) runMemory(ctx context.Context, n int, useZhimaq bool) (memRun, error) {
+	ns := e.namespace()
+	if err := e.reset(ctx, ns); err != nil {
+		return memRun{}, err
+	}
+	defer e.reset(ctx, ns)
+	rdb := redis.NewClient(e.rdb.Options())
+	defer rdb.Close()
+	var submit func(string) error
+	var taskID func(tx string) string
+	if useZhimaq {
+		p, err := newProducer(rdb, e.workerEnv(ns, nil))
+		if err != nil {
+			return memRun{}, err
+		}
+		defer p.Close()
+		submit = submitter(ctx, p)
+		taskID = func(tx string) string { return tasks.TaskID(key(tx)) }
+	} else {
+		c := asynq.NewClientFromRedisClient(rdb)
+		defer c.Close()
+		var first string
+		submit = func(tx string) error {
+			t, opts := referenceTask(tx, ns.queue)
+			info, err := c.EnqueueContext(ctx, t, opts...)
+			if err == nil && first == "" {
+				first = info.ID
+			}
+			return err
+		}
+		taskID = func(string) string { return first }
+	}
+	// Open the pool's connections first, so their buffers are in the baseline.
+	if err := parallel(enqueueParallel*4, enqueueParallel, func(int) error { return rdb.Ping(ctx).Err() }); err != nil {
+		return memRun{}, err
+	}
+	tx0 := nextTx()
+	if err := submit(tx0); err != nil { // the queue's own keys, and one job to look at
+		return memRun{}, err
+	}
+	time.Sleep(50 * time.Millisecond)
+	keys0, _ := e.rdb.DBSize(ctx).Result()
+	used0, err := usedMemory(ctx, e.rdb)
+	if err != nil {
+		return memRun{}, err
+	}
+	if err := parallel(n, enqueueParallel, func(int) error { return submit(nextTx()) }); err != nil {
+		return memRun{}, err
+	}
+	time.Sleep(50 * time.Millisecond)
+	used1, err := usedMemory(ctx, e.rdb)
+	if err != nil {
+		return memRun{}, err
+	}
+	keys1, _ := e.rdb.DBSize(ctx).Result()
+	r := memRun{perJob: float64(used1-used0) / float64(n), keys: (keys1 - keys0) / int64(n)}
+	usage := func(k string) int64 {
+		v, _ := e.rdb.MemoryUsage(ctx, k, 0).Result()
+		return v
+	}
+	r.task = usage("asynq:{" + ns.queue + "}:t:" + taskID(tx0))
+	r.pending = usage("asynq:{"+ns.queue+"}:pending") / int64(n+1)
+	if useZhimaq {
+		r.claim = usage(key(tx0).RedisKey(ns.prefix, "claim"))
+		r.record = usage(key(tx0).RedisKey(ns.prefix, "result"))
+	}
+	return r, nil
+}
+
+func key(tx string) idempotency.Key {
+	return idempotency.Key{AppID: zhimatest.AppID, Method: jobMethod, TransactionID: tx}
+}
+
+func usedMemory(ctx context.Context, rdb *redis.Client) (int64, error) {
+	info, err := redisInfo(ctx, rdb, "memory")
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(info["used_memory"], 10, 64)
+}
+
+// figMemory is figure 4: Redis memory per queued job, zhimaq against bare
+// asynq with the same payloads.
+func (e *env) figMemory(ctx context.Context) (*figure, error) {
+	n := e.opts.scaled(5000, 500)
+	f := &figure{ID: "4", Name: fmt.Sprintf("Redis memory per queued job, %d jobs (bytes)", n), Target: "≤ 1.50×"}
+	if !e.private {
+		f.Skip = "needs the bench's private redis-server (none on PATH)"
+		return f, nil
+	}
+	var z, r []float64
+	var zr, rr []memRun
+	for round := range e.opts.Rounds {
+		order := []bool{round%2 == 0, round%2 != 0}
+		for _, useZ := range order {
+			run, err := e.runMemory(ctx, n, useZ)
+			if err != nil {
+				return nil, err
+			}
+			if useZ {
+				z, zr = append(z, run.perJob), append(zr, run)
+			} else {
+				r, rr = append(r, run.perJob), append(rr, run)
+			}
+		}
+		e.logf("  round %d: zhimaq %.0f B/job, asynq %.0f B/job", round+1, z[round], r[round])
+	}
+	f.Zhimaq, f.Reference = fmt.Sprintf("%.0f B", median(z)), fmt.Sprintf("%.0f B (asynq)", median(r))
+	f.Ratio = median(ratios(z, r))
+	f.check(f.Ratio <= 1.5)
+	f.rawf("zhimaq bytes per job per round: %s", list("%.0f", z))
+	f.rawf("asynq  bytes per job per round: %s", list("%.0f", r))
+	zj, rj := zr[0], rr[0]
+	f.rawf("zhimaq keys per job: %d — MEMORY USAGE of one job: task hash %d B, claim %d B, record %d B; pending list %d B per job",
+		zj.keys, zj.task, zj.claim, zj.record, zj.pending)
+	f.rawf("asynq keys per job: %d — MEMORY USAGE of one job: task hash %d B; pending list %d B per job", rj.keys, rj.task, rj.pending)
+	f.How = fmt.Sprintf("On the bench's own redis-server (--save \"\" --appendonly no), flushed before each run: one job first (the queue's own keys), "+
+		"INFO memory used_memory, then %d more jobs submitted on %d goroutines (zhimaq.Producer.Submit, or asynq Client.Enqueue of the same payload bytes), "+
+		"used_memory again; bytes per job = delta / %d. %d rounds interleaved; ratio = median of per-round ratios. Beyond asynq's task, zhimaq keeps per job a "+
+		"claim key (<prefix>claim:<app_id>:<method>:<transaction_id>, the fingerprint, for DEDUP_WINDOW) and a record key (<prefix>result:…, the JSON record, "+
+		"for RESULT_TTL), and its task id (app_id:method:transaction_id) is longer than asynq's UUID.", n, enqueueParallel, n, e.opts.Rounds)
+	if !*f.Met {
+		f.whyf("zhimaq stores %d keys per job against asynq's %d: claim %d B + record %d B on top of a task hash of %d B (asynq's: %d B).",
+			zj.keys, rj.keys, zj.claim, zj.record, zj.task, rj.task)
+	}
+	return f, nil
+}
