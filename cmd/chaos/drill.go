@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/zhimaq/zhimaq"
+	"github.com/zhimaq/zhimaq/internal/procs"
 )
 
 // appID is the fake app every drill uses; the sandbox accepts only it.
@@ -34,7 +35,7 @@ const leaseRecovery = 2 * time.Minute
 // env is what every drill shares: programs, keys, Redis, directories.
 type env struct {
 	bins     map[string]string
-	reg      *registry
+	reg      *procs.Group
 	work     string // removed at the end
 	logs     string // kept
 	appPriv  string
@@ -87,8 +88,8 @@ type drill struct {
 	gw       *gateway
 	producer *zhimaq.Producer
 
-	workers    map[string]*child // the latest process of each worker name
-	allWorkers []*child
+	workers    map[string]*procs.Child // the latest process of each worker name
+	allWorkers []*procs.Child
 	starts     map[string]int
 
 	// oneCallEach: no faults, so the sandbox must see exactly one call per transaction.
@@ -112,7 +113,7 @@ func newDrill(e *env, name, short string, n int) (*drill, error) {
 		wcfg:     workerConfig{Concurrency: 16, Timeout: 5 * time.Second, BaseDelay: 200 * time.Millisecond, MaxDelay: 2 * time.Second, Attempts: 12},
 		start:    time.Now(),
 		res:      &result{Name: name},
-		workers:  map[string]*child{},
+		workers:  map[string]*procs.Child{},
 		starts:   map[string]int{},
 		accepted: map[zhimaq.Ref]bool{},
 		final:    map[zhimaq.Ref]*zhimaq.Record{},
@@ -160,17 +161,17 @@ func (d *drill) startGateway(ctx context.Context, args ...string) error {
 }
 
 // watch says at once when c ends although chaos did not ask it to.
-func (d *drill) watch(c *child) {
+func (d *drill) watch(c *procs.Child) {
 	go func() {
-		<-c.done
-		if c.unexpectedExit() {
-			d.logf("%s (pid %d) exited by itself: %s", c.name, c.pid(), describeExit(c.err))
+		<-c.Done()
+		if c.UnexpectedExit() {
+			d.logf("%s (pid %d) exited by itself: %s", c.Name(), c.Pid(), procs.DescribeExit(c.Err()))
 		}
 	}()
 }
 
 func (d *drill) commonEnv() []string {
-	return append(cleanEnv(),
+	return append(procs.CleanEnv(),
 		"REDIS_URL=redis://"+d.redis.Addr()+"/0",
 		"ZHIMA_APP_ID="+appID,
 		"ZHIMAQ_QUEUE="+d.queue,
@@ -196,7 +197,7 @@ func (d *drill) workerEnv() []string {
 
 // startWorker starts (or starts again) the worker called name and waits
 // until it says it has started.
-func (d *drill) startWorker(ctx context.Context, name string) (*child, error) {
+func (d *drill) startWorker(ctx context.Context, name string) (*procs.Child, error) {
 	d.starts[name]++
 	logPath := filepath.Join(d.logDir, fmt.Sprintf("%s.%d.log", name, d.starts[name]))
 	f, err := os.Create(logPath)
@@ -205,12 +206,12 @@ func (d *drill) startWorker(ctx context.Context, name string) (*child, error) {
 	}
 	up := make(chan struct{})
 	var once sync.Once
-	tap := newLineTap(f, func(line []byte) {
+	tap := procs.NewLineTap(f, func(line []byte) {
 		if bytes.Contains(line, []byte(`"worker started"`)) {
 			once.Do(func() { close(up) })
 		}
 	})
-	c, err := d.reg.start(name, d.bins["worker"], nil, d.workerEnv(), tap, tap)
+	c, err := d.reg.Start(name, d.bins["worker"], nil, d.workerEnv(), tap, tap)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -221,10 +222,10 @@ func (d *drill) startWorker(ctx context.Context, name string) (*child, error) {
 	select {
 	case <-up:
 		return c, nil
-	case <-c.done:
-		return nil, fmt.Errorf("%s exited at start-up (%s):\n%s", name, describeExit(c.err), tail(logPath, 8))
+	case <-c.Done():
+		return nil, fmt.Errorf("%s exited at start-up (%s):\n%s", name, procs.DescribeExit(c.Err()), procs.Tail(logPath, 8))
 	case <-time.After(30 * time.Second):
-		return nil, fmt.Errorf("%s did not start within 30s:\n%s", name, tail(logPath, 8))
+		return nil, fmt.Errorf("%s did not start within 30s:\n%s", name, procs.Tail(logPath, 8))
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -246,14 +247,14 @@ func (d *drill) startWorkers(ctx context.Context, n int) error {
 func (d *drill) stopWorker(name string) (time.Duration, error) {
 	c := d.workers[name]
 	start := time.Now()
-	err := c.stop(d.wcfg.shutdownTimeout() + 20*time.Second)
+	err := c.Stop(d.wcfg.shutdownTimeout() + 20*time.Second)
 	return time.Since(start), err
 }
 
 // producerRun is one `enqueue batch` process.
 type producerRun struct {
 	name    string
-	child   *child
+	child   *procs.Child
 	outPath string
 	lines   atomic.Int64 // records printed so far
 	fed     atomic.Int64 // lines written to its standard input, when paced
@@ -272,13 +273,13 @@ func (d *drill) startProducer(name, file string, wait bool, flags ...string) (*p
 		out.Close()
 		return nil, err
 	}
-	tap := newLineTap(out, func([]byte) { pr.lines.Add(1) })
+	tap := procs.NewLineTap(out, func([]byte) { pr.lines.Add(1) })
 	args := []string{"batch"}
 	if wait {
 		args = append(args, "--wait", "--timeout", "8m")
 	}
 	args = append(append(args, flags...), file)
-	c, err := d.reg.start(name, d.bins["enqueue"], args, d.commonEnv(), tap, errLog)
+	c, err := d.reg.Start(name, d.bins["enqueue"], args, d.commonEnv(), tap, errLog)
 	if err != nil {
 		out.Close()
 		errLog.Close()
@@ -308,9 +309,9 @@ func (d *drill) startPacedProducer(ctx context.Context, name string, jobs []job,
 		errLog.Close()
 		return nil, err
 	}
-	tap := newLineTap(out, func([]byte) { pr.lines.Add(1) })
+	tap := procs.NewLineTap(out, func([]byte) { pr.lines.Add(1) })
 	args := append(append([]string{"batch"}, flags...), "-")
-	c, err := d.reg.startIn(name, d.bins["enqueue"], args, d.commonEnv(), r, tap, errLog)
+	c, err := d.reg.StartIn(name, d.bins["enqueue"], args, d.commonEnv(), r, tap, errLog)
 	r.Close()
 	if err != nil {
 		w.Close()
@@ -351,17 +352,17 @@ func (d *drill) startPacedProducer(ctx context.Context, name string, jobs []job,
 // status. The status is not an error: 1 means some line was rejected.
 func (pr *producerRun) finish(ctx context.Context) ([]*zhimaq.Record, int, error) {
 	select {
-	case <-pr.child.done:
+	case <-pr.child.Done():
 	case <-ctx.Done():
 		return nil, -1, ctx.Err()
 	}
-	code := exitCode(pr.child.err)
+	code := procs.ExitCode(pr.child.Err())
 	recs, err := readRecords(pr.outPath)
 	if err != nil {
 		return nil, code, fmt.Errorf("%s: %w", pr.name, err)
 	}
 	if code != 0 && code != 1 {
-		return recs, code, fmt.Errorf("%s exited with %s: %s", pr.name, describeExit(pr.child.err), tail(filepath.Join(filepath.Dir(pr.outPath), pr.name+".log"), 3))
+		return recs, code, fmt.Errorf("%s exited with %s: %s", pr.name, procs.DescribeExit(pr.child.Err()), procs.Tail(filepath.Join(filepath.Dir(pr.outPath), pr.name+".log"), 3))
 	}
 	return recs, code, nil
 }
@@ -491,13 +492,13 @@ func (d *drill) queueInfo() (*asynq.QueueInfo, error) {
 // gateway; a process that ended by itself is a problem.
 func (d *drill) close() {
 	for _, c := range d.allWorkers {
-		if c.unexpectedExit() {
-			d.problem("%s (pid %d) exited by itself: %s", c.name, c.pid(), describeExit(c.err))
+		if c.UnexpectedExit() {
+			d.problem("%s (pid %d) exited by itself: %s", c.Name(), c.Pid(), procs.DescribeExit(c.Err()))
 		}
 	}
 	var wg sync.WaitGroup
 	for name, c := range d.workers {
-		if c.exited() {
+		if c.Exited() {
 			continue
 		}
 		wg.Add(1)
@@ -505,14 +506,14 @@ func (d *drill) close() {
 			defer wg.Done()
 			took, err := d.stopWorker(name)
 			if err != nil {
-				d.problem("%s did not stop cleanly on SIGTERM after %s: %s", name, took.Round(time.Millisecond), describeExit(err))
+				d.problem("%s did not stop cleanly on SIGTERM after %s: %s", name, took.Round(time.Millisecond), procs.DescribeExit(err))
 			}
 		}()
 	}
 	wg.Wait()
 	if d.gw != nil {
-		if d.gw.sandbox.unexpectedExit() {
-			d.problem("zhima-sandbox exited by itself: %s", describeExit(d.gw.sandbox.err))
+		if d.gw.sandbox.UnexpectedExit() {
+			d.problem("zhima-sandbox exited by itself: %s", procs.DescribeExit(d.gw.sandbox.Err()))
 		}
 		_ = d.gw.close()
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/zhimaq/zhimaq"
+	"github.com/zhimaq/zhimaq/internal/procs"
 )
 
 // drillSpec is one drill: a name for --drill, a short transaction_id
@@ -77,7 +78,7 @@ func (d *drill) submitted(ctx context.Context, pr *producerRun, lines int) ([]*z
 		}
 	}
 	if len(recs) != lines || len(rejected) > 0 || code != 0 {
-		d.problem("%s: %d records for %d lines, rejected: %s, %s", pr.name, len(recs), lines, countsText(rejected), describeExit(pr.child.err))
+		d.problem("%s: %d records for %d lines, rejected: %s, %s", pr.name, len(recs), lines, countsText(rejected), procs.DescribeExit(pr.child.Err()))
 	}
 	return recs, nil
 }
@@ -137,10 +138,10 @@ func drillKillWorker(ctx context.Context, d *drill) error {
 	}
 	victim := d.workers["worker-b"]
 	done, recs, _ := d.finished(ctx, refs)
-	if err := victim.signal(sigKill); err != nil {
+	if err := victim.Signal(procs.SigKill); err != nil {
 		return fmt.Errorf("kill -9 worker-b: %w", err)
 	}
-	<-victim.done
+	<-victim.Done()
 	killed := time.Now()
 	qi, _ := d.queueInfo()
 	active := -1
@@ -148,7 +149,7 @@ func drillKillWorker(ctx context.Context, d *drill) error {
 		active = qi.Active
 	}
 	d.logf("kill -9 worker-b (pid %d): %d of %d jobs finished, %d records running, %d tasks active in asynq",
-		victim.pid(), done, len(refs), countRunning(recs), active)
+		victim.Pid(), done, len(refs), countRunning(recs), active)
 	if err := sleep(ctx, 10*time.Second); err != nil {
 		return err
 	}
@@ -189,7 +190,7 @@ func drillRestartRedis(ctx context.Context, d *drill) error {
 	if err != nil {
 		return err
 	}
-	for pr.lines.Load() < int64(len(jobs)*2/5) && !pr.child.exited() {
+	for pr.lines.Load() < int64(len(jobs)*2/5) && !pr.child.Exited() {
 		if err := sleep(ctx, 5*time.Millisecond); err != nil {
 			return err
 		}
@@ -208,7 +209,7 @@ func drillRestartRedis(ctx context.Context, d *drill) error {
 	}
 	up := time.Now()
 	d.logf("redis SHUTDOWN with %d of %d lines submitted (enqueue-1 reads them from a pipe, %d a second) and %d jobs finished; started again (pid %d) after %s",
-		submittedAt, len(jobs), rate, done, srv.child.pid(), up.Sub(down).Round(time.Millisecond))
+		submittedAt, len(jobs), rate, done, srv.child.Pid(), up.Sub(down).Round(time.Millisecond))
 
 	// enqueue batch stops when Redis is unreachable; running the file again
 	// is the documented way on (lines already accepted come back as duplicates).
@@ -261,7 +262,7 @@ func drillRestartRedis(ctx context.Context, d *drill) error {
 
 // lastLine is the last non-empty line of a file.
 func lastLine(path string) string {
-	s := strings.TrimSpace(tail(path, 1))
+	s := strings.TrimSpace(procs.Tail(path, 1))
 	if s == "" {
 		return "(nothing)"
 	}
@@ -590,13 +591,13 @@ func drillGracefulStop(ctx context.Context, d *drill) error {
 	}
 	done, recs, _ := d.finished(ctx, refs)
 	inflight := d.gw.proxy.stats().InFlight
-	pid := d.workers["worker-a"].pid()
+	pid := d.workers["worker-a"].Pid()
 	d.logf("SIGTERM worker-a (pid %d): %d of %d jobs finished, %d records running, %d gateway requests in flight",
 		pid, done, len(refs), countRunning(recs), inflight)
 	took, stopErr := d.stopWorker("worker-a")
-	d.logf("worker-a exited after %s: %s", took.Round(time.Millisecond), describeExit(stopErr))
+	d.logf("worker-a exited after %s: %s", took.Round(time.Millisecond), procs.DescribeExit(stopErr))
 	if stopErr != nil {
-		d.problem("worker-a did not exit 0 on SIGTERM: %s", describeExit(stopErr))
+		d.problem("worker-a did not exit 0 on SIGTERM: %s", procs.DescribeExit(stopErr))
 	}
 	if limit := d.wcfg.shutdownTimeout() + 3*time.Second; took > limit {
 		d.problem("worker-a took %s to exit, more than its shutdown timeout %s (+3s)", took.Round(time.Millisecond), d.wcfg.shutdownTimeout())

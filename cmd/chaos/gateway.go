@@ -16,13 +16,15 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/zhimaq/zhimaq/internal/procs"
 )
 
 // gateway is one drill's zhima-sandbox process with a counting reverse
 // proxy in front of it: the workers call the proxy, chaos calls the
 // sandbox's admin endpoints directly.
 type gateway struct {
-	sandbox  *child
+	sandbox  *procs.Child
 	logPath  string
 	adminURL string // http://host:port of the sandbox
 	proxy    *countingProxy
@@ -41,14 +43,14 @@ func startGateway(ctx context.Context, e *env, dir, logDir string, seed int64, a
 	}
 	found := make(chan string, 1)
 	var once sync.Once
-	tap := newLineTap(f, func(line []byte) {
+	tap := procs.NewLineTap(f, func(line []byte) {
 		if m := gatewayURLField.FindSubmatch(line); m != nil {
 			once.Do(func() { found <- string(m[1]) })
 		}
 	})
 	all := append([]string{"--addr", "127.0.0.1:0", "--app-id", appID, "--app-public-key-file", e.appPub,
 		"--write-alipay-public-key", dir + "/alipay_public.pem", "--seed", fmt.Sprint(seed)}, args...)
-	sb, err := e.reg.start("zhima-sandbox", e.bins["zhima-sandbox"], all, cleanEnv(), tap, tap)
+	sb, err := e.reg.Start("zhima-sandbox", e.bins["zhima-sandbox"], all, procs.CleanEnv(), tap, tap)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -58,11 +60,11 @@ func startGateway(ctx context.Context, e *env, dir, logDir string, seed int64, a
 	var gwURL string
 	select {
 	case gwURL = <-found:
-	case <-sb.done:
-		return nil, fmt.Errorf("zhima-sandbox exited at start-up (%s):\n%s", describeExit(sb.err), tail(logPath, 8))
+	case <-sb.Done():
+		return nil, fmt.Errorf("zhima-sandbox exited at start-up (%s):\n%s", procs.DescribeExit(sb.Err()), procs.Tail(logPath, 8))
 	case <-time.After(20 * time.Second):
 		g.close()
-		return nil, fmt.Errorf("zhima-sandbox printed no gateway_url within 20s:\n%s", tail(logPath, 8))
+		return nil, fmt.Errorf("zhima-sandbox printed no gateway_url within 20s:\n%s", procs.Tail(logPath, 8))
 	case <-ctx.Done():
 		g.close()
 		return nil, ctx.Err()
@@ -88,7 +90,7 @@ func (g *gateway) close() error {
 	if g.proxy != nil {
 		g.proxy.close()
 	}
-	return g.sandbox.stop(10 * time.Second)
+	return g.sandbox.Stop(10 * time.Second)
 }
 
 // sandboxStats is GET /admin/stats.

@@ -40,11 +40,8 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -58,6 +55,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/zhimaq/zhimaq/internal/procs"
 )
 
 func main() {
@@ -181,7 +179,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func runDrills(ctx context.Context, o options, out io.Writer) (results []*result, logDir string, err error) {
 	bins := map[string]string{}
 	for _, name := range []string{"worker", "enqueue", "zhima-sandbox"} {
-		if bins[name], err = findBinary(o.binDir, name); err != nil {
+		if bins[name], err = procs.Find(o.binDir, name); err != nil {
 			return nil, "", err
 		}
 	}
@@ -198,11 +196,11 @@ func runDrills(ctx context.Context, o options, out io.Writer) (results []*result
 	} else if err := os.MkdirAll(logDir, 0o755); err != nil {
 		return nil, "", err
 	}
-	reg := newRegistry()
-	defer reg.stopAll(10 * time.Second)
+	reg := &procs.Group{}
+	defer reg.StopAll(10 * time.Second)
 
 	e := &env{bins: bins, reg: reg, work: work, logs: logDir, jobs: o.jobs, seed: o.seed, outage: o.outage, out: out}
-	if e.appPriv, e.appPub, err = writeAppKeys(work); err != nil {
+	if e.appPriv, e.appPub, err = procs.WriteAppKeys(work); err != nil {
 		return nil, logDir, err
 	}
 	var key [32]byte
@@ -294,29 +292,4 @@ func printResult(w io.Writer, r *result) {
 	for _, p := range r.Problems {
 		fmt.Fprintf(w, "    ✗ %s\n", p)
 	}
-}
-
-// writeAppKeys writes a new 2048-bit app key pair to dir: PKCS#8 private,
-// PKIX public, PEM. It returns the two paths.
-func writeAppKeys(dir string) (priv, pub string, err error) {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return "", "", fmt.Errorf("generate app key: %w", err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return "", "", fmt.Errorf("encode app private key: %w", err)
-	}
-	pubDER, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	if err != nil {
-		return "", "", fmt.Errorf("encode app public key: %w", err)
-	}
-	priv, pub = filepath.Join(dir, "app_private.pem"), filepath.Join(dir, "app_public.pem")
-	if err := os.WriteFile(priv, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		return "", "", err
-	}
-	if err := os.WriteFile(pub, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}), 0o644); err != nil {
-		return "", "", err
-	}
-	return priv, pub, nil
 }

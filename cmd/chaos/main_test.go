@@ -184,20 +184,6 @@ func TestSelectDrills(t *testing.T) {
 	}
 }
 
-func TestLineTapSplitsLinesAcrossWrites(t *testing.T) {
-	var out bytes.Buffer
-	var lines []string
-	tap := newLineTap(&out, func(l []byte) { lines = append(lines, string(l)) })
-	for _, p := range []string{"one\ntw", "o\n", "three", "\nfour"} {
-		if _, err := tap.Write([]byte(p)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if strings.Join(lines, "|") != "one|two|three" || out.String() != "one\ntwo\nthree\nfour" {
-		t.Errorf("lines %q, out %q", lines, out.String())
-	}
-}
-
 func TestSummarizeLogCounts(t *testing.T) {
 	line := func(level, logger, msg string) logLine { return logLine{Level: level, Logger: logger, Msg: msg} }
 	if got := summarizeLogCounts(nil, nil, 0, 0); got != "no errors or warnings" {

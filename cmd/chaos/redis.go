@@ -12,6 +12,7 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+	"github.com/zhimaq/zhimaq/internal/procs"
 )
 
 // redisBackend is the Redis every drill uses: a private redis-server when
@@ -30,18 +31,18 @@ type redisBackend interface {
 // snapshots. It can be shut down and started again on the same port and
 // directory (the restart-redis drill).
 type redisServer struct {
-	reg     *registry
+	reg     *procs.Group
 	path    string
 	dir     string
 	logPath string
 	port    int
-	child   *child
+	child   *procs.Child
 	starts  int
 }
 
 // startRedisServer starts path (a redis-server) on a free loopback port with
 // its data in dir and its log in logPath.
-func startRedisServer(ctx context.Context, reg *registry, path, dir, logPath string) (*redisServer, error) {
+func startRedisServer(ctx context.Context, reg *procs.Group, path, dir, logPath string) (*redisServer, error) {
 	r := &redisServer{reg: reg, path: path, dir: dir, logPath: logPath}
 	var err error
 	for try := 0; try < 3; try++ {
@@ -61,7 +62,7 @@ func startRedisServer(ctx context.Context, reg *registry, path, dir, logPath str
 func (r *redisServer) Addr() string { return "127.0.0.1:" + strconv.Itoa(r.port) }
 
 func (r *redisServer) Describe() string {
-	return fmt.Sprintf("private redis-server %s (pid %d, --appendonly yes --save \"\", dir %s)", r.Addr(), r.child.pid(), r.dir)
+	return fmt.Sprintf("private redis-server %s (pid %d, --appendonly yes --save \"\", dir %s)", r.Addr(), r.child.Pid(), r.dir)
 }
 
 // start starts the server and waits until it answers PING.
@@ -75,7 +76,7 @@ func (r *redisServer) start(ctx context.Context) error {
 		"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--dir", r.dir,
 		"--appendonly", "yes", "--save", "", "--daemonize", "no", "--logfile", "",
 	}
-	c, err := r.reg.start("redis-server", r.path, args, cleanEnv(), log, log)
+	c, err := r.reg.Start("redis-server", r.path, args, procs.CleanEnv(), log, log)
 	if err != nil {
 		log.Close()
 		return err
@@ -91,12 +92,12 @@ func (r *redisServer) start(ctx context.Context) error {
 		switch {
 		case err == nil:
 			return nil
-		case c.exited():
-			return fmt.Errorf("redis-server exited at start-up (%s):\n%s", describeExit(c.err), tail(r.logPath, 8))
+		case c.Exited():
+			return fmt.Errorf("redis-server exited at start-up (%s):\n%s", procs.DescribeExit(c.Err()), procs.Tail(r.logPath, 8))
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case time.Now().After(deadline):
-			_ = c.stop(5 * time.Second)
+			_ = c.Stop(5 * time.Second)
 			return fmt.Errorf("redis-server does not answer on %s: %v", r.Addr(), err)
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -106,7 +107,7 @@ func (r *redisServer) start(ctx context.Context) error {
 // shutdown sends SHUTDOWN (which writes the AOF out) and waits for the
 // process to end.
 func (r *redisServer) shutdown() error {
-	r.child.markStopping()
+	r.child.ExpectExit()
 	rdb := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1})
 	defer rdb.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -118,9 +119,9 @@ func (r *redisServer) shutdown() error {
 			return fmt.Errorf("redis SHUTDOWN: %w", err)
 		}
 	}
-	if !r.child.wait(15 * time.Second) {
-		_ = r.child.signal(sigKill)
-		<-r.child.done
+	if !r.child.Wait(15 * time.Second) {
+		_ = r.child.Signal(procs.SigKill)
+		<-r.child.Done()
 		return errors.New("redis-server did not exit within 15s of SHUTDOWN; killed")
 	}
 	return nil
@@ -128,7 +129,7 @@ func (r *redisServer) shutdown() error {
 
 // Close stops the server for good.
 func (r *redisServer) Close() {
-	if r.child != nil && !r.child.exited() {
+	if r.child != nil && !r.child.Exited() {
 		_ = r.shutdown()
 	}
 }

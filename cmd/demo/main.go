@@ -34,11 +34,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -46,16 +42,18 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
 
+	"github.com/zhimaq/zhimaq/internal/procs"
 	"github.com/zhimaq/zhimaq/internal/seal"
 )
 
@@ -126,7 +124,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 
 	bins := map[string]string{}
 	for _, name := range []string{"zhima-sandbox", "worker", "enqueue"} {
-		if bins[name], err = findBinary(o.binDir, name); err != nil {
+		if bins[name], err = procs.Find(o.binDir, name); err != nil {
 			return err
 		}
 	}
@@ -168,7 +166,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	redisURL := "redis://" + mr.Addr() + "/0"
 
 	// 2. A throwaway app key pair.
-	appPriv, appPub, err := writeAppKeys(work)
+	appPriv, appPub, err := procs.WriteAppKeys(work)
 	if err != nil {
 		return err
 	}
@@ -180,21 +178,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return err
 	}
 	defer sbLog.Close()
-	watch := newGatewayURLWatcher(sbLog)
+	var children procs.Group
+	found := make(chan string, 1)
+	var once sync.Once
+	watch := procs.NewLineTap(sbLog, func(line []byte) {
+		if m := gatewayURLField.FindSubmatch(line); m != nil {
+			once.Do(func() { found <- string(m[1]) })
+		}
+	})
 	sbArgs := []string{"--addr", "127.0.0.1:0", "--app-id", demoAppID, "--app-public-key-file", appPub,
 		"--write-alipay-public-key", alipayPub,
 		"--system-error-rate", systemErrorRate, "--unavailable-rate", unavailableRate}
 	if o.seed != 0 {
 		sbArgs = append(sbArgs, "--seed", strconv.FormatInt(o.seed, 10))
 	}
-	sandbox, err := startChild("zhima-sandbox", bins["zhima-sandbox"], sbArgs, cleanEnv(), sbLog, watch)
+	sandbox, err := children.Start("zhima-sandbox", bins["zhima-sandbox"], sbArgs, procs.CleanEnv(), sbLog, watch)
 	if err != nil {
 		return err
 	}
-	defer sandbox.stop(stopGrace)
-	gatewayURL, err := waitGatewayURL(ctx, sandbox, watch)
+	defer sandbox.Stop(stopGrace)
+	gatewayURL, err := waitGatewayURL(ctx, sandbox, found)
 	if err != nil {
-		return interrupted(fmt.Errorf("%w\n%s", err, tail(sandboxLog, 10)))
+		return interrupted(fmt.Errorf("%w\n%s", err, procs.Tail(sandboxLog, 10)))
 	}
 	statsURL, err := adminURL(gatewayURL, "/admin/stats")
 	if err != nil {
@@ -210,7 +215,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if err != nil {
 		return err
 	}
-	env := append(cleanEnv(),
+	env := append(procs.CleanEnv(),
 		"DATA_KEYS="+dataKeys,
 		"REDIS_URL="+redisURL,
 		"ZHIMA_GATEWAY_URL="+gatewayURL,
@@ -230,13 +235,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return err
 	}
 	defer wLog.Close()
-	worker, err := startChild("worker", bins["worker"], nil, workerEnv, wLog, wLog)
+	worker, err := children.Start("worker", bins["worker"], nil, workerEnv, wLog, wLog)
 	if err != nil {
 		return err
 	}
-	defer worker.stop(stopGrace)
+	defer worker.Stop(stopGrace)
 	if err := waitWorker(ctx, worker, mr); err != nil {
-		return interrupted(fmt.Errorf("%w\n%s", err, tail(workerLog, 10)))
+		return interrupted(fmt.Errorf("%w\n%s", err, procs.Tail(workerLog, 10)))
 	}
 
 	fmt.Fprintf(stdout, "zhimaq demo: embedded Redis %s · sandbox %s (faults: %s%% SYSTEM_ERROR, %s%% 20000) · worker up\n",
@@ -246,8 +251,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	// 5. The producer, waiting for every job.
 	out, code, err := runEnqueue(ctx, bins["enqueue"], jobsPath, o.timeout, env, worker, stderr)
 	if err != nil {
-		if worker.exited() {
-			return interrupted(fmt.Errorf("%w; the worker exited early (%s):\n%s", err, describeExit(worker.err), tail(workerLog, 10)))
+		if worker.Exited() {
+			return interrupted(fmt.Errorf("%w; the worker exited early (%s):\n%s", err, procs.DescribeExit(worker.Err()), procs.Tail(workerLog, 10)))
 		}
 		return interrupted(err)
 	}
@@ -270,8 +275,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	billedOK := printSummary(stdout, s, st)
 
 	// 7. Stop everything, in order.
-	werr := worker.stop(stopGrace)
-	serr := sandbox.stop(stopGrace)
+	werr := stop(worker, stopGrace)
+	serr := stop(sandbox, stopGrace)
 	fmt.Fprintf(stdout, "worker log: %s\nsandbox log: %s\n", workerLog, sandboxLog)
 	switch {
 	case s.unfinished > 0:
@@ -345,40 +350,31 @@ func runRedisClock(mr *miniredis.Miniredis) func() {
 	return func() { close(done) }
 }
 
-// writeAppKeys writes a new 2048-bit app key pair to dir: PKCS#8 private,
-// PKIX public, PEM. It returns the two paths.
-func writeAppKeys(dir string) (priv, pub string, err error) {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return "", "", fmt.Errorf("generate app key: %w", err)
+// stop asks c to end with SIGTERM, kills it after grace, and reports
+// anything but a clean exit 0 after SIGTERM. A child that had already ended
+// is reported as having exited early.
+func stop(c *procs.Child, grace time.Duration) error {
+	if c.Exited() {
+		return fmt.Errorf("%s exited early: %s", c.Name(), procs.DescribeExit(c.Err()))
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return "", "", fmt.Errorf("encode app private key: %w", err)
+	err := c.Stop(grace)
+	if err != nil && !errors.Is(err, procs.ErrKilled) {
+		return fmt.Errorf("%s stopped badly after SIGTERM: %s", c.Name(), procs.DescribeExit(err))
 	}
-	pubDER, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	if err != nil {
-		return "", "", fmt.Errorf("encode app public key: %w", err)
-	}
-	priv, pub = filepath.Join(dir, "app_private.pem"), filepath.Join(dir, "app_public.pem")
-	if err := os.WriteFile(priv, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		return "", "", err
-	}
-	if err := os.WriteFile(pub, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}), 0o644); err != nil {
-		return "", "", err
-	}
-	return priv, pub, nil
+	return err
 }
 
+var gatewayURLField = regexp.MustCompile(`gateway_url="?([^"\s]+)`)
+
 // waitGatewayURL waits for the sandbox to log its gateway URL.
-func waitGatewayURL(ctx context.Context, sb *child, watch *gatewayURLWatcher) (string, error) {
+func waitGatewayURL(ctx context.Context, sb *procs.Child, found <-chan string) (string, error) {
 	timer := time.NewTimer(startTimeout)
 	defer timer.Stop()
 	select {
-	case u := <-watch.found:
+	case u := <-found:
 		return u, nil
-	case <-sb.done:
-		return "", fmt.Errorf("zhima-sandbox exited at start-up (%s)", describeExit(sb.err))
+	case <-sb.Done():
+		return "", fmt.Errorf("zhima-sandbox exited at start-up (%s)", procs.DescribeExit(sb.Err()))
 	case <-timer.C:
 		return "", fmt.Errorf("zhima-sandbox printed no gateway_url within %s", startTimeout)
 	case <-ctx.Done():
@@ -396,7 +392,7 @@ func adminURL(gatewayURL, path string) (string, error) {
 }
 
 // waitSandbox polls the sandbox's stats until it answers.
-func waitSandbox(ctx context.Context, sb *child, statsURL string) (sandboxStats, error) {
+func waitSandbox(ctx context.Context, sb *procs.Child, statsURL string) (sandboxStats, error) {
 	deadline := time.Now().Add(startTimeout)
 	for {
 		st, err := fetchStats(ctx, statsURL)
@@ -404,8 +400,8 @@ func waitSandbox(ctx context.Context, sb *child, statsURL string) (sandboxStats,
 			return st, nil
 		}
 		switch {
-		case sb.exited():
-			return st, fmt.Errorf("zhima-sandbox exited at start-up (%s)", describeExit(sb.err))
+		case sb.Exited():
+			return st, fmt.Errorf("zhima-sandbox exited at start-up (%s)", procs.DescribeExit(sb.Err()))
 		case ctx.Err() != nil:
 			return st, ctx.Err()
 		case time.Now().After(deadline):
@@ -440,19 +436,19 @@ func fetchStats(ctx context.Context, statsURL string) (sandboxStats, error) {
 // waitWorker waits until the worker has registered with asynq in Redis. A
 // worker that exits fails the demo; one not seen within startTimeout is
 // given the benefit of the doubt (enqueue --wait still watches it).
-func waitWorker(ctx context.Context, w *child, mr *miniredis.Miniredis) error {
+func waitWorker(ctx context.Context, w *procs.Child, mr *miniredis.Miniredis) error {
 	deadline := time.Now().Add(startTimeout)
 	for !mr.Exists("asynq:servers") && time.Now().Before(deadline) {
 		select {
-		case <-w.done:
-			return fmt.Errorf("worker exited at start-up (%s)", describeExit(w.err))
+		case <-w.Done():
+			return fmt.Errorf("worker exited at start-up (%s)", procs.DescribeExit(w.Err()))
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	if w.exited() {
-		return fmt.Errorf("worker exited at start-up (%s)", describeExit(w.err))
+	if w.Exited() {
+		return fmt.Errorf("worker exited at start-up (%s)", procs.DescribeExit(w.Err()))
 	}
 	return nil
 }
@@ -460,26 +456,24 @@ func waitWorker(ctx context.Context, w *child, mr *miniredis.Miniredis) error {
 // runEnqueue runs `enqueue batch --wait` and returns its stdout and exit
 // status. Exit 1 (some line rejected) is not an error here; 2, a signal or
 // a worker that dies meanwhile is.
-func runEnqueue(ctx context.Context, path, jobs string, timeout time.Duration, env []string, w *child, stderr io.Writer) ([]byte, int, error) {
+func runEnqueue(ctx context.Context, path, jobs string, timeout time.Duration, env []string, w *procs.Child, stderr io.Writer) ([]byte, int, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
 		select {
-		case <-w.done:
+		case <-w.Done():
 			cancel()
 		case <-ctx.Done():
 		}
 	}()
 	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, path, "batch", "--wait", "--timeout", timeout.String(), jobs)
+	cmd := procs.Command(ctx, path, "batch", "--wait", "--timeout", timeout.String(), jobs)
 	cmd.Env = env
 	cmd.Stdout = &out
 	cmd.Stderr = stderr
-	cmd.SysProcAttr = sysProcAttr()
-	cmd.Cancel = func() error { return terminate(cmd.Process) }
 	cmd.WaitDelay = 5 * time.Second
 	err := cmd.Run()
-	code := exitCode(err)
+	code := procs.ExitCode(err)
 	switch {
 	case ctx.Err() != nil:
 		return nil, code, fmt.Errorf("enqueue stopped: %w", context.Cause(ctx))

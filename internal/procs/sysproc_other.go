@@ -1,14 +1,14 @@
 //go:build !unix
 
-package main
+package procs
 
 import (
 	"os"
 	"syscall"
 )
 
-// Without process groups or SIGTERM, every stop is a kill: the drills that
-// need a graceful stop cannot show one here.
+// Without process groups or SIGTERM, every stop is a kill: a graceful stop
+// cannot be shown here.
 const (
 	sigTerm = syscall.Signal(15)
 	sigKill = syscall.Signal(9)

@@ -1,11 +1,11 @@
 //go:build unix && !linux
 
-package main
+package procs
 
 import "syscall"
 
 // sysProcAttr puts a child in its own process group: a terminal's Ctrl-C
-// reaches only the demo, which stops the children in order.
+// reaches only the parent, which stops the children itself.
 func sysProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true}
 }
