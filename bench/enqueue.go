@@ -164,7 +164,7 @@ func (e *env) figEnqueue(ctx context.Context) (*figure, error) {
 		e.opts.BenchTime, enqueueParallel, e.opts.Rounds)
 	if !*f.Met {
 		mz, mr := median(zc), median(rc)
-		f.whyf("Submit makes %.1f sequential Redis round trips per job (claim script, record SET NX, enqueue script) against Enqueue's %.1f, "+
+		f.whyf("Submit makes %.1f sequential Redis round trips per job (the claim script, which also writes the record, and asynq's enqueue script) against Enqueue's %.1f, "+
 			"%.1f commands against %.1f, and costs Redis %.1f µs of CPU per job against %.1f µs and the client %.1f µs against %.1f µs. "+
 			"Client and Redis share the 2 cores, so the rate follows the sum, %.0f µs against %.0f µs (%.2f×).",
 			zr[0].trips, rr[0].trips, zr[0].cmdsTotal, rr[0].cmdsTotal, mz, mr, median(zs), median(rs), median(zs)+mz, median(rs)+mr,
