@@ -21,19 +21,11 @@ const (
 
 var testKey = Key{AppID: "2015000000000001", Method: "zhima.credit.score.brief.get", TransactionID: "T_001"}
 
-// redisFor returns the test's Redis and a client for it; redistest deletes
-// the test's keys when it ends.
-func redisFor(tb testing.TB) (*redistest.Server, *redis.Client) {
-	tb.Helper()
-	srv := redistest.New(tb)
-	rdb := srv.Client(tb)
-	return srv, rdb
-}
-
 // newStore returns a Store on the test's Redis, its client and its server.
 func newStore(tb testing.TB) (*Store, *redis.Client, *redistest.Server) {
 	tb.Helper()
-	srv, rdb := redisFor(tb)
+	srv := redistest.New(tb)
+	rdb := srv.Client(tb)
 	return New(rdb, srv.Prefix), rdb, srv
 }
 
@@ -202,7 +194,8 @@ func TestClaimTTL(t *testing.T) {
 // one, the real clock (callers keep d short and poll).
 func expiring(tb testing.TB) (s *Store, advance func(time.Duration), embedded bool) {
 	tb.Helper()
-	srv, rdb := redisFor(tb)
+	srv := redistest.New(tb)
+	rdb := srv.Client(tb)
 	if !srv.Embedded {
 		return New(rdb, srv.Prefix), func(d time.Duration) { time.Sleep(d) }, false
 	}
@@ -252,7 +245,7 @@ func TestClaimRace(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			srv, _ := redisFor(t)
+			srv := redistest.New(t)
 			stores := make([]*Store, n)
 			for i := range stores {
 				stores[i] = New(srv.Client(t), srv.Prefix) // one client (pool) each

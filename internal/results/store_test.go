@@ -17,19 +17,11 @@ import (
 
 const testTTL = 2 * time.Hour
 
-// redisFor returns the test's Redis and a client for it; redistest deletes
-// the test's keys when it ends.
-func redisFor(tb testing.TB) (*redistest.Server, *redis.Client) {
-	tb.Helper()
-	srv := redistest.New(tb)
-	rdb := srv.Client(tb)
-	return srv, rdb
-}
-
 // newStore returns a Store with testTTL on the test's Redis, and its client.
 func newStore(tb testing.TB) (*Store, *redis.Client, *redistest.Server) {
 	tb.Helper()
-	srv, rdb := redisFor(tb)
+	srv := redistest.New(tb)
+	rdb := srv.Client(tb)
 	return New(rdb, srv.Prefix, testTTL), rdb, srv
 }
 
@@ -266,7 +258,7 @@ func TestUpdateRefreshesTTL(t *testing.T) {
 func TestUpdateConcurrent(t *testing.T) {
 	t.Parallel()
 	const n = 8
-	srv, _ := redisFor(t)
+	srv := redistest.New(t)
 	k := key("T1")
 	stores := make([]*Store, n)
 	for i := range stores {
