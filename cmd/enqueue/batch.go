@@ -147,9 +147,8 @@ func runBatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		defer file.Close()
 		in = file
 	}
-	p, err := connect(getenv)
-	if err != nil {
-		fmt.Fprintf(stderr, "enqueue: %v\n", err)
+	p := connect(getenv, stderr)
+	if p == nil {
 		return exitUsage
 	}
 	defer p.Close()
@@ -169,8 +168,6 @@ type batch struct {
 	stderr io.Writer
 	now    func() time.Time
 
-	// Filled in while submitting.
-	lines, accepted, duplicates, rejected int
 	// With --wait: every line's record, and which of them were accepted.
 	recs []*zhimaq.Record
 	refs []int
@@ -204,7 +201,7 @@ func (b *batch) run(ctx context.Context, in io.Reader, stdout io.Writer) int {
 	}
 	cancel()
 	code := exitOK
-	if b.rejected > 0 {
+	if b.batch.Counts().Rejected > 0 {
 		code = exitFailed
 	}
 	switch {
@@ -350,7 +347,6 @@ func (b *batch) submit(ctx context.Context, in io.Reader, out *bufio.Writer) (la
 			}
 			<-s.done
 		}
-		b.count(s.rec)
 		if err := b.batch.Add(context.WithoutCancel(ctx), s.rec); err != nil {
 			stop(fmt.Errorf("store the batch: %w", err))
 		}
@@ -421,9 +417,6 @@ func (e *redisDownError) Unwrap() error { return e.err }
 // localRejection is the record of a job that was not enqueued for a reason
 // of enqueue's own, such as Redis failing: source "local" and msg only.
 func (b *batch) localRejection(job zhimaq.Job, tid, msg string) *zhimaq.Record {
-	if !zhima.IsTransactionID(tid) {
-		tid = ""
-	}
 	return &zhimaq.Record{Method: job.Method, TransactionID: tid, State: zhimaq.Rejected,
 		Error: &zhimaq.ErrorInfo{Source: "local", Msg: msg}, UpdatedAt: b.now().UTC()}
 }
@@ -439,28 +432,17 @@ func pruneChain(chain map[string]*slot) {
 	}
 }
 
-// transactionID reads biz_content.transaction_id as given; "" when it is
-// missing or not a string (Submit rejects such a job).
+// transactionID reads biz_content.transaction_id; "" when it is missing,
+// not a string or not of a transaction id's form (Submit rejects such a job
+// without reaching Redis, and a record must not quote it).
 func transactionID(job zhimaq.Job) string {
 	var probe struct {
 		TransactionID string `json:"transaction_id"`
 	}
-	_ = json.Unmarshal(job.BizContent, &probe)
-	return probe.TransactionID
-}
-
-// count adds a submitted line's record to the totals.
-func (b *batch) count(rec *zhimaq.Record) {
-	b.lines++
-	switch {
-	case rec.State == zhimaq.Rejected:
-		b.rejected++
-	case rec.Duplicate:
-		b.accepted++
-		b.duplicates++
-	default:
-		b.accepted++
+	if json.Unmarshal(job.BizContent, &probe) != nil || !zhima.IsTransactionID(probe.TransactionID) {
+		return ""
 	}
+	return probe.TransactionID
 }
 
 // writeRecord writes rec as one JSON line. It calls MarshalJSON directly:
@@ -477,9 +459,10 @@ func writeRecord(w io.Writer, rec *zhimaq.Record) error {
 
 // summary prints the closing line on stderr; t is nil without --wait.
 func (b *batch) summary(t *tally) {
+	c := b.batch.Counts()
 	var s strings.Builder
-	fmt.Fprintf(&s, "enqueue: batch %s: %d %s: %d accepted (%d %s), %d rejected", b.batch.ID(), b.lines, plural(b.lines, "line", "lines"),
-		b.accepted, b.duplicates, plural(b.duplicates, "duplicate", "duplicates"), b.rejected)
+	fmt.Fprintf(&s, "enqueue: batch %s: %d %s: %d accepted (%d %s), %d rejected", b.batch.ID(), c.Lines, plural(c.Lines, "line", "lines"),
+		c.Accepted, c.Duplicates, plural(c.Duplicates, "duplicate", "duplicates"), c.Rejected)
 	if t != nil {
 		fmt.Fprintf(&s, " · %d succeeded, %d failed", t.succeeded, t.failed)
 		if t.unfinished > 0 {

@@ -53,9 +53,8 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 		// Not quoted: a value of the wrong form might be personal data.
 		return usageError(stderr, "get", "--transaction-id may hold only letters, digits and '_', at most 64")
 	}
-	p, err := connect(getenv)
-	if err != nil {
-		fmt.Fprintf(stderr, "enqueue: %v\n", err)
+	p := connect(getenv, stderr)
+	if p == nil {
 		return exitUsage
 	}
 	defer p.Close()

@@ -133,8 +133,19 @@ func (p *producer) Close() {
 }
 
 // connect reads the configuration and builds a producer. It does not reach
-// Redis yet, so only a malformed or missing setting fails it.
-func connect(getenv func(string) string) (*producer, error) {
+// Redis yet, so only a malformed or missing setting fails it; then it says
+// so on stderr and returns nil, and the caller exits with exitUsage.
+func connect(getenv func(string) string, stderr io.Writer) *producer {
+	p, err := newProducer(getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "enqueue: %v\n", err)
+		return nil
+	}
+	return p
+}
+
+// newProducer is connect without the report.
+func newProducer(getenv func(string) string) (*producer, error) {
 	cfg, err := config.Load(getenv)
 	if err != nil {
 		return nil, err

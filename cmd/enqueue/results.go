@@ -3,13 +3,11 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"slices"
 
-	"github.com/zhimaq/zhimaq"
 	"github.com/zhimaq/zhimaq/internal/batches"
 )
 
@@ -60,20 +58,14 @@ func runResults(ctx context.Context, args []string, stdout, stderr io.Writer, ge
 	if code := batchFlag("results", id, stderr); code != exitOK {
 		return code
 	}
-	p, err := connect(getenv)
-	if err != nil {
-		fmt.Fprintf(stderr, "enqueue: %v\n", err)
+	p := connect(getenv, stderr)
+	if p == nil {
 		return exitUsage
 	}
 	defer p.Close()
 	recs, err := p.BatchRecords(ctx, id)
-	if errors.Is(err, zhimaq.ErrNotFound) {
-		fmt.Fprintf(stderr, "enqueue results: no batch %s (never submitted for this ZHIMA_APP_ID, or expired)\n", id)
-		return exitFailed
-	}
 	if err != nil {
-		fmt.Fprintf(stderr, "enqueue results: %v\n", err)
-		return exitFailed
+		return batchError(stderr, "results", id, err)
 	}
 	out := bufio.NewWriterSize(stdout, 64<<10)
 	exp, _ := batches.NewExporter(out, format)

@@ -75,34 +75,34 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	if code := batchFlag("status", id, stderr); code != exitOK {
 		return code
 	}
-	p, err := connect(getenv)
-	if err != nil {
-		fmt.Fprintf(stderr, "enqueue: %v\n", err)
+	p := connect(getenv, stderr)
+	if p == nil {
 		return exitUsage
 	}
 	defer p.Close()
 	st, err := p.BatchStatus(ctx, id)
 	if err != nil {
-		return statusError(stderr, id, err)
+		return batchError(stderr, "status", id, err)
 	}
 	if watch && !st.Done {
 		if st, err = watchBatch(ctx, p, st, stdout); err != nil {
 			if st != nil {
 				writeStatus(stdout, st)
 			}
-			return statusError(stderr, id, err)
+			return batchError(stderr, "status", id, err)
 		}
 	}
 	writeStatus(stdout, st)
 	return exitOK
 }
 
-// statusError reports a failed read of batch id and returns exitFailed.
-func statusError(stderr io.Writer, id string, err error) int {
+// batchError reports command cmd's failed read of batch id and returns
+// exitFailed.
+func batchError(stderr io.Writer, cmd, id string, err error) int {
 	if errors.Is(err, zhimaq.ErrNotFound) {
-		fmt.Fprintf(stderr, "enqueue status: no batch %s (never submitted for this ZHIMA_APP_ID, or expired)\n", id)
+		fmt.Fprintf(stderr, "enqueue %s: no batch %s (never submitted for this ZHIMA_APP_ID, or expired)\n", cmd, id)
 	} else {
-		fmt.Fprintf(stderr, "enqueue status: %v\n", err)
+		fmt.Fprintf(stderr, "enqueue %s: %v\n", cmd, err)
 	}
 	return exitFailed
 }

@@ -93,8 +93,10 @@ type batchAccepted struct {
 // postBatch submits a JSON Lines body as a batch and answers 202 with its
 // id and counts; the records are read with GET /v1/batches/{id}/records.
 func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
-	callback := r.URL.Query().Get("callback")
-	if callback != "" && !batches.ValidCallbackURL(callback) {
+	// NewBatch fails only for a bad callback URL, and writes nothing before
+	// the first line: the batch is dropped unwritten if the body is refused.
+	b, err := s.p.NewBatch(zhimaq.BatchOptions{CallbackURL: r.URL.Query().Get("callback")})
+	if err != nil {
 		writeError(w, http.StatusBadRequest, "bad_callback", "callback must be an absolute http or https URL")
 		return
 	}
@@ -104,11 +106,6 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
 		return
 	case r.ContentLength > s.maxBatch:
 		writeError(w, http.StatusRequestEntityTooLarge, "too_large", "a batch may hold at most "+bytesText(s.maxBatch))
-		return
-	}
-	b, err := s.p.NewBatch(zhimaq.BatchOptions{CallbackURL: callback})
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_callback", "callback must be an absolute http or https URL")
 		return
 	}
 	ctx, cancel := detached(r, batchTimeout)
