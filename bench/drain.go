@@ -35,17 +35,15 @@ type drainRun struct {
 // worker.New, the worker command's logger writing to io.Discard) and
 // measures until the queue is empty. extra adds to that environment.
 func (e *env) drainZhimaq(ctx context.Context, n int, faults sandbox.Faults, extra map[string]string) (drainRun, error) {
-	ns := e.namespace()
-	if err := e.reset(ctx, ns); err != nil {
+	ns, rdb, end, err := e.fresh(ctx)
+	if err != nil {
 		return drainRun{}, err
 	}
-	defer e.reset(ctx, ns)
+	defer end()
 	cfg, err := loadConfig(e.workerEnv(ns, extra))
 	if err != nil {
 		return drainRun{}, err
 	}
-	rdb := redis.NewClient(e.rdb.Options())
-	defer rdb.Close()
 	p, err := newProducer(rdb, e.workerEnv(ns, extra))
 	if err != nil {
 		return drainRun{}, err
@@ -94,13 +92,11 @@ func (e *env) drainZhimaq(ctx context.Context, n int, faults sandbox.Faults, ext
 // them with a bare asynq server (same concurrency and intervals as the
 // worker's) whose handler does nothing.
 func (e *env) drainAsynq(ctx context.Context, n, concurrency int) (drainRun, error) {
-	ns := e.namespace()
-	if err := e.reset(ctx, ns); err != nil {
+	ns, rdb, end, err := e.fresh(ctx)
+	if err != nil {
 		return drainRun{}, err
 	}
-	defer e.reset(ctx, ns)
-	rdb := redis.NewClient(e.rdb.Options())
-	defer rdb.Close()
+	defer end()
 	c := asynq.NewClientFromRedisClient(rdb)
 	defer c.Close()
 	enqueue := enqueuer(ctx, c, ns.queue)
@@ -139,7 +135,7 @@ func (e *env) measureDrain(ctx context.Context, rdb *redis.Client, queue string,
 	if err := start(); err != nil {
 		return drainRun{}, err
 	}
-	poll, err := waitDrained(ctx, rdb, queue, time.Duration(n)*100*time.Millisecond+2*time.Minute, e.sandboxProc.done)
+	poll, err := waitDrained(ctx, rdb, queue, time.Duration(n)*100*time.Millisecond+2*time.Minute, e.sandboxProc.Done())
 	use := meter.stop()
 	if err != nil {
 		return drainRun{}, err

@@ -29,13 +29,11 @@ type enqueueRun struct {
 // with zhimaq's Producer.Submit (validate, claim, record, enqueue), or with
 // a bare asynq Client.Enqueue of the same payloads.
 func (e *env) runEnqueue(ctx context.Context, useZhimaq bool) (enqueueRun, error) {
-	ns := e.namespace()
-	if err := e.reset(ctx, ns); err != nil {
+	ns, rdb, end, err := e.fresh(ctx)
+	if err != nil {
 		return enqueueRun{}, err
 	}
-	defer e.reset(ctx, ns)
-	rdb := redis.NewClient(e.rdb.Options())
-	defer rdb.Close()
+	defer end()
 	trips := new(roundTrips)
 	rdb.AddHook(trips)
 	var submit func(tx string) error

@@ -16,12 +16,12 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/zhimaq/zhimaq/internal/config"
+	"github.com/zhimaq/zhimaq/internal/procs"
 	"github.com/zhimaq/zhimaq/internal/sandbox"
 	"github.com/zhimaq/zhimaq/internal/zhimatest"
 )
@@ -36,10 +36,11 @@ type env struct {
 	// at REDIS_URL shared with others, used under unique names only.
 	private   bool
 	redisURL  string
-	redisProc *proc
+	redisProc *procs.Child // nil when Redis is shared
 	rdb       *redis.Client
 
-	sandboxProc   *proc
+	procs         procs.Group // each child in its own process group: a Ctrl-C reaches the bench only
+	sandboxProc   *procs.Child
 	sandboxStarts int
 	// keep is set when something failed: the scratch directory, with the
 	// logs of Redis, the sandbox and the workers, is then kept.
@@ -55,49 +56,6 @@ type env struct {
 	// drainHooks, when set, run around the measured part of drainZhimaq
 	// (the CPU profiler).
 	drainHooks struct{ start, stop func() }
-}
-
-// proc is a child process the bench started; stop ends it.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func startProc(name, path string, args, envv []string, stdout, stderr io.Writer) (*proc, error) {
-	cmd := exec.Command(path, args...)
-	cmd.Env = envv
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // a Ctrl-C reaches the bench only
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
-	go func() { cmd.Wait(); close(p.done) }()
-	return p, nil
-}
-
-// pid is the child's process id.
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-// stop sends SIGTERM to the child (by its pid) and waits for it, killing it
-// after grace.
-func (p *proc) stop(grace time.Duration) {
-	if p == nil {
-		return
-	}
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(grace):
-		p.cmd.Process.Kill()
-		<-p.done
-	}
 }
 
 // baseEnv is a child's environment: PATH and HOME only, so the caller's
@@ -190,7 +148,7 @@ func (e *env) startRedis(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	e.redisProc, err = startProc("redis-server", path, []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+	e.redisProc, err = e.procs.Start("redis-server", path, []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--protected-mode", "yes", "--dir", e.tmp,
 		"--maxclients", "10000"}, baseEnv(), logf, logf)
 	if err != nil {
@@ -222,16 +180,17 @@ func (e *env) startSandbox(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	e.sandboxProc, err = startProc("zhima-sandbox", filepath.Join(e.opts.Bin, "zhima-sandbox"), []string{
+	e.sandboxProc, err = e.procs.Start("zhima-sandbox", filepath.Join(e.opts.Bin, "zhima-sandbox"), []string{
 		"--addr", "127.0.0.1:0", "--app-id", zhimatest.AppID,
 		"--app-public-key-file", zhimatest.KeyFile("app_public.pem"),
-		"--write-alipay-public-key", e.alipayKey, "--seed", "7"}, baseEnv(), logf, pw)
+		"--write-alipay-public-key", e.alipayKey, "--seed", "7"}, baseEnv(), pw, pw)
 	if err != nil {
 		return err
 	}
-	go func() { <-e.sandboxProc.done; pw.Close() }()
+	// procs closes pw when the sandbox exits; its last lines still reach logf.
 	found := make(chan string, 1)
 	go func() {
+		defer logf.Close()
 		sc := bufio.NewScanner(pr)
 		sent := false
 		for sc.Scan() {
@@ -246,7 +205,7 @@ func (e *env) startSandbox(ctx context.Context) error {
 	case addr := <-found:
 		e.adminURL = "http://" + addr
 		e.gatewayURL = e.adminURL + "/gateway.do"
-	case <-e.sandboxProc.done:
+	case <-e.sandboxProc.Done():
 		return fmt.Errorf("zhima-sandbox exited at start (log: %s)", logf.Name())
 	case <-time.After(30 * time.Second):
 		return errors.New("zhima-sandbox did not say where it listens within 30s")
@@ -259,13 +218,11 @@ func (e *env) startSandbox(ctx context.Context) error {
 // ensureSandbox starts a new sandbox when the one before has exited, so
 // one crash costs one figure, not the rest of the run.
 func (e *env) ensureSandbox(ctx context.Context) error {
-	select {
-	case <-e.sandboxProc.done:
-	default:
+	if !e.sandboxProc.Exited() {
 		return nil
 	}
 	e.keep = true
-	e.logf("bench: zhima-sandbox had exited (%v; log in %s); starting another", e.sandboxProc.cmd.ProcessState, e.tmp)
+	e.logf("bench: zhima-sandbox had exited (%s; log in %s); starting another", procs.DescribeExit(e.sandboxProc.Err()), e.tmp)
 	return e.startSandbox(ctx)
 }
 
@@ -273,8 +230,7 @@ func (e *env) close() {
 	if e.rdb != nil {
 		e.rdb.Close()
 	}
-	e.sandboxProc.stop(5 * time.Second)
-	e.redisProc.stop(5 * time.Second)
+	e.procs.StopAll(5 * time.Second)
 	switch {
 	case e.tmp == "":
 	case e.opts.KeepTmp || e.keep:
@@ -300,6 +256,17 @@ type namespace struct{ queue, prefix string }
 func (e *env) namespace() namespace {
 	q := fmt.Sprintf("zqbench%d_%d", os.Getpid(), e.seq.Add(1))
 	return namespace{queue: q, prefix: q + ":"}
+}
+
+// fresh opens a measurement: a namespace of its own in an emptied Redis and
+// a client of its own; end closes the client and empties Redis again.
+func (e *env) fresh(ctx context.Context) (ns namespace, rdb *redis.Client, end func(), err error) {
+	ns = e.namespace()
+	if err := e.reset(ctx, ns); err != nil {
+		return namespace{}, nil, nil, err
+	}
+	rdb = redis.NewClient(e.rdb.Options())
+	return ns, rdb, func() { rdb.Close(); e.reset(ctx, ns) }, nil
 }
 
 // reset empties Redis between measurements: FLUSHALL on the private one,

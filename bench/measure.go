@@ -125,9 +125,9 @@ func (e *env) cpuStart() *cpuMeter {
 	m := &cpuMeter{e: e}
 	m.self = selfCPU()
 	if e.redisProc != nil {
-		m.redis, _ = procCPU(e.redisProc.pid())
+		m.redis, _ = procCPU(e.redisProc.Pid())
 	}
-	m.sbox, _ = procCPU(e.sandboxProc.pid())
+	m.sbox, _ = procCPU(e.sandboxProc.Pid())
 	m.start = time.Now()
 	return m
 }
@@ -139,10 +139,10 @@ type cpuUse struct{ self, redis, sandbox, wall time.Duration }
 func (m *cpuMeter) stop() cpuUse {
 	u := cpuUse{wall: time.Since(m.start), self: selfCPU() - m.self}
 	if m.e.redisProc != nil {
-		r, _ := procCPU(m.e.redisProc.pid())
+		r, _ := procCPU(m.e.redisProc.Pid())
 		u.redis = r - m.redis
 	}
-	s, _ := procCPU(m.e.sandboxProc.pid())
+	s, _ := procCPU(m.e.sandboxProc.Pid())
 	u.sandbox = s - m.sbox
 	return u
 }

@@ -26,13 +26,11 @@ type memRun struct {
 // runMemory queues n jobs on the bench's private Redis, with zhimaq's
 // Producer or bare asynq, and reads what they took.
 func (e *env) runMemory(ctx context.Context, n int, useZhimaq bool) (memRun, error) {
-	ns := e.namespace()
-	if err := e.reset(ctx, ns); err != nil {
+	ns, rdb, end, err := e.fresh(ctx)
+	if err != nil {
 		return memRun{}, err
 	}
-	defer e.reset(ctx, ns)
-	rdb := redis.NewClient(e.rdb.Options())
-	defer rdb.Close()
+	defer end()
 	var submit func(string) error
 	var taskID func(tx string) string
 	if useZhimaq {

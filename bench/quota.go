@@ -14,9 +14,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/zhimaq/zhimaq"
+	"github.com/zhimaq/zhimaq/internal/procs"
 	"github.com/zhimaq/zhimaq/internal/sandbox"
 )
 
@@ -58,11 +57,11 @@ type quotaRun struct {
 // against a counting proxy in front of the sandbox, and waits until the
 // queue is empty.
 func (e *env) runQuota(ctx context.Context, qps float64, jobs int) (quotaRun, error) {
-	ns := e.namespace()
-	if err := e.reset(ctx, ns); err != nil {
+	ns, rdb, end, err := e.fresh(ctx)
+	if err != nil {
 		return quotaRun{}, err
 	}
-	defer e.reset(ctx, ns)
+	defer end()
 	if err := e.setFaults(ctx, sandbox.Faults{}); err != nil {
 		return quotaRun{}, err
 	}
@@ -84,8 +83,6 @@ func (e *env) runQuota(ctx context.Context, qps float64, jobs int) (quotaRun, er
 		"RETRY_MAX_DELAY":   "1s",
 		"LOG_LEVEL":         "warn",
 	})
-	rdb := redis.NewClient(e.rdb.Options())
-	defer rdb.Close()
 	p, err := newProducer(rdb, m)
 	if err != nil {
 		return quotaRun{}, err
@@ -101,10 +98,10 @@ func (e *env) runQuota(ctx context.Context, qps float64, jobs int) (quotaRun, er
 	}
 
 	var run quotaRun
-	var workers []*proc
+	var workers []*procs.Child
 	defer func() {
 		for _, w := range workers {
-			w.stop(20 * time.Second)
+			_ = w.Stop(20 * time.Second)
 		}
 	}()
 	for i := range 2 {
@@ -114,7 +111,7 @@ func (e *env) runQuota(ctx context.Context, qps float64, jobs int) (quotaRun, er
 			return quotaRun{}, err
 		}
 		defer lf.Close()
-		w, err := startProc("worker", filepath.Join(e.opts.Bin, "worker"), nil, envList(m), lf, lf)
+		w, err := e.procs.Start("worker", filepath.Join(e.opts.Bin, "worker"), nil, envList(m), lf, lf)
 		if err != nil {
 			return quotaRun{}, err
 		}
@@ -124,7 +121,7 @@ func (e *env) runQuota(ctx context.Context, qps float64, jobs int) (quotaRun, er
 	timeout := time.Duration(float64(jobs)/qps*float64(time.Second))*3 + time.Minute
 	done := make(chan error, 1)
 	go func() {
-		_, err := waitDrained(ctx, rdb, ns.queue, timeout, e.sandboxProc.done)
+		_, err := waitDrained(ctx, rdb, ns.queue, timeout, e.sandboxProc.Done())
 		done <- err
 	}()
 	select {
@@ -132,13 +129,13 @@ func (e *env) runQuota(ctx context.Context, qps float64, jobs int) (quotaRun, er
 		if err != nil {
 			return quotaRun{}, err
 		}
-	case <-workers[0].done:
+	case <-workers[0].Done():
 		return quotaRun{}, fmt.Errorf("bench: bin/worker exited early (log: %s)", run.workerLogs[0])
-	case <-workers[1].done:
+	case <-workers[1].Done():
 		return quotaRun{}, fmt.Errorf("bench: bin/worker exited early (log: %s)", run.workerLogs[1])
 	}
 	for _, w := range workers {
-		w.stop(20 * time.Second)
+		_ = w.Stop(20 * time.Second)
 	}
 	workers = nil
 

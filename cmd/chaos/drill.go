@@ -260,17 +260,25 @@ type producerRun struct {
 	fed     atomic.Int64 // lines written to its standard input, when paced
 }
 
+// newProducerRun creates the files of the producer called name: its records
+// go to <name>.jsonl and its stderr to <name>.log in the log dir.
+func (d *drill) newProducerRun(name string) (pr *producerRun, out, errLog *os.File, err error) {
+	pr = &producerRun{name: name, outPath: filepath.Join(d.logDir, name+".jsonl")}
+	if out, err = os.Create(pr.outPath); err != nil {
+		return nil, nil, nil, err
+	}
+	if errLog, err = os.Create(filepath.Join(d.logDir, name+".log")); err != nil {
+		out.Close()
+		return nil, nil, nil, err
+	}
+	return pr, out, errLog, nil
+}
+
 // startProducer starts `enqueue batch [--wait --timeout T] [flags] file`; its
 // records go to <name>.jsonl and its stderr to <name>.log in the log dir.
 func (d *drill) startProducer(name, file string, wait bool, flags ...string) (*producerRun, error) {
-	pr := &producerRun{name: name, outPath: filepath.Join(d.logDir, name+".jsonl")}
-	out, err := os.Create(pr.outPath)
+	pr, out, errLog, err := d.newProducerRun(name)
 	if err != nil {
-		return nil, err
-	}
-	errLog, err := os.Create(filepath.Join(d.logDir, name+".log"))
-	if err != nil {
-		out.Close()
 		return nil, err
 	}
 	tap := procs.NewLineTap(out, func([]byte) { pr.lines.Add(1) })
@@ -293,14 +301,8 @@ func (d *drill) startProducer(name, file string, wait bool, flags ...string) (*p
 // its standard input at rate lines a second, as a pipeline streaming jobs
 // would; feeding stops when enqueue stops reading.
 func (d *drill) startPacedProducer(ctx context.Context, name string, jobs []job, rate int, flags ...string) (*producerRun, error) {
-	pr := &producerRun{name: name, outPath: filepath.Join(d.logDir, name+".jsonl")}
-	out, err := os.Create(pr.outPath)
+	pr, out, errLog, err := d.newProducerRun(name)
 	if err != nil {
-		return nil, err
-	}
-	errLog, err := os.Create(filepath.Join(d.logDir, name+".log"))
-	if err != nil {
-		out.Close()
 		return nil, err
 	}
 	r, w, err := os.Pipe()

@@ -63,6 +63,37 @@ func (d *drill) batchFile() (string, []job, error) {
 	return path, jobs, writeJobs(path, jobs)
 }
 
+// startProcesses starts the drill's sandbox with the given extra flags, then
+// workers a, b, … .
+func (d *drill) startProcesses(ctx context.Context, workers int, gatewayArgs ...string) error {
+	if err := d.startGateway(ctx, gatewayArgs...); err != nil {
+		return err
+	}
+	return d.startWorkers(ctx, workers)
+}
+
+// startBatch writes the drill's batch and starts `enqueue batch` on it,
+// not waiting.
+func (d *drill) startBatch() (*producerRun, []job, error) {
+	file, jobs, err := d.batchFile()
+	if err != nil {
+		return nil, nil, err
+	}
+	pr, err := d.startProducer("enqueue", file, false)
+	return pr, jobs, err
+}
+
+// rejectedCounts counts the rejected records by error.
+func rejectedCounts(recs []*zhimaq.Record) map[string]int {
+	rejected := map[string]int{}
+	for _, r := range recs {
+		if r.State == zhimaq.Rejected {
+			rejected[errorKey(r.Error)]++
+		}
+	}
+	return rejected
+}
+
 // submitted waits for a producer and takes in its records; every line is
 // expected to be accepted.
 func (d *drill) submitted(ctx context.Context, pr *producerRun, lines int) ([]*zhimaq.Record, error) {
@@ -71,12 +102,7 @@ func (d *drill) submitted(ctx context.Context, pr *producerRun, lines int) ([]*z
 		return nil, err
 	}
 	d.accept(recs)
-	rejected := map[string]int{}
-	for _, r := range recs {
-		if r.State == zhimaq.Rejected {
-			rejected[errorKey(r.Error)]++
-		}
-	}
+	rejected := rejectedCounts(recs)
 	if len(recs) != lines || len(rejected) > 0 || code != 0 {
 		d.problem("%s: %d records for %d lines, rejected: %s, %s", pr.name, len(recs), lines, countsText(rejected), procs.DescribeExit(pr.child.Err()))
 	}
@@ -117,22 +143,15 @@ func countRunning(recs []*zhimaq.Record) int {
 
 // 1. kill-worker
 func drillKillWorker(ctx context.Context, d *drill) error {
-	if err := d.startGateway(ctx, "--latency", "100ms"); err != nil {
-		return err
-	}
-	if err := d.startWorkers(ctx, 2); err != nil {
+	if err := d.startProcesses(ctx, 2, "--latency", "100ms"); err != nil {
 		return err
 	}
 	d.logf("sandbox latency 100ms; 2 workers, %s", d.wcfg)
-	file, jobs, err := d.batchFile()
+	pr, jobs, err := d.startBatch()
 	if err != nil {
 		return err
 	}
 	refs := refsOf(jobs)
-	pr, err := d.startProducer("enqueue", file, false)
-	if err != nil {
-		return err
-	}
 	if _, err := d.waitProgress(ctx, refs, 0.25, 3*time.Minute); err != nil {
 		return err
 	}
@@ -171,10 +190,7 @@ func drillKillWorker(ctx context.Context, d *drill) error {
 // 2. restart-redis
 func drillRestartRedis(ctx context.Context, d *drill) error {
 	srv := d.redisSrv
-	if err := d.startGateway(ctx, "--latency", "50ms"); err != nil {
-		return err
-	}
-	if err := d.startWorkers(ctx, 2); err != nil {
+	if err := d.startProcesses(ctx, 2, "--latency", "50ms"); err != nil {
 		return err
 	}
 	d.logf("sandbox latency 50ms; 2 workers, %s", d.wcfg)
@@ -218,12 +234,7 @@ func drillRestartRedis(ctx context.Context, d *drill) error {
 		return err
 	}
 	d.accept(recs)
-	rejected := map[string]int{}
-	for _, r := range recs {
-		if r.State == zhimaq.Rejected {
-			rejected[errorKey(r.Error)]++
-		}
-	}
+	rejected := rejectedCounts(recs)
 	d.logf("enqueue-1 exited with status %d: %d records for %d lines, %d lines fed, rejected: %s", code, len(recs), len(jobs), pr.fed.Load(), countsText(rejected))
 	if code != 0 {
 		d.note("enqueue-1 across the Redis restart: exit %d, %d records for %d lines (rejected: %s); its last words: %s",
@@ -276,22 +287,15 @@ func drillGatewayOutage(ctx context.Context, d *drill) error {
 	span := minRetrySpan(base, maxDelay, d.wcfg.Attempts)
 	d.note("backoff chosen: RETRY_MAX_ATTEMPTS=%d RETRY_BASE_DELAY=%s RETRY_MAX_DELAY=%s: %d failing calls take at least %s (each delay is at least half of base·2ⁿ capped at the max), longer than the %s outage; after it a job waits at most %s",
 		d.wcfg.Attempts, base, maxDelay, d.wcfg.Attempts, span, d.outage, maxDelay)
-	if err := d.startGateway(ctx, "--latency", "20ms"); err != nil {
-		return err
-	}
-	if err := d.startWorkers(ctx, 2); err != nil {
+	if err := d.startProcesses(ctx, 2, "--latency", "20ms"); err != nil {
 		return err
 	}
 	d.logf("sandbox latency 20ms; 2 workers, %s (≥ %s of retries before a job can run out)", d.wcfg, span)
-	file, jobs, err := d.batchFile()
+	pr, jobs, err := d.startBatch()
 	if err != nil {
 		return err
 	}
 	refs := refsOf(jobs)
-	pr, err := d.startProducer("enqueue", file, false)
-	if err != nil {
-		return err
-	}
 	done, err := d.waitProgress(ctx, refs, 0.10, 3*time.Minute)
 	if err != nil {
 		return err
@@ -335,18 +339,11 @@ func drillGatewayOutage(ctx context.Context, d *drill) error {
 // 4. gateway-hang
 func drillGatewayHang(ctx context.Context, d *drill) error {
 	d.wcfg.Concurrency, d.wcfg.Timeout = 8, 2*time.Second
-	if err := d.startGateway(ctx, "--hang-rate", "0.05"); err != nil {
-		return err
-	}
-	if err := d.startWorkers(ctx, 2); err != nil {
+	if err := d.startProcesses(ctx, 2, "--hang-rate", "0.05"); err != nil {
 		return err
 	}
 	d.logf("sandbox hang rate 5%%; 2 workers, %s", d.wcfg)
-	file, jobs, err := d.batchFile()
-	if err != nil {
-		return err
-	}
-	pr, err := d.startProducer("enqueue", file, false)
+	pr, jobs, err := d.startBatch()
 	if err != nil {
 		return err
 	}
@@ -365,10 +362,7 @@ func drillGatewayHang(ctx context.Context, d *drill) error {
 
 // 5. racing-producers
 func drillRacingProducers(ctx context.Context, d *drill) error {
-	if err := d.startGateway(ctx); err != nil {
-		return err
-	}
-	if err := d.startWorkers(ctx, 2); err != nil {
+	if err := d.startProcesses(ctx, 2); err != nil {
 		return err
 	}
 	d.logf("no faults; 2 workers, %s", d.wcfg)
@@ -570,22 +564,15 @@ func (d *drill) missingClaims(ctx context.Context) (int, error) {
 // 6. graceful-stop
 func drillGracefulStop(ctx context.Context, d *drill) error {
 	d.wcfg.Concurrency = 24
-	if err := d.startGateway(ctx, "--latency", "100ms", "--hang-rate", "0.02"); err != nil {
-		return err
-	}
-	if err := d.startWorkers(ctx, 1); err != nil {
+	if err := d.startProcesses(ctx, 1, "--latency", "100ms", "--hang-rate", "0.02"); err != nil {
 		return err
 	}
 	d.logf("sandbox latency 100ms, hang rate 2%%; 1 worker, %s; its shutdown timeout is %s", d.wcfg, d.wcfg.shutdownTimeout())
-	file, jobs, err := d.batchFile()
+	pr, jobs, err := d.startBatch()
 	if err != nil {
 		return err
 	}
 	refs := refsOf(jobs)
-	pr, err := d.startProducer("enqueue", file, false)
-	if err != nil {
-		return err
-	}
 	if _, err := d.waitProgress(ctx, refs, 0.30, 3*time.Minute); err != nil {
 		return err
 	}
