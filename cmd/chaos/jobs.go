@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/zhimaq/zhimaq"
+	"github.com/zhimaq/zhimaq/internal/zhima"
 )
 
 // Product codes of the three methods.
@@ -150,19 +151,7 @@ func (g *jobGen) residentID() string {
 	month := 1 + g.rng.IntN(12)
 	day := 1 + g.rng.IntN(28)
 	first17 := fmt.Sprintf("%s%04d%02d%02d%03d", areaCodes[g.rng.IntN(len(areaCodes))], year, month, day, g.rng.IntN(1000))
-	return first17 + string(checkDigit(first17))
-}
-
-var idWeights = [17]int{7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2}
-
-// checkDigit is the ISO 7064 MOD 11-2 check character of an ID number's
-// first 17 digits.
-func checkDigit(first17 string) byte {
-	sum := 0
-	for i := 0; i < 17; i++ {
-		sum += int(first17[i]-'0') * idWeights[i]
-	}
-	return "10X98765432"[sum%11]
+	return first17 + string(zhima.ResidentIDCheckDigit(first17))
 }
 
 // phone returns a mainland mobile number: 1, then 3–9, then nine digits.

@@ -9,12 +9,13 @@ import (
 
 	"github.com/zhimaq/zhimaq"
 	"github.com/zhimaq/zhimaq/internal/tasks"
+	"github.com/zhimaq/zhimaq/internal/zhima"
 )
 
 func TestCheckDigit(t *testing.T) {
 	for _, id := range []string{"11010519491231002X", "110105198803124517", "310104199207253625", "440305198501187333"} {
-		if got := checkDigit(id[:17]); got != id[17] {
-			t.Errorf("checkDigit(%s) = %c, want %c", id[:17], got, id[17])
+		if got := zhima.ResidentIDCheckDigit(id[:17]); got != id[17] {
+			t.Errorf("ResidentIDCheckDigit(%s) = %c, want %c", id[:17], got, id[17])
 		}
 	}
 }

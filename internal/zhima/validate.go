@@ -111,7 +111,7 @@ func residentIDProblem(v string) string {
 		if !allDigits(v[:17]) {
 			return "the first 17 characters of an ID number must be digits"
 		}
-		if residentIDCheckDigit(v[:17]) != upperX(v[17]) {
+		if ResidentIDCheckDigit(v[:17]) != upperX(v[17]) {
 			return "check digit does not match"
 		}
 		return ""
@@ -121,9 +121,9 @@ func residentIDProblem(v string) string {
 
 var idWeights = [17]int{7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2}
 
-// residentIDCheckDigit computes the 18th character of a resident ID number
-// from its first 17 digits.
-func residentIDCheckDigit(first17 string) byte {
+// ResidentIDCheckDigit computes the 18th character of a resident ID number
+// from its first 17 digits (ISO 7064 MOD 11-2).
+func ResidentIDCheckDigit(first17 string) byte {
 	sum := 0
 	for i := 0; i < 17; i++ {
 		sum += int(first17[i]-'0') * idWeights[i]
