@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -61,6 +62,9 @@ func TestSubmitBatchRunsAndReadsBackInOrder(t *testing.T) {
 	if !strings.HasPrefix(id, "b_") || len(recs) != len(jobs) {
 		t.Fatalf("SubmitBatch = %q, %d records", id, len(recs))
 	}
+	// A duplicate reports its job as it stands, which the workers may
+	// already have moved on from queued.
+	const accepted zhimaq.State = "accepted (queued, running, retrying or succeeded)"
 	type want struct {
 		tid   string
 		state zhimaq.State
@@ -73,14 +77,18 @@ func TestSubmitBatchRunsAndReadsBackInOrder(t *testing.T) {
 		}
 		for i, w := range wants {
 			r := recs[i]
-			if r.TransactionID != w.tid || r.State != w.state || r.Duplicate != w.dup || r.BatchID != id {
+			state := r.State
+			if w.state == accepted && slices.Contains([]zhimaq.State{zhimaq.Queued, zhimaq.Running, zhimaq.Retrying, zhimaq.Succeeded}, state) {
+				state = accepted
+			}
+			if r.TransactionID != w.tid || state != w.state || r.Duplicate != w.dup || r.BatchID != id {
 				t.Errorf("%s: record %d = %s %s dup %v batch %s; want %s %s dup %v batch %s", name, i+1,
 					r.TransactionID, r.State, r.Duplicate, r.BatchID, w.tid, w.state, w.dup, id)
 			}
 		}
 	}
 	check("submitted", recs, []want{{"SB_1", zhimaq.Queued, false}, {"SB_2", zhimaq.Queued, false}, {"SB_BAD", zhimaq.Rejected, false},
-		{"SB_1", zhimaq.Queued, true}, {"SB_3", zhimaq.Queued, false}, {"SB_1", zhimaq.Rejected, false}})
+		{"SB_1", accepted, true}, {"SB_3", zhimaq.Queued, false}, {"SB_1", zhimaq.Rejected, false}})
 
 	st := p.waitBatch(t, id)
 	if st.Lines != 6 || st.Total != 4 || st.Finished != 4 || st.Counts[zhimaq.Succeeded] != 4 || st.Counts[zhimaq.Rejected] != 2 ||

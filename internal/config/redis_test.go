@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -47,11 +48,9 @@ func TestRedisURLCarriesAuth(t *testing.T) {
 	}
 }
 
-// TestRedissURLSpeaksTLS serves miniredis over TLS with a certificate of a
-// test CA that the process trusts through SSL_CERT_FILE, as an operator
-// would add a private CA.
-func TestRedissURLSpeaksTLS(t *testing.T) {
-	dir := t.TempDir()
+// testCA is made once per process: the system roots are loaded once, so a
+// second run of the test (go test -count=2) must present the same CA.
+var testCA = sync.OnceValues(func() (*ecdsa.PrivateKey, []byte) {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"},
@@ -62,8 +61,17 @@ func TestRedissURLSpeaksTLS(t *testing.T) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		t.Fatal(err)
+		panic(err)
 	}
+	return key, der
+})
+
+// TestRedissURLSpeaksTLS serves miniredis over TLS with a certificate of a
+// test CA that the process trusts through SSL_CERT_FILE, as an operator
+// would add a private CA.
+func TestRedissURLSpeaksTLS(t *testing.T) {
+	dir := t.TempDir()
+	key, der := testCA()
 	caFile := filepath.Join(dir, "ca.pem")
 	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
 	t.Setenv("SSL_CERT_FILE", caFile) // read when the system roots are first loaded, below
