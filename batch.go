@@ -17,14 +17,19 @@ type BatchOptions struct {
 	// CallbackURL, when set, is POSTed a signed summary of the batch (see
 	// CallbackSummary and VerifyCallback) by a worker once the batch is
 	// closed and every accepted job has succeeded or failed. It must be an
-	// absolute http or https URL. The workers sign with their
-	// CALLBACK_SECRET; the producer needs no secret.
+	// absolute http or https URL, on a host that ProducerConfig's
+	// CallbackHosts allows. The workers sign with their CALLBACK_SECRET;
+	// the producer needs no secret.
 	CallbackURL string
 }
 
 // ErrInvalidCallbackURL is returned by NewBatch and SubmitBatch for a
 // CallbackURL that is not an absolute http or https URL.
 var ErrInvalidCallbackURL = errors.New("zhimaq: batch: the callback URL must be an absolute http or https URL")
+
+// ErrCallbackHostNotAllowed is returned by NewBatch and SubmitBatch for a
+// CallbackURL whose host ProducerConfig's CallbackHosts does not allow.
+var ErrCallbackHostNotAllowed = errors.New("zhimaq: batch: the callback URL's host is not one CALLBACK_HOSTS allows")
 
 // batchParallel is how many jobs SubmitBatch and SubmitJSONL submit at once.
 const batchParallel = 16
@@ -53,10 +58,13 @@ type BatchCounts struct {
 
 // NewBatch starts a batch with a new id (b_<UTC time>_<6 random base32
 // characters>). Nothing is written to Redis before its first line or its
-// Close. It fails only with ErrInvalidCallbackURL.
+// Close. It fails only with ErrInvalidCallbackURL or ErrCallbackHostNotAllowed.
 func (p *Producer) NewBatch(opts BatchOptions) (*Batch, error) {
 	if opts.CallbackURL != "" && !batches.ValidCallbackURL(opts.CallbackURL) {
 		return nil, ErrInvalidCallbackURL
+	}
+	if opts.CallbackURL != "" && !p.callbackHosts.Allow(opts.CallbackURL) {
+		return nil, ErrCallbackHostNotAllowed
 	}
 	now := p.cfg.Now()
 	id := batches.NewID(now)
@@ -159,7 +167,7 @@ func (b *Batch) SubmitJSONL(ctx context.Context, r io.Reader, emit func(*Record)
 // it. It returns the batch's id and each job's record, in the order of
 // jobs, all carrying the id. On an error (Redis failing, ctx ending) it
 // returns the records of the jobs added before it, and the batch holds
-// just those. A bad CallbackURL returns ErrInvalidCallbackURL.
+// just those. A bad CallbackURL returns ErrInvalidCallbackURL or ErrCallbackHostNotAllowed.
 func (p *Producer) SubmitBatch(ctx context.Context, jobs []Job, opts BatchOptions) (string, []*Record, error) {
 	b, err := p.NewBatch(opts)
 	if err != nil {

@@ -38,6 +38,11 @@ type ProducerConfig struct {
 	MaxAttempts int
 	// KeyPrefix prefixes zhimaq's own Redis keys; default "zhimaq:".
 	KeyPrefix string
+	// CallbackHosts are the hosts a batch's CallbackURL may name, in
+	// CALLBACK_HOSTS's form ("hooks.example.com,*.internal.example:8443");
+	// "" allows any host. The workers check their own list again before
+	// each delivery.
+	CallbackHosts string
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 	// OnDedup, when set, is told of each submission answered by
@@ -48,12 +53,13 @@ type ProducerConfig struct {
 
 // Producer submits jobs and reads their records. It is safe for concurrent use.
 type Producer struct {
-	cfg     ProducerConfig
-	keys    *seal.Keyring
-	queue   *asynq.Client
-	claims  *idempotency.Store
-	results *results.Store
-	batches *batches.Store
+	cfg           ProducerConfig
+	keys          *seal.Keyring
+	callbackHosts batches.Hosts
+	queue         *asynq.Client
+	claims        *idempotency.Store
+	results       *results.Store
+	batches       *batches.Store
 }
 
 // NewProducer returns a Producer that keeps its queue, claims and records in
@@ -69,6 +75,10 @@ func NewProducer(rdb redis.UniversalClient, cfg ProducerConfig) (*Producer, erro
 	if err != nil {
 		return nil, fmt.Errorf("zhimaq: producer: DataKeys: %w", err)
 	}
+	hosts, err := batches.ParseHosts(cfg.CallbackHosts)
+	if err != nil {
+		return nil, fmt.Errorf("zhimaq: producer: CallbackHosts: %w", err)
+	}
 	if cfg.Queue == "" {
 		cfg.Queue = tasks.DefaultQueue
 	}
@@ -82,12 +92,13 @@ func NewProducer(rdb redis.UniversalClient, cfg ProducerConfig) (*Producer, erro
 		cfg.Now = time.Now
 	}
 	return &Producer{
-		cfg:     cfg,
-		keys:    keys,
-		queue:   asynq.NewClientFromRedisClient(rdb),
-		claims:  idempotency.New(rdb, cfg.KeyPrefix),
-		results: results.New(rdb, cfg.KeyPrefix, cfg.ResultTTL),
-		batches: batches.New(rdb, cfg.KeyPrefix, cfg.ResultTTL),
+		cfg:           cfg,
+		keys:          keys,
+		callbackHosts: hosts,
+		queue:         asynq.NewClientFromRedisClient(rdb),
+		claims:        idempotency.New(rdb, cfg.KeyPrefix),
+		results:       results.New(rdb, cfg.KeyPrefix, cfg.ResultTTL),
+		batches:       batches.New(rdb, cfg.KeyPrefix, cfg.ResultTTL),
 	}, nil
 }
 

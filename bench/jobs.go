@@ -215,12 +215,13 @@ func newProducer(rdb redis.UniversalClient, m map[string]string) (*zhimaq.Produc
 		return nil, err
 	}
 	return zhimaq.NewProducer(rdb, zhimaq.ProducerConfig{
-		AppID:       cfg.AppID,
-		DataKeys:    cfg.DataKeys,
-		Queue:       cfg.Queue,
-		KeyPrefix:   cfg.KeyPrefix,
-		DedupWindow: cfg.DedupWindow,
-		ResultTTL:   cfg.ResultTTL,
-		MaxAttempts: cfg.RetryMaxAttempts,
+		AppID:         cfg.AppID,
+		DataKeys:      cfg.DataKeys,
+		Queue:         cfg.Queue,
+		KeyPrefix:     cfg.KeyPrefix,
+		DedupWindow:   cfg.DedupWindow,
+		ResultTTL:     cfg.ResultTTL,
+		MaxAttempts:   cfg.RetryMaxAttempts,
+		CallbackHosts: cfg.CallbackHosts,
 	})
 }

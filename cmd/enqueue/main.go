@@ -161,13 +161,14 @@ func newProducer(getenv func(string) string) (*producer, error) {
 		return nil, err
 	}
 	p, err := zhimaq.NewProducer(rdb, zhimaq.ProducerConfig{
-		AppID:       cfg.AppID,
-		DataKeys:    cfg.DataKeys,
-		Queue:       cfg.Queue,
-		KeyPrefix:   cfg.KeyPrefix,
-		DedupWindow: cfg.DedupWindow,
-		ResultTTL:   cfg.ResultTTL,
-		MaxAttempts: cfg.RetryMaxAttempts,
+		AppID:         cfg.AppID,
+		DataKeys:      cfg.DataKeys,
+		Queue:         cfg.Queue,
+		KeyPrefix:     cfg.KeyPrefix,
+		DedupWindow:   cfg.DedupWindow,
+		ResultTTL:     cfg.ResultTTL,
+		MaxAttempts:   cfg.RetryMaxAttempts,
+		CallbackHosts: cfg.CallbackHosts,
 	})
 	if err != nil {
 		rdb.Close()
@@ -186,6 +187,8 @@ const environment = `Environment (defaults in brackets):
   DEDUP_WINDOW        how long a transaction_id stays claimed [24h]
   RESULT_TTL          how long records stay readable [168h]
   RETRY_MAX_ATTEMPTS  gateway calls per job, first included [12]
+  CALLBACK_HOSTS      hosts a --callback URL may name: host[:port] or
+                      *.domain[:port], comma-separated [any host]
 They must match the workers' settings. Other zhimaq variables (see worker
 --help) are checked for form when set but not used by enqueue.
 `

@@ -150,6 +150,7 @@ func TestStatusAndResults(t *testing.T) {
 func TestStatusAndResultsRefuse(t *testing.T) {
 	t.Parallel()
 	env := testEnv(t)
+	env["CALLBACK_HOSTS"] = "hooks.lender.example"
 	tests := []struct {
 		name string
 		args []string
@@ -164,6 +165,7 @@ func TestStatusAndResultsRefuse(t *testing.T) {
 		{"results_of_unknown_batch", []string{"results", "--batch", "b_20260101T000000Z_AAAAAA"}, exitFailed, "no batch"},
 		{"batch_with_bad_callback", []string{"batch", "--callback", "ftp://x/y", "-"}, exitUsage, "--callback"},
 		{"batch_with_relative_callback", []string{"batch", "--callback", "/hook", "-"}, exitUsage, "--callback"},
+		{"batch_with_callback_host_not_allowed", []string{"batch", "--callback", "http://10.0.0.7/hook", "-"}, exitUsage, "CALLBACK_HOSTS"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -81,6 +81,8 @@ Configured by the environment (defaults in brackets):
   DATA_KEYS[_FILE]               keys that seal personal data in Redis: id:base64-32-bytes,… the first seals
                                  (required; "plaintext" opts out)
   CALLBACK_SECRET[_FILE]         signs batch callbacks (HMAC-SHA256)
+  CALLBACK_HOSTS                 hosts batch callbacks may go to: host[:port], *.domain[:port], comma-separated;
+                                 others are refused at submission and never called [any host]
   API_TOKENS[_FILE]              bearer tokens of the HTTP API (/v1/…); unset = no API
   HTTP_ADDR                      /healthz, /readyz, /metrics and the API; "off" for none [:8080]
   ZHIMAQ_QUEUE, ZHIMAQ_KEY_PREFIX  asynq queue; prefix of zhimaq's Redis keys [zhimaq, zhimaq:]

@@ -46,6 +46,7 @@ func startWorker(tb testing.TB, faults sandbox.Faults, change func(*config.Confi
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.APITokens = []string{"another-token-0123456789", token}
 	cfg.CallbackSecret = secret
+	cfg.CallbackHosts = "127.0.0.1" // the test's receiver, any port
 	if change != nil {
 		change(&cfg)
 	}
@@ -367,6 +368,10 @@ func TestAPIAgainstSpec(t *testing.T) {
 		if a := s.do(http.MethodPost, "/v1/batches?callback=%2Fhook", token, scoreJob("LIM3", 600), "application/x-ndjson"); a.status != http.StatusBadRequest || a.errorCode(t) != "bad_callback" {
 			t.Errorf("bad callback: %d %s", a.status, a.body)
 		}
+		if a := s.do(http.MethodPost, "/v1/batches?callback="+url.QueryEscape("http://169.254.169.254/latest"), token, scoreJob("LIM4", 600), "application/x-ndjson"); a.status != http.StatusBadRequest ||
+			a.errorCode(t) != "bad_callback" || !strings.Contains(string(a.body), "CALLBACK_HOSTS") {
+			t.Errorf("callback to a host not allowed: %d %s", a.status, a.body)
+		}
 	})
 
 	spec.requireSeen(
@@ -391,12 +396,13 @@ func TestAPIAgainstSpec(t *testing.T) {
 	})
 }
 
-// smallAPI is the API over a producer on its own Redis with a 1 KiB batch limit.
+// smallAPI is the API over a producer on its own Redis with a 1 KiB batch
+// limit, allowing callbacks to one host only.
 func smallAPI(tb testing.TB) http.Handler {
 	tb.Helper()
 	srv := redistest.New(tb)
 	p, err := zhimaq.NewProducer(srv.Client(tb), zhimaq.ProducerConfig{AppID: zhimatest.AppID, DataKeys: zhimatest.DataKeys,
-		Queue: srv.Queue, KeyPrefix: srv.Prefix})
+		Queue: srv.Queue, KeyPrefix: srv.Prefix, CallbackHosts: "hooks.lender.example"})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -423,5 +429,16 @@ func TestAPINotServedWithoutTokens(t *testing.T) {
 	resp.Body.Close()
 	if n := strings.Count(logs.String(), "HTTP API not served: API_TOKENS is not set"); n != 1 {
 		t.Errorf("the worker said %d times that the API is off, want once:\n%s", n, logs.String())
+	}
+}
+
+func TestWorkerWarnsWhenAPIClientsMayNameAnyCallbackHost(t *testing.T) {
+	_, logs := startWorker(t, sandbox.Faults{}, func(c *config.Config) { c.CallbackHosts = "" })
+	if !strings.Contains(logs.String(), `"level":"warn"`) || !strings.Contains(logs.String(), "set CALLBACK_HOSTS") {
+		t.Errorf("no warning about CALLBACK_HOSTS in the worker's log:\n%s", logs.String())
+	}
+	_, logs = startWorker(t, sandbox.Faults{}, nil)
+	if strings.Contains(logs.String(), "CALLBACK_HOSTS") {
+		t.Errorf("a warning about CALLBACK_HOSTS although it is set:\n%s", logs.String())
 	}
 }

@@ -96,6 +96,10 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
 	// NewBatch fails only for a bad callback URL, and writes nothing before
 	// the first line: the batch is dropped unwritten if the body is refused.
 	b, err := s.p.NewBatch(zhimaq.BatchOptions{CallbackURL: r.URL.Query().Get("callback")})
+	if errors.Is(err, zhimaq.ErrCallbackHostNotAllowed) {
+		writeError(w, http.StatusBadRequest, "bad_callback", "callback's host is not one this server's CALLBACK_HOSTS allows")
+		return
+	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "bad_callback", "callback must be an absolute http or https URL")
 		return

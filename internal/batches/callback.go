@@ -143,6 +143,9 @@ func CallbackTask(callbackURL string, summary Summary, queue string, retention t
 // signed, and returns an error (so asynq tries again with backoff) on a
 // network error or an answer other than 2xx.
 type Deliverer struct {
+	// Hosts are the hosts callbacks may go to (CALLBACK_HOSTS); a task
+	// for any other is dropped unsent. nil allows every host.
+	Hosts Hosts
 	// Secret signs the callbacks (CALLBACK_SECRET). Without one a task is
 	// not sent: the worker logs an error and hands the task back, for a
 	// worker that holds the secret.
@@ -174,6 +177,10 @@ func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("batches: callback: bad task payload: %w", asynq.SkipRetry)
 	}
 	log = log.With(zap.String("batch_id", p.BatchID), zap.String("callback_host", hostOf(p.URL)))
+	if !d.Hosts.Allow(p.URL) {
+		log.Error("batch callback not sent: its host is not one CALLBACK_HOSTS allows; dropping it")
+		return fmt.Errorf("batches: callback %s: host not allowed by CALLBACK_HOSTS: %w", p.BatchID, asynq.SkipRetry)
+	}
 	if len(d.Secret) == 0 {
 		log.Error("batch callback not sent: set CALLBACK_SECRET on the workers; the task goes back to the queue")
 		return ErrNoSecret

@@ -117,17 +117,45 @@ func TestDelivererPostsSignedSummary(t *testing.T) {
 	}
 }
 
-func TestDelivererRefusesWithoutSecret(t *testing.T) {
-	t.Parallel()
+// countingReceiver answers every request 200 and counts them.
+func countingReceiver(t *testing.T) (*httptest.Server, *atomic.Int32) {
 	var calls atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { calls.Add(1) }))
-	defer srv.Close()
+	t.Cleanup(srv.Close)
+	return srv, &calls
+}
+
+func TestDelivererRefusesWithoutSecret(t *testing.T) {
+	t.Parallel()
+	srv, calls := countingReceiver(t)
 	task, _ := callbackTask(t, srv.URL)
 	if err := (&Deliverer{}).ProcessTask(context.Background(), task); !errors.Is(err, ErrNoSecret) {
 		t.Errorf("ProcessTask = %v, want ErrNoSecret", err)
 	}
 	if calls.Load() != 0 {
 		t.Error("an unsigned callback was sent")
+	}
+}
+
+func TestDelivererDropsHostNotAllowed(t *testing.T) {
+	t.Parallel()
+	srv, calls := countingReceiver(t)
+	task, _ := callbackTask(t, srv.URL)
+	hosts, err := ParseHosts("hooks.lender.example, localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = (&Deliverer{Secret: secret, Hosts: hosts}).ProcessTask(context.Background(), task)
+	if !errors.Is(err, asynq.SkipRetry) || !strings.Contains(err.Error(), "CALLBACK_HOSTS") {
+		t.Errorf("ProcessTask = %v, want SkipRetry naming CALLBACK_HOSTS", err)
+	}
+	if calls.Load() != 0 {
+		t.Error("a callback went to a host CALLBACK_HOSTS does not allow")
+	}
+	// The same task to an allowed host is delivered.
+	hosts, _ = ParseHosts("127.0.0.1")
+	if err := (&Deliverer{Secret: secret, Hosts: hosts}).ProcessTask(context.Background(), task); err != nil || calls.Load() != 1 {
+		t.Errorf("ProcessTask to an allowed host = %v after %d calls, want delivered once", err, calls.Load())
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/zhimaq/zhimaq/internal/batches"
 	"github.com/zhimaq/zhimaq/internal/seal"
 	"github.com/zhimaq/zhimaq/internal/zhima"
 )
@@ -39,6 +40,7 @@ type Config struct {
 	DataKeys          string        // DATA_KEYS or the file DATA_KEYS_FILE
 	HTTPAddr          string        // HTTP_ADDR
 	CallbackSecret    string        // CALLBACK_SECRET or the file CALLBACK_SECRET_FILE: signs batch callbacks
+	CallbackHosts     string        // CALLBACK_HOSTS: the hosts batch callbacks may go to, "" = any (batches.ParseHosts)
 	APITokens         []string      // API_TOKENS or the file API_TOKENS_FILE: bearer tokens of the HTTP API
 
 	Queue     string // ZHIMAQ_QUEUE: the asynq queue
@@ -55,7 +57,7 @@ var Variables = []string{
 	"ZHIMA_APP_PRIVATE_KEY", "ZHIMA_APP_PRIVATE_KEY_FILE", "ZHIMA_ALIPAY_PUBLIC_KEY", "ZHIMA_ALIPAY_PUBLIC_KEY_FILE",
 	"ZHIMA_SIGN_TYPE", "ZHIMA_TIMEOUT", "WORKER_CONCURRENCY", "RETRY_MAX_ATTEMPTS", "RETRY_BASE_DELAY", "RETRY_MAX_DELAY",
 	"DEDUP_WINDOW", "RESULT_TTL", "ZHIMA_QPS", "BREAKER_FAILURES", "BREAKER_COOLDOWN", "DATA_KEYS", "DATA_KEYS_FILE",
-	"HTTP_ADDR", "CALLBACK_SECRET", "CALLBACK_SECRET_FILE", "API_TOKENS", "API_TOKENS_FILE", "ZHIMAQ_QUEUE", "ZHIMAQ_KEY_PREFIX", "LOG_FORMAT", "LOG_LEVEL",
+	"HTTP_ADDR", "CALLBACK_SECRET", "CALLBACK_SECRET_FILE", "CALLBACK_HOSTS", "API_TOKENS", "API_TOKENS_FILE", "ZHIMAQ_QUEUE", "ZHIMAQ_KEY_PREFIX", "LOG_FORMAT", "LOG_LEVEL",
 }
 
 // Defaults are the documented defaults.
@@ -121,6 +123,11 @@ func Load(getenv func(string) string) (Config, error) {
 	r.secret("CALLBACK_SECRET", &c.CallbackSecret)
 	if c.CallbackSecret != "" && len(c.CallbackSecret) < MinSecretLen {
 		r.fail("CALLBACK_SECRET", fmt.Sprintf("is shorter than %d characters", MinSecretLen))
+	}
+	if r.str("CALLBACK_HOSTS", &c.CallbackHosts) {
+		if _, err := batches.ParseHosts(c.CallbackHosts); err != nil {
+			r.fail("CALLBACK_HOSTS", err.Error())
+		}
 	}
 	var tokens string
 	r.secret("API_TOKENS", &tokens)

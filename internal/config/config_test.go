@@ -53,6 +53,7 @@ func TestLoadNamesTheBadSetting(t *testing.T) {
 		{"sentinel without master", map[string]string{"REDIS_URL": "redis-sentinel://:s3cret@h1,h2"}, "REDIS_URL"},
 		{"bad log format", map[string]string{"LOG_FORMAT": "xml"}, "LOG_FORMAT"},
 		{"short callback secret", map[string]string{"CALLBACK_SECRET": "s3cret"}, "CALLBACK_SECRET"},
+		{"callback host as a URL", map[string]string{"CALLBACK_HOSTS": "hooks.example,https://other.example"}, "CALLBACK_HOSTS"},
 		{"short api token", map[string]string{"API_TOKENS": "0123456789abcdef0123,s3cret"}, "API_TOKENS"},
 		{"api token with a space", map[string]string{"API_TOKENS": "s3cret s3cret s3cret"}, "API_TOKENS"},
 	}

@@ -147,7 +147,11 @@ func New(opts Options) (*Worker, error) {
 		DelayedTaskCheckInterval: poll,
 		TaskCheckInterval:        min(poll, time.Second),
 	})
-	w.callbacks = &batches.Deliverer{Secret: []byte(cfg.CallbackSecret), Log: log.Named("callback"), Now: now}
+	hosts, err := batches.ParseHosts(cfg.CallbackHosts)
+	if err != nil {
+		return nil, fmt.Errorf("config: CALLBACK_HOSTS: %w", err)
+	}
+	w.callbacks = &batches.Deliverer{Secret: []byte(cfg.CallbackSecret), Hosts: hosts, Log: log.Named("callback"), Now: now}
 	w.sweeper = &batches.Sweeper{Store: batches.New(w.rdb, cfg.KeyPrefix, cfg.ResultTTL), Queue: asynq.NewClientFromRedisClient(w.rdb),
 		QueueName: queue, Interval: opts.SweepInterval, Log: log.Named("batches"), Now: now}
 	if cfg.HTTPAddr != "" && cfg.HTTPAddr != "off" {
@@ -157,7 +161,8 @@ func New(opts Options) (*Worker, error) {
 		mux.Handle("GET /metrics", metrics.Handler(reg, asynq.NewInspectorFromRedisClient(w.rdb), []string{queue}))
 		if len(cfg.APITokens) > 0 {
 			w.producer, err = zhimaq.NewProducer(w.rdb, zhimaq.ProducerConfig{AppID: cfg.AppID, DataKeys: cfg.DataKeys, Queue: queue,
-				DedupWindow: cfg.DedupWindow, ResultTTL: cfg.ResultTTL, MaxAttempts: cfg.RetryMaxAttempts, KeyPrefix: cfg.KeyPrefix, Now: now, OnDedup: m.Dedup})
+				DedupWindow: cfg.DedupWindow, ResultTTL: cfg.ResultTTL, MaxAttempts: cfg.RetryMaxAttempts, KeyPrefix: cfg.KeyPrefix,
+				CallbackHosts: cfg.CallbackHosts, Now: now, OnDedup: m.Dedup})
 			if err != nil {
 				w.closeRedis()
 				return nil, fmt.Errorf("worker: API: %w", err)
@@ -251,6 +256,9 @@ func (w *Worker) Start() error {
 	}
 	if len(w.callbacks.Secret) == 0 {
 		w.log.Info("batch callbacks cannot be signed on this worker: CALLBACK_SECRET is not set")
+	}
+	if w.producer != nil && w.callbacks.Hosts == nil {
+		w.log.Warn("batch callbacks may go to any host, internal ones included: set CALLBACK_HOSTS to the hosts API clients may name")
 	}
 	return nil
 }
