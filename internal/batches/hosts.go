@@ -84,8 +84,12 @@ func (h Hosts) Allow(callbackURL string) bool {
 		return false
 	}
 	host, port := strings.ToLower(u.Hostname()), u.Port()
-	if port == "" {
-		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	switch {
+	case port != "":
+	case u.Scheme == "http":
+		port = "80"
+	case u.Scheme == "https":
+		port = "443"
 	}
 	for _, p := range h {
 		if p.Port != "" && p.Port != port {

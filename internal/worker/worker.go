@@ -250,7 +250,7 @@ func (w *Worker) Start() error {
 		w.sweeper.Run(ctx)
 	}()
 	w.log.Info("worker started", zap.Int("concurrency", w.opts.Config.WorkerConcurrency), zap.String("gateway", w.opts.Config.GatewayURL),
-		zap.Stringer("rate_limit", w.handler.Limiter), zap.String("http", w.Addr()))
+		zap.Stringer("rate_limit", w.handler.Limiter), zap.Stringer("callback_hosts", w.callbacks.Hosts), zap.String("http", w.Addr()))
 	if w.http != nil && w.producer == nil {
 		w.log.Info("HTTP API not served: API_TOKENS is not set")
 	}
