@@ -189,6 +189,7 @@ const environment = `Environment (defaults in brackets):
   RETRY_MAX_ATTEMPTS  gateway calls per job, first included [12]
   CALLBACK_HOSTS      hosts a --callback URL may name: host[:port] or
                       *.domain[:port], comma-separated [any host]
+  BATCH_MAX_LINES     most lines one batch may hold [100000]
 They must match the workers' settings. Other zhimaq variables (see worker
 --help) are checked for form when set but not used by enqueue.
 `

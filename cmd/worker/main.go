@@ -84,7 +84,13 @@ Configured by the environment (defaults in brackets):
   CALLBACK_HOSTS                 hosts batch callbacks may go to: host[:port], *.domain[:port], comma-separated;
                                  others are refused at submission and never called [any host]
   API_TOKENS[_FILE]              bearer tokens of the HTTP API (/v1/…); unset = no API
-  HTTP_ADDR                      /healthz, /readyz, /metrics and the API; "off" for none [:8080]
+  HTTP_ADDR                      /healthz, /readyz, /metrics and the API; "off" for none;
+                                 ":8080" listens on every interface [127.0.0.1:8080]
+  HTTP_IDLE_TIMEOUT              close a keep-alive connection idle this long [60s]
+  HTTP_STALL_TIMEOUT             drop a client that sends or takes nothing this long [30s]
+  HTTP_MAX_HEADER_BYTES          largest request header [16384]
+  API_MAX_REQUESTS               API requests served at once; more get 503 [32]
+  BATCH_MAX_LINES                most lines one batch may hold [100000]
   ZHIMAQ_QUEUE, ZHIMAQ_KEY_PREFIX  asynq queue; prefix of zhimaq's Redis keys [zhimaq, zhimaq:]
   LOG_FORMAT, LOG_LEVEL          json or console; debug..error [json, info]
 

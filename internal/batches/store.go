@@ -187,6 +187,11 @@ type Writer struct {
 	closed  bool
 }
 
+// DefaultMaxLines bounds the lines of one batch when the producer sets no
+// bound of its own (BATCH_MAX_LINES): room for an overnight backfill, and a
+// bound on what one batch can cost Redis.
+const DefaultMaxLines = 100_000
+
 // ChunkLines is how many lines a Writer buffers before writing them.
 const ChunkLines = 1000
 

@@ -28,20 +28,25 @@ type Config struct {
 	SignType        zhima.SignType // ZHIMA_SIGN_TYPE
 	GatewayTimeout  time.Duration  // ZHIMA_TIMEOUT: one gateway call, connect to last byte
 
-	WorkerConcurrency int           // WORKER_CONCURRENCY
-	RetryMaxAttempts  int           // RETRY_MAX_ATTEMPTS, the first attempt included
-	RetryBaseDelay    time.Duration // RETRY_BASE_DELAY
-	RetryMaxDelay     time.Duration // RETRY_MAX_DELAY
-	DedupWindow       time.Duration // DEDUP_WINDOW
-	ResultTTL         time.Duration // RESULT_TTL
-	QPS               float64       // ZHIMA_QPS, 0 = no limit
-	BreakerFailures   int           // BREAKER_FAILURES: transient failures in a row that open the breaker
-	BreakerCooldown   time.Duration // BREAKER_COOLDOWN: how long it stays open before a probe
-	DataKeys          string        // DATA_KEYS or the file DATA_KEYS_FILE
-	HTTPAddr          string        // HTTP_ADDR
-	CallbackSecret    string        // CALLBACK_SECRET or the file CALLBACK_SECRET_FILE: signs batch callbacks
-	CallbackHosts     string        // CALLBACK_HOSTS: the hosts batch callbacks may go to, "" = any (batches.ParseHosts)
-	APITokens         []string      // API_TOKENS or the file API_TOKENS_FILE: bearer tokens of the HTTP API
+	WorkerConcurrency  int           // WORKER_CONCURRENCY
+	RetryMaxAttempts   int           // RETRY_MAX_ATTEMPTS, the first attempt included
+	RetryBaseDelay     time.Duration // RETRY_BASE_DELAY
+	RetryMaxDelay      time.Duration // RETRY_MAX_DELAY
+	DedupWindow        time.Duration // DEDUP_WINDOW
+	ResultTTL          time.Duration // RESULT_TTL
+	QPS                float64       // ZHIMA_QPS, 0 = no limit
+	BreakerFailures    int           // BREAKER_FAILURES: transient failures in a row that open the breaker
+	BreakerCooldown    time.Duration // BREAKER_COOLDOWN: how long it stays open before a probe
+	DataKeys           string        // DATA_KEYS or the file DATA_KEYS_FILE
+	HTTPAddr           string        // HTTP_ADDR
+	HTTPIdleTimeout    time.Duration // HTTP_IDLE_TIMEOUT: a keep-alive connection idle this long is closed
+	HTTPStallTimeout   time.Duration // HTTP_STALL_TIMEOUT: a client that sends or takes nothing this long is dropped
+	HTTPMaxHeaderBytes int           // HTTP_MAX_HEADER_BYTES: the largest request header accepted
+	APIMaxRequests     int           // API_MAX_REQUESTS: API requests served at once; more get 503
+	BatchMaxLines      int           // BATCH_MAX_LINES: the most lines one batch may hold
+	CallbackSecret     string        // CALLBACK_SECRET or the file CALLBACK_SECRET_FILE: signs batch callbacks
+	CallbackHosts      string        // CALLBACK_HOSTS: the hosts batch callbacks may go to, "" = any (batches.ParseHosts)
+	APITokens          []string      // API_TOKENS or the file API_TOKENS_FILE: bearer tokens of the HTTP API
 
 	Queue     string // ZHIMAQ_QUEUE: the asynq queue
 	KeyPrefix string // ZHIMAQ_KEY_PREFIX: prefix of zhimaq's own Redis keys
@@ -57,28 +62,34 @@ var Variables = []string{
 	"ZHIMA_APP_PRIVATE_KEY", "ZHIMA_APP_PRIVATE_KEY_FILE", "ZHIMA_ALIPAY_PUBLIC_KEY", "ZHIMA_ALIPAY_PUBLIC_KEY_FILE",
 	"ZHIMA_SIGN_TYPE", "ZHIMA_TIMEOUT", "WORKER_CONCURRENCY", "RETRY_MAX_ATTEMPTS", "RETRY_BASE_DELAY", "RETRY_MAX_DELAY",
 	"DEDUP_WINDOW", "RESULT_TTL", "ZHIMA_QPS", "BREAKER_FAILURES", "BREAKER_COOLDOWN", "DATA_KEYS", "DATA_KEYS_FILE",
-	"HTTP_ADDR", "CALLBACK_SECRET", "CALLBACK_SECRET_FILE", "CALLBACK_HOSTS", "API_TOKENS", "API_TOKENS_FILE", "ZHIMAQ_QUEUE", "ZHIMAQ_KEY_PREFIX", "LOG_FORMAT", "LOG_LEVEL",
+	"HTTP_ADDR", "HTTP_IDLE_TIMEOUT", "HTTP_STALL_TIMEOUT", "HTTP_MAX_HEADER_BYTES", "API_MAX_REQUESTS", "BATCH_MAX_LINES",
+	"CALLBACK_SECRET", "CALLBACK_SECRET_FILE", "CALLBACK_HOSTS", "API_TOKENS", "API_TOKENS_FILE", "ZHIMAQ_QUEUE", "ZHIMAQ_KEY_PREFIX", "LOG_FORMAT", "LOG_LEVEL",
 }
 
 // Defaults are the documented defaults.
 var Defaults = Config{
-	RedisURL:          "redis://127.0.0.1:6379/0",
-	GatewayURL:        zhima.DefaultGatewayURL,
-	SignType:          zhima.RSA2,
-	GatewayTimeout:    15 * time.Second,
-	WorkerConcurrency: 50,
-	RetryMaxAttempts:  12,
-	RetryBaseDelay:    2 * time.Second,
-	RetryMaxDelay:     10 * time.Minute,
-	DedupWindow:       24 * time.Hour,
-	ResultTTL:         168 * time.Hour,
-	HTTPAddr:          ":8080",
-	BreakerFailures:   20,
-	BreakerCooldown:   10 * time.Second,
-	Queue:             "zhimaq",
-	KeyPrefix:         "zhimaq:",
-	LogFormat:         "json",
-	LogLevel:          "info",
+	RedisURL:           "redis://127.0.0.1:6379/0",
+	GatewayURL:         zhima.DefaultGatewayURL,
+	SignType:           zhima.RSA2,
+	GatewayTimeout:     15 * time.Second,
+	WorkerConcurrency:  50,
+	RetryMaxAttempts:   12,
+	RetryBaseDelay:     2 * time.Second,
+	RetryMaxDelay:      10 * time.Minute,
+	DedupWindow:        24 * time.Hour,
+	ResultTTL:          168 * time.Hour,
+	HTTPAddr:           "127.0.0.1:8080",
+	HTTPIdleTimeout:    60 * time.Second,
+	HTTPStallTimeout:   30 * time.Second,
+	HTTPMaxHeaderBytes: 16 << 10,
+	APIMaxRequests:     32,
+	BatchMaxLines:      batches.DefaultMaxLines,
+	BreakerFailures:    20,
+	BreakerCooldown:    10 * time.Second,
+	Queue:              "zhimaq",
+	KeyPrefix:          "zhimaq:",
+	LogFormat:          "json",
+	LogLevel:           "info",
 }
 
 // Load reads the settings from getenv (os.Getenv when nil) over Defaults.
@@ -120,6 +131,11 @@ func Load(getenv func(string) string) (Config, error) {
 	r.duration("BREAKER_COOLDOWN", &c.BreakerCooldown)
 	r.secret("DATA_KEYS", &c.DataKeys)
 	r.str("HTTP_ADDR", &c.HTTPAddr)
+	r.duration("HTTP_IDLE_TIMEOUT", &c.HTTPIdleTimeout)
+	r.duration("HTTP_STALL_TIMEOUT", &c.HTTPStallTimeout)
+	r.positive("HTTP_MAX_HEADER_BYTES", &c.HTTPMaxHeaderBytes)
+	r.positive("API_MAX_REQUESTS", &c.APIMaxRequests)
+	r.positive("BATCH_MAX_LINES", &c.BatchMaxLines)
 	r.secret("CALLBACK_SECRET", &c.CallbackSecret)
 	if c.CallbackSecret != "" && len(c.CallbackSecret) < MinSecretLen {
 		r.fail("CALLBACK_SECRET", fmt.Sprintf("is shorter than %d characters", MinSecretLen))

@@ -20,7 +20,7 @@ func TestLoadDefaults(t *testing.T) {
 	}
 	if c.WorkerConcurrency != 50 || c.RetryMaxAttempts != 12 || c.RetryBaseDelay != 2*time.Second ||
 		c.RetryMaxDelay != 10*time.Minute || c.DedupWindow != 24*time.Hour || c.ResultTTL != 168*time.Hour ||
-		c.HTTPAddr != ":8080" || c.SignType != "RSA2" || c.RedisURL != "redis://127.0.0.1:6379/0" ||
+		c.HTTPAddr != "127.0.0.1:8080" || c.SignType != "RSA2" || c.RedisURL != "redis://127.0.0.1:6379/0" ||
 		c.GatewayURL != "https://openapi.alipay.com/gateway.do" || c.QPS != 0 {
 		t.Fatalf("defaults differ from the contract: %+v", c)
 	}
