@@ -112,3 +112,28 @@ func isMethod(s string) bool {
 	}
 	return false
 }
+
+func TestParseJobNeverQuotesAnUnknownField(t *testing.T) {
+	biz := `{"transaction_id":"T1","product_code":"w1010100000000002733","cert_type":"IDENTITY_CARD","cert_no":"11010519491231002X","name":"张三","admittance_score":650}`
+	tests := []struct {
+		name, line, subMsg, input string
+	}{
+		{"a name as a field lists the fields", `{"method":"zhima.credit.score.brief.get","biz_content":` + biz + `,"zhangsan":"张三"}`,
+			"job: unknown field; want one of method, biz_content, app_auth_token", "zhangsan"},
+		{"a misspelt field lists the fields", `{"method":"zhima.credit.score.brief.get","bizcontent":` + biz + `}`,
+			"job: unknown field; want one of method, biz_content, app_auth_token", "bizcontent"},
+		{"a field in capitals names the known one", `{"Method":"zhima.credit.score.brief.get","biz_content":` + biz + `}`,
+			"job: unknown field; did you mean method", "Method"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, rec := zhimaq.ParseJob([]byte(tc.line))
+			if rec == nil || rec.Error == nil || rec.Error.SubMsg != tc.subMsg {
+				t.Fatalf("rejection %+v, want sub_msg %q", rec, tc.subMsg)
+			}
+			if out, _ := rec.MarshalJSON(); strings.Contains(string(out), tc.input) {
+				t.Errorf("the record quotes %q: %s", tc.input, out)
+			}
+		})
+	}
+}

@@ -98,15 +98,20 @@ func (e *csvExporter) Write(line int, rec *results.Record) error {
 	row := []string{strconv.Itoa(line), rec.BatchID, rec.Method, rec.TransactionID, string(rec.State),
 		strconv.Itoa(rec.Attempts), strconv.FormatBool(rec.Duplicate)}
 	if rec.Error != nil {
-		row = append(row, rec.Error.Source, rec.Error.SubCode, cell(firstNonEmpty(rec.Error.SubMsg, rec.Error.Msg)))
+		row = append(row, rec.Error.Source, rec.Error.SubCode, firstNonEmpty(rec.Error.SubMsg, rec.Error.Msg))
 	} else {
 		row = append(row, "", "", "")
 	}
 	answers := answersOf(rec.Response)
 	for _, f := range answerFields {
-		row = append(row, cell(answers[f]))
+		row = append(row, answers[f])
 	}
 	row = append(row, timeCell(rec.EnqueuedAt), timeCell(&rec.UpdatedAt))
+	// Every column, not just those that come from the gateway today: a
+	// record in Redis may hold anything.
+	for i := range row {
+		row[i] = cell(row[i])
+	}
 	if err := e.w.Write(row); err != nil {
 		return fmt.Errorf("batches: export: %w", err)
 	}
@@ -149,14 +154,16 @@ func answersOf(resp json.RawMessage) map[string]string {
 }
 
 // cell keeps a spreadsheet from reading text as a formula: a value that
-// starts with = + - @ or a tab gets a leading apostrophe, unless it is a
-// number.
+// starts with = + - @, a tab or a carriage return gets a leading
+// apostrophe, unless it is a plain decimal number such as -12 or +0.5e3.
 func cell(s string) string {
 	if s == "" || !strings.ContainsRune("=+-@\t\r", rune(s[0])) {
 		return s
 	}
-	if _, err := strconv.ParseFloat(s, 64); err == nil {
-		return s
+	if strings.Trim(s, "+-.0123456789eE") == "" {
+		if _, err := strconv.ParseFloat(s, 64); err == nil {
+			return s
+		}
 	}
 	return "'" + s
 }

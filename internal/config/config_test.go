@@ -1,6 +1,9 @@
 package config
 
 import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -54,8 +57,8 @@ func TestLoadNamesTheBadSetting(t *testing.T) {
 		{"bad log format", map[string]string{"LOG_FORMAT": "xml"}, "LOG_FORMAT"},
 		{"short callback secret", map[string]string{"CALLBACK_SECRET": "s3cret"}, "CALLBACK_SECRET"},
 		{"callback host as a URL", map[string]string{"CALLBACK_HOSTS": "hooks.example,https://other.example"}, "CALLBACK_HOSTS"},
-		{"short api token", map[string]string{"API_TOKENS": "0123456789abcdef0123,s3cret"}, "API_TOKENS"},
-		{"api token with a space", map[string]string{"API_TOKENS": "s3cret s3cret s3cret"}, "API_TOKENS"},
+		{"short api token", map[string]string{"API_TOKENS": strongToken + ",s3cret"}, "API_TOKENS"},
+		{"api token with a space", map[string]string{"API_TOKENS": "s3cret Kq7vXp2m9Lr4Tz8W"}, "API_TOKENS"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -119,14 +122,14 @@ func TestVariablesListsEveryVariableLoadReads(t *testing.T) {
 
 func TestLoadCallbackSecretAndAPITokens(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "tokens")
-	if err := os.WriteFile(file, []byte(" tok-aaaaaaaaaaaaaaaa , tok-bbbbbbbbbbbbbbbb\n"), 0o600); err != nil {
+	if err := os.WriteFile(file, []byte(" tok-9f3Kq7vXp2m9Lr4T , tok-Wn8c1Hd5Zs0Jy6Bg\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	c, err := Load(env(map[string]string{"CALLBACK_SECRET": "cb-secret-0123456789", "API_TOKENS_FILE": file}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.CallbackSecret != "cb-secret-0123456789" || len(c.APITokens) != 2 || c.APITokens[0] != "tok-aaaaaaaaaaaaaaaa" || c.APITokens[1] != "tok-bbbbbbbbbbbbbbbb" {
+	if c.CallbackSecret != "cb-secret-0123456789" || len(c.APITokens) != 2 || c.APITokens[0] != "tok-9f3Kq7vXp2m9Lr4T" || c.APITokens[1] != "tok-Wn8c1Hd5Zs0Jy6Bg" {
 		t.Fatalf("got secret %q, tokens %q", c.CallbackSecret, c.APITokens)
 	}
 	if s := c.String(); strings.Contains(s, "cb-secret") || strings.Contains(s, "tok-") {
@@ -135,4 +138,110 @@ func TestLoadCallbackSecretAndAPITokens(t *testing.T) {
 	if d, err := Load(env(nil)); err != nil || d.CallbackSecret != "" || d.APITokens != nil {
 		t.Errorf("defaults: secret %q, tokens %q, %v; want none", d.CallbackSecret, d.APITokens, err)
 	}
+}
+
+// strongToken is an API token that passes weakSecret.
+const strongToken = "c0b9a54e1f8d7236e4a1b5c9d0f27e83"
+
+func TestWeakSecretsAreRefused(t *testing.T) {
+	const (
+		short       = "is shorter than 16 characters"
+		published   = "is an example from zhimaq's documentation"
+		few         = "has fewer than 6 different characters"
+		half        = "is half or more one character"
+		predictable = "is mostly a run of equal or successive characters or a repeated pattern"
+	)
+	tests := []struct {
+		name, secret, want string
+	}{
+		{"refuses one character repeated", "aaaaaaaaaaaaaaaa", half},
+		{"refuses two characters in turn", "abababababababab", half},
+		{"refuses a run of successive characters", "0123456789abcdef0123", predictable},
+		{"refuses the README's example token", "dev-token-0123456789abcdef", published},
+		{"refuses 15 characters", "Kq7vXp2m9Lr4Tz8", short},
+		{"refuses a repeated word", "abcabcabcabcabcabc", few},
+		{"refuses a repeated block", "Kq7vXp2mKq7vXp2m", predictable},
+		{"refuses a descending run", "zyxwvutsrqponm9A", predictable},
+		{"refuses a run with an even step", "acegikmoqsuwy3Q7", predictable},
+		{"refuses a run across digits and letters in either case", "x56789ABCDEFGHq2", predictable},
+		{"refuses few different characters", "aaaabbbbccccdddde", few},
+		{"refuses a character making up half", "xaxbxcxdxexfxgxh", half},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, v := range []string{"API_TOKENS", "CALLBACK_SECRET"} {
+				value := tc.secret
+				if v == "API_TOKENS" {
+					value = strongToken + "," + tc.secret
+				}
+				_, err := Load(env(map[string]string{v: value}))
+				if err == nil {
+					t.Fatalf("%s accepted", v)
+				}
+				msg := err.Error()
+				if !strings.HasPrefix(msg, "config: "+v+": ") || !strings.Contains(msg, tc.want) ||
+					!strings.Contains(msg, "openssl rand -hex 32") || strings.Contains(msg, "\n") {
+					t.Errorf("%s: err %q, want one line naming %s, saying it %s and how to make a good one", v, msg, v, tc.want)
+				}
+				if quotesPart(msg, tc.secret) || quotesPart(msg, strongToken) {
+					t.Errorf("%s: err %q quotes the secret", v, msg)
+				}
+			}
+		})
+	}
+}
+
+// quotesPart reports whether msg holds 8 characters in a row of secret.
+func quotesPart(msg, secret string) bool {
+	for i := 0; i+8 <= len(secret); i++ {
+		if strings.Contains(msg, secret[i:i+8]) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestRandomSecretsAreAccepted(t *testing.T) {
+	formats := []struct {
+		name string
+		make func() string
+	}{
+		{"openssl rand -hex 16", func() string { return hex.EncodeToString(randomBytes(t, 16)) }},
+		{"openssl rand -hex 32", func() string { return hex.EncodeToString(randomBytes(t, 32)) }},
+		{"openssl rand -base64 24", func() string { return base64.StdEncoding.EncodeToString(randomBytes(t, 24)) }},
+		{"a random UUID", func() string { return randomUUID(t) }},
+	}
+	for _, f := range formats {
+		t.Run(f.name+" passes", func(t *testing.T) {
+			for range 2000 {
+				secret := f.make()
+				if problem := weakSecret(secret); problem != "" {
+					t.Fatalf("%s %s", secret, problem)
+				}
+				c, err := Load(env(map[string]string{"API_TOKENS": secret + "," + strongToken, "CALLBACK_SECRET": secret}))
+				if err != nil || len(c.APITokens) != 2 || c.APITokens[0] != secret || c.CallbackSecret != secret {
+					t.Fatalf("%s: tokens %q, secret %q, %v", secret, c.APITokens, c.CallbackSecret, err)
+				}
+			}
+		})
+	}
+}
+
+func randomBytes(t *testing.T, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// randomUUID is a version 4 UUID as uuidgen prints it.
+func randomUUID(t *testing.T) string {
+	t.Helper()
+	b := randomBytes(t, 16)
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b)
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }

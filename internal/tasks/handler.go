@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -52,6 +53,8 @@ type Handler struct {
 	// MaxLimiterWait is how long a handler waits for the rate limiter
 	// before handing its task back; default 2s.
 	MaxLimiterWait time.Duration
+
+	unsealed atomic.Int64 // payloads refused for being in clear
 }
 
 // HeldBack is returned when no call was made because the rate limiter or
@@ -125,6 +128,10 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	key := p.Key()
 	log := h.Log.With(zap.String("method", p.Method), zap.String("transaction_id", p.TransactionID))
 	if err := p.Open(h.Keys); err != nil {
+		if errors.Is(err, ErrNotSealed) {
+			h.refuseUnsealed(log)
+			return h.fail(ctx, p, ErrorInfo(err))
+		}
 		if errors.Is(err, seal.ErrUnknownKey) {
 			// Another worker may hold the key (a rotation under way): try again later.
 			log.Error("job sealed with a data key this worker lacks; add it to DATA_KEYS", zap.Error(err))
@@ -243,6 +250,16 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	log.Info("gateway call failed; will retry", fields...)
 	return zerr
+}
+
+// refuseUnsealed logs the first payload refused for being in clear, once
+// per Handler (a worker builds one), so a flood of them cannot flood the
+// log; each job's record holds the failure all the same.
+func (h *Handler) refuseUnsealed(log *zap.Logger) {
+	if h.unsealed.Add(1) == 1 {
+		log.Error("job refused without a gateway call: its payload is not sealed, and this worker runs sealed jobs only; " +
+			"the producer must use the workers' DATA_KEYS. Later such jobs fail the same way without a log line")
+	}
 }
 
 // admit asks the breaker, then the rate limiter, for a call. It returns how

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -233,6 +234,61 @@ func TestSealedPayloads(t *testing.T) {
 		}
 		if f.gateway.Stats().Calls != 0 {
 			t.Fatal("a payload that failed to open reached the gateway")
+		}
+	})
+}
+
+func TestUnsealedPayloads(t *testing.T) {
+	keys, err := seal.Parse(zhimatest.DataKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("a worker with keys fails them without a call and logs once", func(t *testing.T) {
+		f := newFixture(t, sandbox.Faults{})
+		f.h.Keys = keys
+		const jobs = 25
+		for i := range jobs {
+			p := scorePayload(fmt.Sprintf("UNSEALED_%d", i))
+			if err := f.h.ProcessTask(context.Background(), task(t, p)); err != nil {
+				t.Fatalf("job %d: %v, want the task ended (nil)", i, err)
+			}
+			rec, err := f.h.Results.Get(context.Background(), p.Key())
+			if err != nil {
+				t.Fatalf("job %d: %v", i, err)
+			}
+			if rec.State != results.Failed || rec.Attempts != 0 || rec.Error == nil ||
+				rec.Error.Source != string(zhima.SourceLocal) || !strings.HasSuffix(rec.Error.Msg, ErrNotSealed.Error()) {
+				t.Fatalf("job %d: state %s after %d attempts, error %+v; want failed with ErrNotSealed", i, rec.State, rec.Attempts, rec.Error)
+			}
+		}
+		if st := f.gateway.Stats(); st.Calls != 0 {
+			t.Fatalf("the gateway saw %d calls for unsealed payloads", st.Calls)
+		}
+		logs := f.logs.String()
+		if n := strings.Count(logs, "not sealed"); n != 1 || strings.Count(logs, "\n") != 1 {
+			t.Errorf("%d jobs left %d lines naming the refusal, want 1:\n%s", jobs, n, logs)
+		}
+		for _, pd := range []string{applicantID, "张三"} {
+			if strings.Contains(logs, pd) {
+				t.Errorf("the log holds personal data %q:\n%s", pd, logs)
+			}
+		}
+	})
+	t.Run("a worker that runs plaintext too runs them", func(t *testing.T) {
+		plain, err := seal.Parse("plaintext")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []*seal.Keyring{plain, nil} {
+			f := newFixture(t, sandbox.Faults{})
+			f.h.Keys = k
+			p := scorePayload("PLAIN_1")
+			if err := f.h.ProcessTask(context.Background(), task(t, p)); err != nil {
+				t.Fatal(err)
+			}
+			if rec, _ := f.h.Results.Get(context.Background(), p.Key()); rec == nil || rec.State != results.Succeeded {
+				t.Fatalf("keys %v: record %+v", k, rec)
+			}
 		}
 	})
 }

@@ -10,7 +10,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
-	"strconv"
+	"slices"
 	"strings"
 
 	"github.com/hibiken/asynq"
@@ -62,10 +62,20 @@ func (p *Payload) Seal(keys *seal.Keyring) error {
 	return nil
 }
 
-// Open reverses Seal. Errors wrap seal.ErrUnknownKey (this process lacks the
-// key the payload was sealed with) or seal.ErrCorrupt.
+// ErrNotSealed is wrapped by Open's error for a payload in clear when the
+// keyring seals: the producer did not seal it, and anyone who can write to
+// Redis could have queued it.
+var ErrNotSealed = errors.New("the payload is not sealed and this worker runs sealed jobs only: the producer must use the workers' DATA_KEYS")
+
+// Open reverses Seal. With a plaintext keyring an unsealed payload stays as
+// it is; with a keyring that seals, it is refused. Errors wrap ErrNotSealed,
+// seal.ErrUnknownKey (this process lacks the key the payload was sealed
+// with) or seal.ErrCorrupt.
 func (p *Payload) Open(keys *seal.Keyring) error {
 	if p.Sealed == "" {
+		if !keys.Plaintext() {
+			return fmt.Errorf("tasks: open payload: %w", ErrNotSealed)
+		}
 		return nil
 	}
 	plain, err := keys.Open(p.Sealed, p.aad())
@@ -158,11 +168,8 @@ func DecodeStrict(data []byte, dst any) error {
 	if fields == nil {
 		return errors.New("must be a JSON object, not null")
 	}
-	known := jsonFields(dst)
-	for name := range fields {
-		if !known[name] {
-			return errors.New("unknown field " + fieldName(name))
-		}
+	if problem := unknownFields(fields, jsonFields(dst)); problem != "" {
+		return errors.New(problem)
 	}
 	if err := json.Unmarshal(data, dst); err != nil {
 		return errors.New(JSONProblem(err))
@@ -184,29 +191,51 @@ func decodeOne(data []byte, v any) error {
 
 var errTrailing = errors.New("trailing data")
 
-// jsonFields is the set of json names of struct dst's fields.
-func jsonFields(dst any) map[string]bool {
+// jsonFields lists the json names of struct dst's fields, in their order.
+func jsonFields(dst any) []string {
 	t := reflect.TypeOf(dst)
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	names := make(map[string]bool, t.NumField())
+	names := make([]string, 0, t.NumField())
 	for i := range t.NumField() {
 		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
 		if name != "" && name != "-" {
-			names[name] = true
+			names = append(names, name)
 		}
 	}
 	return names
 }
 
-// fieldName quotes a field name from the input only when it looks like a
-// field name: input in the wrong place may be personal data.
-func fieldName(name string) string {
-	if len(name) > 0 && len(name) <= 40 && strings.Trim(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_") == "" {
-		return strconv.Quote(name)
+// unknownFields describes the names of fields that are not in known, or
+// returns "" when there are none. It never quotes them: a name in the
+// wrong place may be personal data (a name or an ID number used as a key).
+// It lists the known names instead, or, when every unknown name is a known
+// one in other letter case, names those: the known names are ours.
+func unknownFields(fields map[string]json.RawMessage, known []string) string {
+	var unknown []string
+	for name := range fields {
+		if !slices.Contains(known, name) {
+			unknown = append(unknown, name)
+		}
 	}
-	return "(a name that is not a field name)"
+	if len(unknown) == 0 {
+		return ""
+	}
+	what := "unknown field"
+	if len(unknown) > 1 {
+		what = fmt.Sprintf("%d unknown fields", len(unknown))
+	}
+	var meant []string
+	for _, k := range known {
+		if slices.ContainsFunc(unknown, func(name string) bool { return strings.EqualFold(name, k) }) {
+			meant = append(meant, k)
+		}
+	}
+	if len(meant) == len(unknown) {
+		return what + "; did you mean " + strings.Join(meant, ", ")
+	}
+	return what + "; want one of " + strings.Join(known, ", ")
 }
 
 // JSONProblem describes a JSON decoding error without quoting the input.

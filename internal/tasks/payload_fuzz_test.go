@@ -32,6 +32,7 @@ var bizSeeds = []struct {
 	{zhima.MethodScoreBriefGet, `{"admittance_score":110105194912310021.5}`},
 	{zhima.MethodScoreBriefGet, `{"admittance_score":1101051949123100210}`},
 	{zhima.MethodRelationQuery, `{"110105194912310021":"张三"}`},
+	{zhima.MethodScoreBriefGet, `{"transaction_id":"T1","zhangsan":"张三","CERT_NO":"11010519491231002X"}`},
 	{zhima.MethodRelationQuery, `{"cert_no":110105194912310021}`},
 	{zhima.MethodCertificationInitialize, `{"identity_param":"{\"identity_type\":\"CERT_INFO\",\"cert_no\":110105194912310021}"}`},
 	{zhima.MethodScoreBriefGet, `{"name":"\u0000","cert_no":"\ud800"}`},

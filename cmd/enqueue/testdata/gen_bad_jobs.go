@@ -248,10 +248,19 @@ func main() {
 	badJob("missing method", obj{{"biz_content", score(tid("METHOD"), next())}}, "method: is required")
 	badJob("empty method", job("", score(tid("METHOD"), next())), "method: is required")
 	badJob("missing biz_content", obj{{"method", methodScore}}, "biz_content: must be a JSON object")
-	badJob("unknown top-level field", job(methodScore, score(tid("FIELD"), next())).with("priority", 1), `unknown field "priority"`)
-	badJob("biz_content misspelt", obj{{"method", methodScore}, {"bizcontent", score(tid("FIELD"), next())}}, `unknown field "bizcontent"`)
-	badJob("unknown biz_content field", job(methodScore, score(tid("FIELD"), next()).with("mobile", "13912345678")), `biz_content: unknown field "mobile"`)
-	badJob("a field of another method", job(methodScore, score(tid("FIELD"), next()).with("relation_name", "孙志强")), `biz_content: unknown field "relation_name"`)
+	// An unknown field name is never quoted (it may be personal data used as
+	// a key): the error lists the fields, or names the known one it matches
+	// but for letter case.
+	const jobFields = "job: unknown field; want one of method, biz_content, app_auth_token"
+	const scoreFields = "biz_content: unknown field; want one of transaction_id, product_code, cert_type, cert_no, name, admittance_score"
+	badJob("unknown top-level field", job(methodScore, score(tid("FIELD"), next())).with("priority", 1), jobFields)
+	badJob("biz_content misspelt", obj{{"method", methodScore}, {"bizcontent", score(tid("FIELD"), next())}}, jobFields)
+	badJob("method in capitals as a field name", obj{{"METHOD", methodScore}, {"biz_content", score(tid("FIELD"), next())}}, "job: unknown field; did you mean method")
+	badJob("unknown biz_content field", job(methodScore, score(tid("FIELD"), next()).with("mobile", "13912345678")), scoreFields)
+	badJob("a field of another method", job(methodScore, score(tid("FIELD"), next()).with("relation_name", "孙志强")), scoreFields)
+	badJob("a name in pinyin as a biz_content field", job(methodScore, score(tid("FIELD"), next()).with("zhaojianguo", "赵建国")), scoreFields)
+	badJob("an ID number as a biz_content field", job(methodScore, score(tid("FIELD"), next()).with(id(next()), "赵建国")), scoreFields)
+	badJob("cert_no in capitals", job(methodScore, score(tid("FIELD"), next()).with("cert_no", del).with("CERT_NO", id(next()))), "biz_content: unknown field; did you mean cert_no")
 
 	good("good certification initialize with a face picture", job(methodCert, cert("CORPUS_OK_CERT_1", 3).with("face_contrast_picture", "aGVsbG8gZmFjZQ==")), "CORPUS_OK_CERT_1")
 

@@ -1,0 +1,52 @@
+package tasks_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/zhimaq/zhimaq/internal/tasks"
+	"github.com/zhimaq/zhimaq/internal/zhima"
+)
+
+func TestRequestNeverQuotesAnUnknownField(t *testing.T) {
+	const (
+		scoreFields    = "transaction_id, product_code, cert_type, cert_no, name, admittance_score"
+		relationFields = "product_code, transaction_id, cert_no, name, relation_phone, relation_name, relation, linked_merchant_id"
+	)
+	score := `"transaction_id":"T1","product_code":"w1010100000000002733","cert_type":"IDENTITY_CARD","admittance_score":650`
+	tests := []struct {
+		name, method, biz, subMsg string
+		input                     []string // what sub_msg must not quote
+	}{
+		{"a name as a field name lists the fields", zhima.MethodScoreBriefGet,
+			`{` + score + `,"cert_no":"11010519491231002X","zhangsan":"张三"}`, "biz_content: unknown field; want one of " + scoreFields, []string{"zhangsan"}},
+		{"an ID number as a field name lists the fields", zhima.MethodRelationQuery,
+			`{"110105194912310021":"张三"}`, "biz_content: unknown field; want one of " + relationFields, []string{"110105194912310021"}},
+		{"a field of another method lists the fields", zhima.MethodScoreBriefGet,
+			`{` + score + `,"name":"张三","relation_name":"李四"}`, "biz_content: unknown field; want one of " + scoreFields, []string{"relation_name"}},
+		{"a known field in capitals names the known one", zhima.MethodScoreBriefGet,
+			`{` + score + `,"CERT_NO":"11010519491231002X","name":"张三"}`, "biz_content: unknown field; did you mean cert_no", []string{"CERT_NO"}},
+		{"two in other letter case name both", zhima.MethodScoreBriefGet,
+			`{` + score + `,"Cert_No":"11010519491231002X","NAME":"张三"}`, "biz_content: 2 unknown fields; did you mean cert_no, name", []string{"Cert_No", "NAME"}},
+		{"one in other letter case and one unknown lists the fields", zhima.MethodScoreBriefGet,
+			`{` + score + `,"CERT_NO":"11010519491231002X","lisi":"李四"}`, "biz_content: 2 unknown fields; want one of " + scoreFields, []string{"CERT_NO", "lisi"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := tasks.Request(tc.method, []byte(tc.biz))
+			var zerr *zhima.Error
+			if !errors.As(err, &zerr) || zerr.SubCode != zhima.SubInvalidParameter {
+				t.Fatalf("err = %v, want INVALID_PARAMETER", err)
+			}
+			if zerr.SubMsg != tc.subMsg {
+				t.Errorf("sub_msg %q, want %q", zerr.SubMsg, tc.subMsg)
+			}
+			for _, s := range tc.input {
+				if strings.Contains(err.Error(), s) {
+					t.Errorf("error %q quotes %q from the input", err, s)
+				}
+			}
+		})
+	}
+}
