@@ -4,22 +4,38 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
 )
 
-// Hosts are the hosts batch callbacks may go to (CALLBACK_HOSTS). A nil
-// Hosts allows every host.
+// Hosts are the hosts batch callbacks may go to (CALLBACK_HOSTS).
 //
-// The check is on the URL's host as written, before any DNS lookup: a name
-// on the list that resolves to an internal address is the operator's
-// choice. Redirects are never followed, so the host checked is the host
-// called.
+// The list is checked against the URL's host as written, at submission and
+// again before each delivery; the address a worker then dials is checked
+// too (see Deliverer), so a DNS answer cannot take a callback somewhere the
+// list does not mean:
+//
+//   - A nil Hosts allows every host, but a callback is only ever sent to a
+//     public address: loopback, private, link-local, CGNAT and other
+//     special-purpose addresses are refused when the worker dials them, and
+//     a URL naming such an address (or "localhost") is refused at once.
+//   - A wildcard entry ("*.example.com") matches DNS names under the domain,
+//     never an IP address, and never opens internal addresses: a name it
+//     matches that resolves to one is refused when dialled.
+//   - An exact entry, a name or an IP address, is the operator's opt-in: a
+//     URL whose host it matches may reach any address, internal ones
+//     included.
+//
+// Hosts must be plain DNS names (letters, digits, '-' and '.') or IP
+// addresses; a zone identifier ("%eth0"), user info or any other character
+// is refused, with or without a list. Redirects are never followed, so the
+// host checked is the host called.
 type Hosts []HostPattern
 
-// HostPattern is one entry of Hosts: a host name or IP address, or "*." and
-// a domain for any host under that domain; Port, when set, must equal the
+// HostPattern is one entry of Hosts: a DNS name or IP address, or "*." and
+// a domain for any name under that domain; Port, when set, must equal the
 // URL's port (80 and 443 when the URL gives none).
 type HostPattern struct {
 	Host, Port string
@@ -27,8 +43,10 @@ type HostPattern struct {
 
 // ParseHosts reads a comma-separated list of host, host:port, *.domain or
 // *.domain:port entries ("[::1]:8443" for IPv6 with a port). Spaces and
-// empty entries are ignored; "" gives nil, every host allowed. A malformed
-// entry is an error that quotes it.
+// empty entries are ignored; "" gives nil (every host, public addresses
+// only). IP addresses are kept in their canonical form, an IPv4-mapped
+// IPv6 address as IPv4. A malformed entry (not a plain DNS name or IP
+// address, a zone identifier, a bad port) is an error that quotes it.
 func ParseHosts(s string) (Hosts, error) {
 	var h Hosts
 	for e := range strings.SplitSeq(s, ",") {
@@ -45,71 +63,202 @@ func ParseHosts(s string) (Hosts, error) {
 	return h, nil
 }
 
-var errHostPattern = errors.New("want host, host:port, *.domain or *.domain:port")
+var errHostPattern = errors.New("want host, host:port, *.domain or *.domain:port, the host a DNS name (letters, digits, '-', '.') or an IP address")
 
 func parseHostPattern(e string) (HostPattern, error) {
 	var p HostPattern
 	if strings.Contains(e, "://") {
 		return p, errors.New("give the host alone, not a URL")
 	}
+	bracketed := strings.HasPrefix(e, "[")
 	switch {
-	case strings.HasPrefix(e, "[") && strings.HasSuffix(e, "]"):
+	case bracketed && strings.HasSuffix(e, "]"):
 		p.Host = e[1 : len(e)-1]
-	case strings.HasPrefix(e, "[") || strings.Count(e, ":") == 1:
+	case bracketed || strings.Count(e, ":") == 1:
 		var err error
 		if p.Host, p.Port, err = net.SplitHostPort(e); err != nil {
 			return p, errHostPattern
 		}
-		if n, err := strconv.Atoi(p.Port); err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != p.Port {
+		if !validPort(p.Port) {
 			return p, errors.New("the port is not a number from 1 to 65535")
 		}
 	default:
 		p.Host = e // a name, or an IPv6 address without brackets
 	}
-	name := strings.TrimPrefix(p.Host, "*.")
-	if name == "" || strings.ContainsAny(name, "*/?#@[] \t") {
+	if strings.Contains(p.Host, "%") {
+		return p, errors.New("an IP address with a zone identifier is never allowed")
+	}
+	if domain, ok := strings.CutPrefix(p.Host, "*."); ok {
+		if !dnsName(domain) {
+			return p, errHostPattern
+		}
+		return p, nil
+	}
+	if a, err := netip.ParseAddr(p.Host); err == nil {
+		if bracketed && !a.Is6() {
+			return p, errHostPattern
+		}
+		p.Host = a.Unmap().String()
+		return p, nil
+	}
+	if bracketed || !dnsName(p.Host) {
 		return p, errHostPattern
 	}
 	return p, nil
 }
 
-// Allow reports whether callbackURL's host is on the list; a nil list
-// allows every host. A URL that does not parse is not allowed.
-func (h Hosts) Allow(callbackURL string) bool {
-	if h == nil {
-		return true
-	}
-	u, err := url.Parse(callbackURL)
-	if err != nil || u.Host == "" {
+// validPort reports whether s is a port number, 1 to 65535, written
+// without leading zeros.
+func validPort(s string) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n >= 1 && n <= 65535 && strconv.Itoa(n) == s
+}
+
+// dnsName reports whether s, in lower case, is a plain DNS name: labels of
+// 1 to 63 letters, digits and '-', joined by '.', at most 253 characters,
+// no trailing dot, and not ending in a number (which resolvers may read as
+// an IPv4 address: "127.1", "0x7f000001").
+func dnsName(s string) bool {
+	if s == "" || len(s) > 253 {
 		return false
 	}
-	host, port := strings.ToLower(u.Hostname()), u.Port()
-	switch {
-	case port != "":
+	last := ""
+	for label := range strings.SplitSeq(s, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
+				return false
+			}
+		}
+		last = label
+	}
+	return !endsInNumber(last)
+}
+
+// endsInNumber reports whether the last label of a name is a number, in
+// decimal or 0x hex, as the WHATWG URL standard's host parser does.
+func endsInNumber(label string) bool {
+	digits := "0123456789"
+	if rest, ok := strings.CutPrefix(label, "0x"); ok {
+		label, digits = rest, "0123456789abcdef"
+	}
+	for i := 0; i < len(label); i++ {
+		if !strings.ContainsRune(digits, rune(label[i])) {
+			return false
+		}
+	}
+	return true
+}
+
+// target is the host and port a callback URL names.
+type target struct {
+	host string     // lower case: a DNS name, or the canonical text of addr
+	addr netip.Addr // the address of an IP literal, unmapped; invalid for a name
+	port string     // the URL's port, or its scheme's
+}
+
+var (
+	errNotHTTP   = errors.New("not an absolute http or https URL")
+	errUserInfo  = errors.New("the URL holds user info")
+	errZone      = errors.New("the host has a zone identifier")
+	errHostName  = errors.New("the host is not a plain DNS name or IP address")
+	errPort      = errors.New("the port is not a number from 1 to 65535")
+	errNotListed = errors.New("the host is not one CALLBACK_HOSTS allows")
+	errInternal  = errors.New("the host is an internal address; list it in CALLBACK_HOSTS to allow it")
+)
+
+// maxURLBytes bounds a callback URL.
+const maxURLBytes = 2048
+
+// parseTarget reads the host and port of a callback URL, refusing what
+// ValidCallbackURL refuses. Its errors never quote the URL.
+func parseTarget(raw string) (target, error) {
+	var t target
+	u, err := url.Parse(raw)
+	if err != nil || len(raw) > maxURLBytes || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return t, errNotHTTP
+	}
+	if u.User != nil {
+		return t, errUserInfo
+	}
+	host := strings.ToLower(u.Hostname())
+	if strings.Contains(host, "%") {
+		return t, errZone
+	}
+	switch t.port = u.Port(); {
+	case t.port != "":
+		if !validPort(t.port) {
+			return t, errPort
+		}
 	case u.Scheme == "http":
-		port = "80"
-	case u.Scheme == "https":
-		port = "443"
+		t.port = "80"
+	default:
+		t.port = "443"
+	}
+	bracketed := strings.HasPrefix(u.Host, "[")
+	if a, err := netip.ParseAddr(host); err == nil && a.Is6() == bracketed {
+		t.addr = a.Unmap()
+		t.host = t.addr.String()
+		return t, nil
+	}
+	if bracketed || !dnsName(host) {
+		return t, errHostName
+	}
+	t.host = host
+	return t, nil
+}
+
+// Allow reports whether a callback may go to callbackURL's host: the list
+// allows it, or, for a nil list, it is not an internal IP address or
+// "localhost". A URL that does not parse, holds user info, or whose host
+// is not a plain DNS name or IP address is never allowed.
+func (h Hosts) Allow(callbackURL string) bool {
+	t, err := parseTarget(callbackURL)
+	if err != nil {
+		return false
+	}
+	_, err = h.check(t)
+	return err == nil
+}
+
+// check returns why a callback may not go to t, or nil; listed reports
+// whether an exact entry allows it, which opens internal addresses to it.
+func (h Hosts) check(t target) (listed bool, err error) {
+	if h == nil {
+		if t.addr.IsValid() && !publicAddr(t.addr) || t.host == "localhost" || strings.HasSuffix(t.host, ".localhost") {
+			return false, errInternal
+		}
+		return false, nil
 	}
 	for _, p := range h {
-		if p.Port != "" && p.Port != port {
+		if p.Port != "" && p.Port != t.port {
 			continue
 		}
 		if domain, ok := strings.CutPrefix(p.Host, "*."); ok {
-			if strings.HasSuffix(host, "."+domain) {
-				return true
+			if !t.addr.IsValid() && strings.HasSuffix(t.host, "."+domain) {
+				return false, nil
 			}
-		} else if host == p.Host {
-			return true
+			continue
+		}
+		if a, err := netip.ParseAddr(p.Host); err == nil {
+			if t.addr.IsValid() && a.Zone() == "" && a.Unmap() == t.addr {
+				return true, nil
+			}
+		} else if !t.addr.IsValid() && t.host == p.Host {
+			return true, nil
 		}
 	}
-	return false
+	return false, errNotListed
 }
 
-// String is the list as CALLBACK_HOSTS would write it; "any host" when nil.
+// String is the list as CALLBACK_HOSTS would write it; "any public
+// address" when nil.
 func (h Hosts) String() string {
 	if h == nil {
-		return "any host"
+		return "any public address"
 	}
 	s := make([]string, len(h))
 	for i, p := range h {

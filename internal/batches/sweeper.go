@@ -26,6 +26,10 @@ import (
 // unfinished job: a batch costs a few round trips per check, not one per
 // line. Jobs submitted again in another batch (duplicates) are read from
 // the same record, so each batch sees them finish.
+//
+// The callback URL goes into the task as the batch's metadata holds it,
+// sealed by the producer (SealCallbackURL) or in clear: a sweeper never
+// opens it, only the Deliverer does.
 type Sweeper struct {
 	Store *Store
 	// Queue enqueues the callback tasks onto QueueName.

@@ -3,7 +3,12 @@ package batches
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,9 +29,17 @@ func sweeperFor(tb testing.TB, f *fixture) *Sweeper {
 // and one rejected line.
 func callbackBatch(tb testing.TB, f *fixture, tids ...string) string {
 	tb.Helper()
-	ctx := context.Background()
 	id := NewID(time.Now())
-	w := f.store.Writer(Meta{ID: id, AppID: testApp, CreatedAt: time.Now(), CallbackURL: "https://example.com/hook"})
+	writeCallbackBatch(tb, f, id, "https://example.com/hook", tids...)
+	return id
+}
+
+// writeCallbackBatch writes batch id, closed, with callbackURL as its
+// metadata is to hold it, over the jobs tids and one rejected line.
+func writeCallbackBatch(tb testing.TB, f *fixture, id, callbackURL string, tids ...string) {
+	tb.Helper()
+	ctx := context.Background()
+	w := f.store.Writer(Meta{ID: id, AppID: testApp, CreatedAt: time.Now(), CallbackURL: callbackURL})
 	for _, tid := range tids {
 		if err := w.Add(ctx, Line{Method: testMethod, TransactionID: tid}); err != nil {
 			tb.Fatal(err)
@@ -38,7 +51,6 @@ func callbackBatch(tb testing.TB, f *fixture, tids ...string) string {
 	if err := w.Close(ctx); err != nil {
 		tb.Fatal(err)
 	}
-	return id
 }
 
 func TestSweeperEnqueuesTheCallbackOnceFinished(t *testing.T) {
@@ -134,5 +146,89 @@ func TestSweeperDropsExpiredBatches(t *testing.T) {
 	}
 	if n := f.rdb.ZCard(ctx, f.store.pendingKey()).Val(); n != 0 {
 		t.Errorf("%d batches still pending after their batch expired", n)
+	}
+}
+
+// redisText is every key and value under f's prefix and asynq queue.
+func redisText(tb testing.TB, f *fixture) string {
+	tb.Helper()
+	ctx := context.Background()
+	var all strings.Builder
+	for _, pattern := range []string{f.srv.Prefix + "*", "asynq:{" + f.srv.Queue + "}:*"} {
+		iter := f.rdb.Scan(ctx, 0, pattern, 1000).Iterator()
+		for iter.Next(ctx) {
+			k := iter.Val()
+			var v any
+			var err error
+			switch typ := f.rdb.Type(ctx, k).Val(); typ {
+			case "string":
+				v, err = f.rdb.Get(ctx, k).Result()
+			case "hash":
+				v, err = f.rdb.HGetAll(ctx, k).Result()
+			case "list":
+				v, err = f.rdb.LRange(ctx, k, 0, -1).Result()
+			case "set":
+				v, err = f.rdb.SMembers(ctx, k).Result()
+			case "zset":
+				v, err = f.rdb.ZRange(ctx, k, 0, -1).Result()
+			default:
+				tb.Fatalf("key %s has type %s", k, typ)
+			}
+			if err != nil {
+				tb.Fatal(err)
+			}
+			fmt.Fprintf(&all, "%s=%v\n", k, v)
+		}
+		if err := iter.Err(); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return all.String()
+}
+
+// TestSealedCallbackURLStaysSealedInRedis: a callback URL sealed at
+// submission stays sealed in the batch and in the callback task, and the
+// worker that holds the key delivers it, token included.
+func TestSealedCallbackURLStaysSealedInRedis(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	var gotQuery atomic.Value
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { gotQuery.Store(r.URL.RawQuery) }))
+	t.Cleanup(recv.Close)
+	const token = "tok-in-redis-0123456789"
+	hookURL := recv.URL + "/hook/lender-42?token=" + token
+	keys := keyring(t, dataKey(t, "k1"))
+	id := NewID(time.Now())
+	stored := sealed(t, keys, id, hookURL)
+	f.putRecord(t, "SEALED1", results.Succeeded, "", time.Now())
+	writeCallbackBatch(t, f, id, stored, "SEALED1")
+
+	if sent, err := sweeperFor(t, f).Sweep(ctx); err != nil || sent != 1 {
+		t.Fatalf("Sweep = %d, %v; want 1", sent, err)
+	}
+	info, err := asynq.NewInspectorFromRedisClient(f.rdb).GetTaskInfo(f.srv.Queue, CallbackTaskType+":"+id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p callbackPayload
+	if err := json.Unmarshal(info.Payload, &p); err != nil || p.URL != stored {
+		t.Fatalf("the task carries %q (%v), want the sealed URL as the batch holds it", p.URL, err)
+	}
+	dump := redisText(t, f)
+	if !strings.Contains(dump, stored) {
+		t.Fatalf("the sealed URL is not in Redis:\n%s", dump)
+	}
+	for _, clear := range []string{token, "lender-42", recv.Listener.Addr().String()} {
+		if strings.Contains(dump, clear) {
+			t.Errorf("Redis holds %q in clear:\n%s", clear, dump)
+		}
+	}
+	d := &Deliverer{Secret: secret, Keys: keys, Hosts: mustHosts(t, "127.0.0.1")}
+	if err := d.ProcessTask(ctx, asynq.NewTask(CallbackTaskType, info.Payload)); err != nil {
+		t.Fatalf("ProcessTask = %v", err)
+	}
+	if gotQuery.Load() != "token="+token {
+		t.Errorf("the receiver got query %v, want the token", gotQuery.Load())
 	}
 }
