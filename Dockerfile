@@ -21,6 +21,13 @@ RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/worker /out/enqueue /out/zhima-sandbox /usr/local/bin/
 USER nonroot:nonroot
-# The worker's HTTP listener (HTTP_ADDR): /healthz, /readyz, /metrics.
+# The worker's HTTP listener: /healthz, /readyz, /metrics and, with
+# API_TOKENS, the API. HTTP_ADDR binds 127.0.0.1:8080 by default, which
+# nothing outside a container can reach, so the image listens on every
+# interface. /metrics, /healthz and /readyz answer without authentication
+# whoever reaches the port: publish it only to the host or network that
+# should (docker-compose.yml publishes it on the host's 127.0.0.1), or set
+# HTTP_ADDR=off.
+ENV HTTP_ADDR=:8080
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/worker"]

@@ -24,12 +24,22 @@ type BatchOptions struct {
 }
 
 // ErrInvalidCallbackURL is returned by NewBatch and SubmitBatch for a
-// CallbackURL that is not an absolute http or https URL.
+// CallbackURL that is not an absolute http or https URL, that holds user
+// info, or whose host is not a plain DNS name or an IP address without a
+// zone identifier.
 var ErrInvalidCallbackURL = errors.New("zhimaq: batch: the callback URL must be an absolute http or https URL")
 
 // ErrCallbackHostNotAllowed is returned by NewBatch and SubmitBatch for a
-// CallbackURL whose host ProducerConfig's CallbackHosts does not allow.
+// CallbackURL whose host ProducerConfig's CallbackHosts does not allow, or,
+// with no CallbackHosts, an internal IP address or localhost.
 var ErrCallbackHostNotAllowed = errors.New("zhimaq: batch: the callback URL's host is not one CALLBACK_HOSTS allows")
+
+// ErrTooManyLines is returned, wrapped with the batch's id and its limit
+// (ProducerConfig.MaxBatchLines, BATCH_MAX_LINES), for a line beyond the
+// most lines a batch may hold: by Reserve and Add; by SubmitJSONL, which
+// has then added the lines before the limit and submits no later one; and
+// by SubmitBatch, which then submits nothing. Test for it with errors.Is.
+var ErrTooManyLines = errors.New("zhimaq: batch: more lines than a batch may hold (BATCH_MAX_LINES)")
 
 // batchParallel is how many jobs SubmitBatch and SubmitJSONL submit at once.
 const batchParallel = 16
@@ -38,16 +48,18 @@ const batchParallel = 16
 // together, in input order (BatchRecords), counted (BatchStatus) and, with
 // a CallbackURL, reported to the producer when they have finished.
 //
-// Submit the jobs with Submit, from as many goroutines as suits; hand each
-// line's record to Add in input order, from one goroutine; then Close.
-// SubmitJSONL and Producer.SubmitBatch do all of it.
+// A batch holds at most MaxLines lines. Reserve each line, in input order,
+// before submitting its job; submit the jobs with Submit, from as many
+// goroutines as suits; hand each line's record to Add in input order, from
+// one goroutine; then Close. SubmitJSONL and Producer.SubmitBatch do all of it.
 type Batch struct {
 	p  *Producer
 	id string
 	w  *batches.Writer
 
-	mu     sync.Mutex
-	counts BatchCounts
+	mu       sync.Mutex
+	counts   BatchCounts
+	reserved int // lines reserved, added or not; counts.Lines <= reserved <= MaxLines
 }
 
 // BatchCounts count the lines added to a batch.
@@ -58,7 +70,15 @@ type BatchCounts struct {
 
 // NewBatch starts a batch with a new id (b_<UTC time>_<6 random base32
 // characters>). Nothing is written to Redis before its first line or its
-// Close. It fails only with ErrInvalidCallbackURL or ErrCallbackHostNotAllowed.
+// Close. The CallbackURL is sealed with the producer's DataKeys, bound to
+// the batch, before it enters Redis (it often carries a token); with
+// "plaintext" it is kept in clear.
+//
+// It fails with ErrInvalidCallbackURL for a CallbackURL that is not an
+// absolute http or https URL, holds user info, or whose host is not a
+// plain DNS name or an IP address without a zone identifier; with
+// ErrCallbackHostNotAllowed for a host CallbackHosts does not allow, or,
+// when CallbackHosts is "", an internal IP address or "localhost".
 func (p *Producer) NewBatch(opts BatchOptions) (*Batch, error) {
 	if opts.CallbackURL != "" && !batches.ValidCallbackURL(opts.CallbackURL) {
 		return nil, ErrInvalidCallbackURL
@@ -68,7 +88,11 @@ func (p *Producer) NewBatch(opts BatchOptions) (*Batch, error) {
 	}
 	now := p.cfg.Now()
 	id := batches.NewID(now)
-	w := p.batches.Writer(batches.Meta{ID: id, AppID: p.cfg.AppID, CreatedAt: now, CallbackURL: opts.CallbackURL})
+	callback, err := batches.SealCallbackURL(p.keys, id, opts.CallbackURL)
+	if err != nil {
+		return nil, fmt.Errorf("zhimaq: batch %s: %w", id, err)
+	}
+	w := p.batches.Writer(batches.Meta{ID: id, AppID: p.cfg.AppID, CreatedAt: now, CallbackURL: callback})
 	return &Batch{p: p, id: id, w: w}, nil
 }
 
@@ -83,14 +107,55 @@ func (b *Batch) Submit(ctx context.Context, job Job) (*Record, error) {
 	return b.p.submit(ctx, job, b.id)
 }
 
-// Add appends a line to the batch: rec is the line's record, from Submit,
-// or a Rejected record (from ParseJob, say), which the batch keeps as it
-// is. It sets rec.BatchID to the batch's id. Lines are written in chunks of
-// 1,000 in one round trip each; the error is Redis's, and after one every
-// later Add and Close fail. Call Add in input order from one goroutine.
-func (b *Batch) Add(ctx context.Context, rec *Record) error {
-	rec.BatchID = b.id
+// MaxLines is the most lines the batch may hold: ProducerConfig's
+// MaxBatchLines (BATCH_MAX_LINES).
+func (b *Batch) MaxLines() int { return b.p.cfg.MaxBatchLines }
+
+// Reserve makes room for one more line before its job is submitted, so that
+// no job beyond the limit runs without being in the batch. Once MaxLines
+// lines are reserved or added it returns ErrTooManyLines (wrapped), and the
+// line's job must not be submitted. Call it for every line, rejected ones
+// too, in input order; Add uses the line's reservation. It is safe for
+// concurrent use.
+func (b *Batch) Reserve() error {
 	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.reserve()
+}
+
+// reserve is Reserve with b.mu held.
+func (b *Batch) reserve() error {
+	if b.reserved >= b.MaxLines() {
+		return fmt.Errorf("%w: batch %s is full at %d lines", ErrTooManyLines, b.id, b.MaxLines())
+	}
+	b.reserved++
+	return nil
+}
+
+// Add appends a line to the batch: rec is the line's record, from Submit,
+// or a Rejected record (from ParseJob, say). It sets rec.BatchID to the
+// batch's id. A line not reserved before is reserved by Add, which returns
+// ErrTooManyLines (wrapped) and adds nothing beyond MaxLines.
+//
+// The batch keeps an accepted line as its method and transaction_id, and
+// a rejected line's record as it is, but for updated_at: a record that
+// holds only a rejection's fields (those of ParseJob's and Submit's
+// rejections) reads back with updated_at as the batch's creation time plus
+// the whole seconds between the two, less than a second earlier than
+// written, so that a rejected line costs Redis a few dozen bytes.
+//
+// Lines are written in chunks of 1,000 in one round trip each; the error is
+// Redis's, and after one every later Add and Close fail. Call Add in input
+// order from one goroutine.
+func (b *Batch) Add(ctx context.Context, rec *Record) error {
+	b.mu.Lock()
+	if b.counts.Lines == b.reserved {
+		if err := b.reserve(); err != nil {
+			b.mu.Unlock()
+			return err
+		}
+	}
+	rec.BatchID = b.id
 	b.counts.Lines++
 	switch {
 	case rec.State == Rejected:
@@ -132,8 +197,10 @@ func (b *Batch) Close(ctx context.Context) error {
 // the lines after it go on; a line longer than MaxJobBytes is rejected
 // without being held whole. It does not Close the batch.
 //
-// It stops at the first error: reading r, Redis failing, ctx ending, or
-// emit's error, which it returns; the lines added before it stay in the batch.
+// It stops at the first error: reading r, Redis failing, ctx ending, emit's
+// error, or a line beyond MaxLines (ErrTooManyLines: that line's job is not
+// submitted and no later line is read), which it returns; the lines added
+// before it stay in the batch.
 func (b *Batch) SubmitJSONL(ctx context.Context, r io.Reader, emit func(*Record) error) error {
 	var readErr error
 	items := func(yield func(batchItem) bool) {
@@ -167,11 +234,16 @@ func (b *Batch) SubmitJSONL(ctx context.Context, r io.Reader, emit func(*Record)
 // it. It returns the batch's id and each job's record, in the order of
 // jobs, all carrying the id. On an error (Redis failing, ctx ending) it
 // returns the records of the jobs added before it, and the batch holds
-// just those. A bad CallbackURL returns ErrInvalidCallbackURL or ErrCallbackHostNotAllowed.
+// just those. A bad CallbackURL returns ErrInvalidCallbackURL or
+// ErrCallbackHostNotAllowed; more jobs than MaxBatchLines, ErrTooManyLines
+// (wrapped); in these cases nothing is submitted or written.
 func (p *Producer) SubmitBatch(ctx context.Context, jobs []Job, opts BatchOptions) (string, []*Record, error) {
 	b, err := p.NewBatch(opts)
 	if err != nil {
 		return "", nil, err
+	}
+	if len(jobs) > b.MaxLines() {
+		return "", nil, fmt.Errorf("%w: %d jobs for at most %d lines", ErrTooManyLines, len(jobs), b.MaxLines())
 	}
 	recs := make([]*Record, 0, len(jobs))
 	items := func(yield func(batchItem) bool) {
@@ -202,18 +274,24 @@ type inFlight struct {
 }
 
 // submitAll submits items batchParallel at a time and adds their records,
-// in order, then calls emit with each. It returns the first error.
+// in order, then calls emit with each. It reserves each item's line before
+// submitting it and stops before the first beyond MaxLines. It returns the
+// first error.
 func (b *Batch) submitAll(ctx context.Context, items iter.Seq[batchItem], emit func(*Record) error) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	queue := make(chan *inFlight, batchParallel)
-	cut := false // set when items were left unread; read after queue closes
+	cut := false   // set when items were left unread; read after queue closes
+	var full error // Reserve's error, when an item found the batch full; likewise
 	go func() {
 		defer close(queue)
 		chain := map[string]*inFlight{} // the last item of each transaction
 		for it := range items {
 			if ctx.Err() != nil {
 				cut = true
+				return
+			}
+			if full = b.Reserve(); full != nil {
 				return
 			}
 			f := &inFlight{done: make(chan struct{})}
@@ -263,8 +341,12 @@ func (b *Batch) submitAll(ctx context.Context, items iter.Seq[batchItem], emit f
 			cancel(err)
 		}
 	}
-	if first == nil && cut {
+	switch {
+	case first != nil:
+	case cut:
 		first = fmt.Errorf("zhimaq: batch %s: %w", b.id, context.Cause(ctx))
+	case full != nil:
+		first = full
 	}
 	return first
 }

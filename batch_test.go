@@ -9,7 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/zhimaq/zhimaq"
+	"github.com/zhimaq/zhimaq/internal/redistest"
 	"github.com/zhimaq/zhimaq/internal/sandbox"
 	"github.com/zhimaq/zhimaq/internal/zhimatest"
 )
@@ -33,10 +36,10 @@ func (p *pipeline) waitBatch(tb testing.TB, id string) *zhimaq.BatchStatus {
 	}
 }
 
-// batchRecords reads every record of a batch.
-func (p *pipeline) batchRecords(tb testing.TB, id string) []*zhimaq.Record {
+// batchRecords reads every record of a batch of p.
+func batchRecords(tb testing.TB, p *zhimaq.Producer, id string) []*zhimaq.Record {
 	tb.Helper()
-	seq, err := p.producer.BatchRecords(context.Background(), id)
+	seq, err := p.BatchRecords(context.Background(), id)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -95,7 +98,7 @@ func TestSubmitBatchRunsAndReadsBackInOrder(t *testing.T) {
 		st.Counts[zhimaq.Queued] != 0 || len(st.Counts) != 6 || !st.Complete || st.ETA != 0 || st.FinishedAt.Before(st.CreatedAt) {
 		t.Errorf("status = %+v", st)
 	}
-	check("read back", p.batchRecords(t, id), []want{{"SB_1", zhimaq.Succeeded, false}, {"SB_2", zhimaq.Succeeded, false},
+	check("read back", batchRecords(t, p.producer, id), []want{{"SB_1", zhimaq.Succeeded, false}, {"SB_2", zhimaq.Succeeded, false},
 		{"SB_BAD", zhimaq.Rejected, false}, {"SB_1", zhimaq.Succeeded, true}, {"SB_3", zhimaq.Succeeded, false}, {"SB_1", zhimaq.Rejected, false}})
 
 	// The same job in a second batch: read through that batch it names it;
@@ -104,7 +107,7 @@ func TestSubmitBatchRunsAndReadsBackInOrder(t *testing.T) {
 	if err != nil || id2 == id || len(recs2) != 1 || recs2[0].BatchID != id2 || !recs2[0].Duplicate || recs2[0].State != zhimaq.Succeeded {
 		t.Fatalf("second batch %s: %+v, %v", id2, recs2, err)
 	}
-	if got := p.batchRecords(t, id2); len(got) != 1 || got[0].BatchID != id2 || !got[0].Duplicate {
+	if got := batchRecords(t, p.producer, id2); len(got) != 1 || got[0].BatchID != id2 || !got[0].Duplicate {
 		t.Errorf("second batch read back: %+v", got)
 	}
 	stored, err := p.producer.Result(ctx, zhimaq.Ref{Method: zhimaq.MethodScoreBriefGet, TransactionID: "SB_1"})
@@ -119,8 +122,7 @@ func TestSubmitBatchRunsAndReadsBackInOrder(t *testing.T) {
 func TestSubmitJSONL(t *testing.T) {
 	p := startPipeline(t, sandbox.Faults{}, nil)
 	ctx := context.Background()
-	line := func(j zhimaq.Job) string { b, _ := json.Marshal(j); return string(b) }
-	input := line(scoreJob("JL_1", 600)) + "\n\n  \r\n{not json\n" + line(relationJob("JL_2")) + "\r\n" + line(scoreJob("JL_1", 600))
+	input := jobLine(scoreJob("JL_1", 600)) + "\n\n  \r\n{not json\n" + jobLine(relationJob("JL_2")) + "\r\n" + jobLine(scoreJob("JL_1", 600))
 	b, err := p.producer.NewBatch(zhimaq.BatchOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -140,7 +142,7 @@ func TestSubmitJSONL(t *testing.T) {
 		t.Errorf("emitted %+v", emitted)
 	}
 	p.waitBatch(t, b.ID())
-	if got := p.batchRecords(t, b.ID()); len(got) != 4 || got[1].Error == nil || got[1].Error.SubCode != "INVALID_PARAMETER" {
+	if got := batchRecords(t, p.producer, b.ID()); len(got) != 4 || got[1].Error == nil || got[1].Error.SubCode != "INVALID_PARAMETER" {
 		t.Errorf("read back %+v", got)
 	}
 
@@ -180,4 +182,210 @@ func TestBatchNotFoundAndBadCallback(t *testing.T) {
 			t.Errorf("%s: %v, want ErrNotFound", name, err)
 		}
 	}
+}
+
+// jobLine is j as a line of a JSONL batch.
+func jobLine(j zhimaq.Job) string {
+	b, err := json.Marshal(j)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
+
+// batchProducer is a producer, without workers, whose batches hold at most
+// maxLines lines (0: the default).
+type batchProducer struct {
+	*zhimaq.Producer
+	redis *redistest.Server
+	rdb   *redis.Client
+}
+
+func newBatchProducer(tb testing.TB, maxLines int) batchProducer {
+	tb.Helper()
+	srv := redistest.New(tb)
+	rdb := srv.Client(tb)
+	p, err := zhimaq.NewProducer(rdb, zhimaq.ProducerConfig{AppID: zhimatest.AppID, DataKeys: zhimatest.DataKeys,
+		Queue: srv.Queue, KeyPrefix: srv.Prefix, MaxBatchLines: maxLines})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { p.Close() })
+	return batchProducer{Producer: p, redis: srv, rdb: rdb}
+}
+
+// notSubmitted fails unless none of tids has a record: no job was submitted.
+func (p batchProducer) notSubmitted(tb testing.TB, tids ...string) {
+	tb.Helper()
+	for _, tid := range tids {
+		if _, err := p.Result(context.Background(), zhimaq.Ref{Method: zhimaq.MethodScoreBriefGet, TransactionID: tid}); !errors.Is(err, zhimaq.ErrNotFound) {
+			tb.Errorf("job %s beyond the limit was submitted (Result: %v)", tid, err)
+		}
+	}
+}
+
+func TestBatchLineLimit(t *testing.T) {
+	ctx := context.Background()
+	tooMany := func(t *testing.T, err error, id string) {
+		t.Helper()
+		if !errors.Is(err, zhimaq.ErrTooManyLines) || !strings.Contains(err.Error(), "3") || (id != "" && !strings.Contains(err.Error(), id)) {
+			t.Errorf("error = %v, want ErrTooManyLines naming batch %q and the limit 3", err, id)
+		}
+	}
+	t.Run("default_is_100000", func(t *testing.T) {
+		b, err := newBatchProducer(t, 0).NewBatch(zhimaq.BatchOptions{})
+		if err != nil || b.MaxLines() != 100_000 {
+			t.Fatalf("MaxLines = %d, %v; want 100000", b.MaxLines(), err)
+		}
+	})
+	t.Run("jsonl_keeps_the_lines_before_the_limit", func(t *testing.T) {
+		p := newBatchProducer(t, 3)
+		input := jobLine(scoreJob("LL_1", 600)) + "\n{}\n\n" + jobLine(scoreJob("LL_2", 600)) + "\n" + jobLine(scoreJob("LL_3", 600)) + "\n" + jobLine(scoreJob("LL_4", 600)) + "\n"
+		b, _ := p.NewBatch(zhimaq.BatchOptions{})
+		var emitted []string
+		err := b.SubmitJSONL(ctx, strings.NewReader(input), func(r *zhimaq.Record) error { emitted = append(emitted, r.TransactionID); return nil })
+		tooMany(t, err, b.ID())
+		if err := b.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if c := b.Counts(); c != (zhimaq.BatchCounts{Lines: 3, Accepted: 2, Rejected: 1}) || strings.Join(emitted, ",") != "LL_1,,LL_2" {
+			t.Errorf("counts %+v, emitted %q; want the first 3 lines", c, emitted)
+		}
+		p.notSubmitted(t, "LL_3", "LL_4")
+		st, err := p.BatchStatus(ctx, b.ID())
+		if err != nil || st.Lines != 3 || !st.Complete {
+			t.Errorf("status %+v, %v; want 3 lines, complete", st, err)
+		}
+	})
+	t.Run("jsonl_of_exactly_the_limit_succeeds", func(t *testing.T) {
+		p := newBatchProducer(t, 3)
+		b, _ := p.NewBatch(zhimaq.BatchOptions{})
+		input := jobLine(scoreJob("LE_1", 600)) + "\n{}\n" + jobLine(scoreJob("LE_2", 600)) + "\n\n  \n"
+		if err := b.SubmitJSONL(ctx, strings.NewReader(input), nil); err != nil || b.Counts().Lines != 3 {
+			t.Errorf("SubmitJSONL = %v with %d lines; want nil with 3", err, b.Counts().Lines)
+		}
+	})
+	t.Run("submit_batch_beyond_the_limit_submits_nothing", func(t *testing.T) {
+		p := newBatchProducer(t, 3)
+		jobs := []zhimaq.Job{scoreJob("LB_1", 600), scoreJob("LB_2", 600), scoreJob("LB_3", 600), scoreJob("LB_4", 600)}
+		id, recs, err := p.SubmitBatch(ctx, jobs, zhimaq.BatchOptions{})
+		tooMany(t, err, "")
+		if id != "" || recs != nil {
+			t.Errorf("SubmitBatch = %q, %d records; want none", id, len(recs))
+		}
+		p.notSubmitted(t, "LB_1", "LB_2", "LB_3", "LB_4")
+		if id, recs, err := p.SubmitBatch(ctx, jobs[:3], zhimaq.BatchOptions{}); err != nil || len(recs) != 3 {
+			t.Errorf("SubmitBatch of 3 = %q, %d records, %v; want all 3", id, len(recs), err)
+		}
+	})
+	t.Run("add_refuses_a_line_beyond_the_limit", func(t *testing.T) {
+		p := newBatchProducer(t, 3)
+		b, _ := p.NewBatch(zhimaq.BatchOptions{})
+		for i := range 4 {
+			_, rec := zhimaq.ParseJob([]byte("{}"))
+			err := b.Add(ctx, rec)
+			switch {
+			case i < 3 && err != nil:
+				t.Fatalf("Add %d: %v", i+1, err)
+			case i == 3:
+				tooMany(t, err, b.ID())
+			}
+		}
+		if c := b.Counts(); c.Lines != 3 {
+			t.Errorf("counts %+v, want 3 lines", c)
+		}
+	})
+	t.Run("reserve_refuses_beyond_the_limit_and_add_uses_the_reservations", func(t *testing.T) {
+		p := newBatchProducer(t, 3)
+		b, _ := p.NewBatch(zhimaq.BatchOptions{})
+		for range 3 {
+			if err := b.Reserve(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		tooMany(t, b.Reserve(), b.ID())
+		for i := range 3 {
+			_, rec := zhimaq.ParseJob([]byte("{}"))
+			if err := b.Add(ctx, rec); err != nil {
+				t.Fatalf("Add of reserved line %d: %v", i+1, err)
+			}
+		}
+		_, rec := zhimaq.ParseJob([]byte("{}"))
+		tooMany(t, b.Add(ctx, rec), b.ID())
+	})
+}
+
+func TestRejectedLinesReadBackAsSubmitted(t *testing.T) {
+	p := newBatchProducer(t, 0)
+	ctx := context.Background()
+	input := strings.Join([]string{"{}", "{not json", jobLine(scoreJob("RB_1", 600)), jobLine(scoreJob("RB_BAD", 200)), jobLine(scoreJob("RB_1", 700)),
+		`{"method":"zhima.credit.score.brief.get","biz_content":[]}`}, "\n")
+	b, _ := p.NewBatch(zhimaq.BatchOptions{})
+	var submitted []*zhimaq.Record
+	if err := b.SubmitJSONL(ctx, strings.NewReader(input), func(r *zhimaq.Record) error { submitted = append(submitted, r); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := p.BatchStatus(ctx, b.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var subCodes []string
+	for i, rec := range batchRecords(t, p.Producer, b.ID()) {
+		sent := submitted[i]
+		if sent.State != zhimaq.Rejected {
+			continue
+		}
+		subCodes = append(subCodes, sent.Error.SubCode)
+		// Read back, updated_at is the batch's created_at plus the whole
+		// seconds to the rejection.
+		if late := sent.UpdatedAt.Sub(rec.UpdatedAt); late < 0 || late >= time.Second || rec.UpdatedAt.Before(st.CreatedAt) {
+			t.Errorf("line %d: updated_at %s read back as %s (batch created %s)", i+1, sent.UpdatedAt, rec.UpdatedAt, st.CreatedAt)
+		}
+		want := *sent
+		want.UpdatedAt = st.CreatedAt.Add(sent.UpdatedAt.Sub(st.CreatedAt).Truncate(time.Second))
+		wantJSON, _ := want.MarshalJSON()
+		gotJSON, _ := rec.MarshalJSON()
+		if string(gotJSON) != string(wantJSON) {
+			t.Errorf("line %d read back %s\n            want %s", i+1, gotJSON, wantJSON)
+		}
+	}
+	if strings.Join(subCodes, ",") != "INVALID_PARAMETER,INVALID_PARAMETER,INVALID_PARAMETER,TRANSACTION_ID_REPEAT,INVALID_PARAMETER" {
+		t.Errorf("rejected lines' sub_codes %q", subCodes)
+	}
+}
+
+// BenchmarkSubmitJSONLRejectedLines submits b.N lines of `{}` as one batch
+// and reports what each rejected line costs Redis (MEMORY USAGE of the
+// batch's keys, per line; target at most 64 bytes) and takes to submit.
+func BenchmarkSubmitJSONLRejectedLines(b *testing.B) {
+	p := newBatchProducer(b, b.N)
+	if p.redis.Embedded {
+		b.Skip("needs a real Redis for MEMORY USAGE")
+	}
+	ctx := context.Background()
+	input := strings.Repeat("{}\n", b.N)
+	bt, _ := p.NewBatch(zhimaq.BatchOptions{})
+	b.ResetTimer()
+	if err := bt.SubmitJSONL(ctx, strings.NewReader(input), nil); err != nil {
+		b.Fatal(err)
+	}
+	if err := bt.Close(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	if c := bt.Counts(); c.Rejected != b.N {
+		b.Fatalf("counts %+v, want %d rejected", c, b.N)
+	}
+	var used int64
+	for _, k := range []string{"batch:" + bt.ID(), "batch:" + bt.ID() + ":lines"} { // the keys of internal/batches
+		n, err := p.rdb.MemoryUsage(ctx, p.redis.Prefix+k, 0).Result()
+		if err != nil {
+			b.Fatal(err)
+		}
+		used += n
+	}
+	b.ReportMetric(float64(used)/float64(b.N), "redis-B/line")
 }

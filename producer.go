@@ -40,9 +40,13 @@ type ProducerConfig struct {
 	KeyPrefix string
 	// CallbackHosts are the hosts a batch's CallbackURL may name, in
 	// CALLBACK_HOSTS's form ("hooks.example.com,*.internal.example:8443");
-	// "" allows any host. The workers check their own list again before
+	// "" allows any host with a public address. The workers check their own list again before
 	// each delivery.
 	CallbackHosts string
+	// MaxBatchLines is the most lines one batch may hold (BATCH_MAX_LINES);
+	// 0 (or less) means batches.DefaultMaxLines, 100,000. A line beyond it
+	// fails with ErrTooManyLines, and its job is not submitted.
+	MaxBatchLines int
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 	// OnDedup, when set, is told of each submission answered by
@@ -87,6 +91,9 @@ func NewProducer(rdb redis.UniversalClient, cfg ProducerConfig) (*Producer, erro
 	}
 	if cfg.MaxAttempts == 0 {
 		cfg.MaxAttempts = 12
+	}
+	if cfg.MaxBatchLines <= 0 {
+		cfg.MaxBatchLines = batches.DefaultMaxLines
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

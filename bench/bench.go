@@ -13,6 +13,8 @@
 //  4. Redis memory per queued job against bare asynq's;
 //  5. gateway calls per second with ZHIMA_QPS and two bin/worker processes
 //     against the quota, and the most in any one-second window;
+//  6. Redis memory per rejected batch line (100,000 lines of {} through
+//     Batch.SubmitJSONL) against a budget of 64 bytes;
 //
 // plus the gateway connections per 1,000 calls and RSA2 signing cost in
 // pure Go, with GOEXPERIMENT=boringcrypto, and in OpenSSL.
@@ -50,7 +52,7 @@ type Options struct {
 	Scale float64
 	// Rounds per figure; default 5.
 	Rounds int
-	// Only lists the figures to run ("1,2,3,4,5,sign"); default all.
+	// Only lists the figures to run ("1,2,3,4,5,6,sign"); default all.
 	Only string
 	// BenchTime is testing.Benchmark's time; default 1s × Scale.
 	BenchTime time.Duration
@@ -161,6 +163,7 @@ func Run(ctx context.Context, opts Options, w io.Writer) error {
 	step("3", "figure 3, drain time with latency and errors", func() ([]*figure, error) { return one(e.figDrain(ctx)) })
 	step("4", "figure 4, Redis memory per job", func() ([]*figure, error) { return one(e.figMemory(ctx)) })
 	step("5", "figure 5, calls per second under ZHIMA_QPS", func() ([]*figure, error) { return two(e.figQuota(ctx)) })
+	step("6", "figure 6, Redis memory per rejected batch line", func() ([]*figure, error) { return one(e.figLines(ctx)) })
 	step("sign", "signing cost", func() ([]*figure, error) { return e.figSign(ctx) })
 	if ctx.Err() != nil {
 		failures = append(failures, "interrupted")

@@ -223,5 +223,6 @@ func newProducer(rdb redis.UniversalClient, m map[string]string) (*zhimaq.Produc
 		ResultTTL:     cfg.ResultTTL,
 		MaxAttempts:   cfg.RetryMaxAttempts,
 		CallbackHosts: cfg.CallbackHosts,
+		MaxBatchLines: cfg.BatchMaxLines,
 	})
 }

@@ -358,6 +358,54 @@ func TestEnvironmentIsReadByTheCommands(t *testing.T) {
 	}
 }
 
+// TestImageEnvironmentIsReadByTheCommands: the variables the Dockerfile sets
+// are ones the worker and enqueue read, and HTTP_ADDR listens on every
+// interface: the default, 127.0.0.1, is out of reach from outside a container.
+func TestImageEnvironmentIsReadByTheCommands(t *testing.T) {
+	env := imageEnv(t)
+	for _, v := range slices.Sorted(maps.Keys(env)) {
+		if !slices.Contains(config.Variables, v) {
+			t.Errorf("Dockerfile: ENV %s, which the commands do not read (config.Variables)", v)
+		}
+	}
+	host, _, err := net.SplitHostPort(env["HTTP_ADDR"])
+	if err != nil || !everyInterface(host) {
+		t.Errorf("Dockerfile: ENV HTTP_ADDR=%q; want one that listens on every interface, such as :8080", env["HTTP_ADDR"])
+	}
+}
+
+// everyInterface reports whether a listener on host ("" included) listens
+// on every interface.
+func everyInterface(host string) bool {
+	return host == "" || host == "0.0.0.0" || host == "::"
+}
+
+// imageEnv is the environment the Dockerfile's final stage sets (ENV K=V …
+// or ENV K V).
+func imageEnv(t *testing.T) environment {
+	t.Helper()
+	b, err := os.ReadFile(dockerfilePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stages := parseDockerfile(t, string(b))
+	env := environment{}
+	for _, in := range stages[len(stages)-1].Instructions {
+		if in[0] != "ENV" {
+			continue
+		}
+		if k, v, ok := strings.Cut(in[1], " "); ok && !strings.Contains(k, "=") {
+			env[k] = strings.Trim(strings.TrimSpace(v), `"`)
+			continue
+		}
+		for _, kv := range strings.Fields(in[1]) {
+			k, v, _ := strings.Cut(kv, "=")
+			env[k] = strings.Trim(v, `"`)
+		}
+	}
+	return env
+}
+
 func TestSandboxReadsWhatComposeSets(t *testing.T) {
 	b, err := os.ReadFile(sandboxMain)
 	if err != nil {
@@ -456,6 +504,7 @@ func TestWorkersReachTheSandboxAndRedis(t *testing.T) {
 		t.Fatalf("docker-compose.yml: service \"sandbox\": --addr %q is not a fixed host:port", sbFlags["addr"])
 	}
 	sbKey, sbKeyMounted := mountOf(sb, sbFlags["write-alipay-public-key"])
+	image := imageEnv(t)
 
 	workers := c.servicesRunning("worker")
 	hostPorts := map[string]string{}
@@ -490,10 +539,14 @@ func TestWorkersReachTheSandboxAndRedis(t *testing.T) {
 		if env["ZHIMA_APP_ID"] != sb.Environment["ZHIMA_APP_ID"] && sb.Environment["ZHIMA_APP_ID"] != "" {
 			t.Errorf("docker-compose.yml: service %q: ZHIMA_APP_ID=%s, but the sandbox accepts only %s", name, env["ZHIMA_APP_ID"], sb.Environment["ZHIMA_APP_ID"])
 		}
-		_, httpPort, err := net.SplitHostPort(cmp.Or(env["HTTP_ADDR"], config.Defaults.HTTPAddr))
+		addr := cmp.Or(env["HTTP_ADDR"], image["HTTP_ADDR"], config.Defaults.HTTPAddr)
+		host, httpPort, err := net.SplitHostPort(addr)
 		if err != nil {
-			t.Errorf("docker-compose.yml: service %q: HTTP_ADDR %q is not [host]:port", name, env["HTTP_ADDR"])
+			t.Errorf("docker-compose.yml: service %q: HTTP_ADDR %q is not [host]:port", name, addr)
 			continue
+		}
+		if !everyInterface(host) {
+			t.Errorf("docker-compose.yml: service %q listens on HTTP_ADDR=%s, which nothing outside its container reaches; want :%s", name, addr, httpPort)
 		}
 		for _, p := range w.Ports {
 			if p.Target != httpPort || p.Published == "" {

@@ -46,6 +46,12 @@ stored record keeps the batch it was first submitted in), the summary names
 it, and "enqueue status --batch ID" and "enqueue results --batch ID" read
 the batch later, for RESULT_TTL after its last line.
 
+A batch holds at most BATCH_MAX_LINES lines [100000], blank lines not
+counted. At the limit enqueue stops: the lines after it are not read and get
+no record, standard error says after which line it stopped, and the exit
+status is 1. Split a longer file (split -l) and submit each part as a batch
+of its own.
+
 Flags:
   --wait         wait until every accepted job has succeeded or failed, then
                  print the final records instead (rejected lines keep their
@@ -133,19 +139,41 @@ func runBatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	}
 	in := stdin
 	if files[0] != "-" {
-		file, err := os.Open(files[0])
-		if err == nil {
-			if st, serr := file.Stat(); serr == nil && st.IsDir() {
-				file.Close()
-				err = fmt.Errorf("%s is a directory", files[0])
-			}
+		// Opening a FIFO blocks until a writer opens it too: open aside,
+		// so that an interrupt still ends the command.
+		type opened struct {
+			file *os.File
+			err  error
 		}
-		if err != nil {
-			fmt.Fprintf(stderr, "enqueue batch: %v\n", err)
+		done := make(chan opened, 1)
+		go func() {
+			file, err := os.Open(files[0])
+			if err == nil {
+				if st, serr := file.Stat(); serr == nil && st.IsDir() {
+					file.Close()
+					file, err = nil, fmt.Errorf("%s is a directory", files[0])
+				}
+			}
+			done <- opened{file, err}
+		}()
+		var o opened
+		select {
+		case o = <-done:
+		case <-ctx.Done():
+			go func() { // a writer may still come: close what it opens
+				if o := <-done; o.file != nil {
+					o.file.Close()
+				}
+			}()
+			fmt.Fprintf(stderr, "enqueue batch: interrupted while opening %s (a FIFO nothing writes to?)\n", files[0])
+			return exitFailed
+		}
+		if o.err != nil {
+			fmt.Fprintf(stderr, "enqueue batch: %v\n", o.err)
 			return exitUsage
 		}
-		defer file.Close()
-		in = file
+		defer o.file.Close()
+		in = o.file
 	}
 	p := connect(getenv, stderr)
 	if p == nil {
@@ -245,8 +273,9 @@ func (b *batch) run(ctx context.Context, in io.Reader, stdout io.Writer) int {
 // hands their records to out in input order: written at once, or kept in
 // b.recs with --wait. It returns the number of the last line read, whether
 // that was the last of the input, and what went wrong if anything: an
-// interrupt before the end of input, a read or write error, or Redis
-// unreachable.
+// interrupt before the end of input, a read or write error, Redis
+// unreachable, or a line beyond BATCH_MAX_LINES (the last line read is then
+// the one before it).
 func (b *batch) submit(ctx context.Context, in io.Reader, out *bufio.Writer) (lastLine int, readAll bool, err error) {
 	stopCtx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
@@ -293,10 +322,17 @@ func (b *batch) submit(ctx context.Context, in io.Reader, out *bufio.Writer) (la
 				stop(fmt.Errorf("read input: %w", l.err))
 				return
 			}
-			lastLine = l.n
 			if batches.Blank(l.line) {
+				lastLine = l.n
 				continue
 			}
+			// Room in the batch before anything else: a line beyond
+			// BATCH_MAX_LINES is not submitted, and no later line is read.
+			if err := b.batch.Reserve(); err != nil {
+				stop(fmt.Errorf("batch holds BATCH_MAX_LINES=%d lines", b.batch.MaxLines()))
+				return
+			}
+			lastLine = l.n
 			s := &slot{done: make(chan struct{})}
 			job, rej := zhimaq.ParseJob(l.line)
 			if rej != nil {

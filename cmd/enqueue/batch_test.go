@@ -217,3 +217,53 @@ func TestRecordsKeepTheGatewayResponseByteForByte(t *testing.T) {
 		t.Fatalf("response changed on the way out:\n%s", out.String())
 	}
 }
+
+func TestBatchLineLimitStops(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name         string
+		lines        []string
+		code         int
+		wants        []want
+		stderr       string
+		notSubmitted []string // transaction ids whose jobs must not have been submitted
+	}{
+		{
+			name:  "beyond_the_limit_stops_before_the_line",
+			lines: []string{scoreLine("LIM1", testID(1), 600), "", "{}", scoreLine("LIM2", testID(2), 600), " ", scoreLine("LIM3", testID(3), 600), scoreLine("LIM4", testID(4), 600)},
+			code:  exitFailed,
+			wants: []want{{state: zhimaq.Queued, tid: "LIM1"}, {state: zhimaq.Rejected, subCode: "INVALID_PARAMETER", subMsg: "method"}, {state: zhimaq.Queued, tid: "LIM2"}},
+			stderr: "enqueue: batch holds BATCH_MAX_LINES=3 lines; stopped after line 5, later lines were not read\n" +
+				"enqueue: batch b_ID: 3 lines: 2 accepted (0 duplicates), 1 rejected\n",
+			notSubmitted: []string{"LIM3", "LIM4"},
+		},
+		{
+			name:   "exactly_the_limit_exits_0",
+			lines:  []string{scoreLine("LIM5", testID(5), 600), scoreLine("LIM6", testID(6), 600), "", scoreLine("LIM7", testID(7), 600), "", ""},
+			code:   exitOK,
+			wants:  []want{{state: zhimaq.Queued, tid: "LIM5"}, {state: zhimaq.Queued, tid: "LIM6"}, {state: zhimaq.Queued, tid: "LIM7"}},
+			stderr: "enqueue: batch b_ID: 3 lines: 3 accepted (0 duplicates), 0 rejected\n",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			env := testEnv(t)
+			env["BATCH_MAX_LINES"] = "3"
+			r := enqueue(t, env, strings.Join(tt.lines, "\n")+"\n", "batch", "-")
+			if r.code != tt.code {
+				t.Errorf("exit %d, want %d; stderr %q", r.code, tt.code, r.stderr)
+			}
+			checkRecords(t, records(t, r.stdout), tt.wants)
+			assertNoPersonalData(t, r.stdout+r.stderr, testID(1), testID(2), testID(5), testID(6), testID(7))
+			if anonBatch(r.stderr) != tt.stderr {
+				t.Errorf("stderr:\n%s\nwant:\n%s", r.stderr, tt.stderr)
+			}
+			for _, tid := range tt.notSubmitted {
+				if g := enqueue(t, env, "", "get", "--method", zhimaq.MethodScoreBriefGet, "--transaction-id", tid); g.code != exitFailed {
+					t.Errorf("the job of %s, beyond the limit, was submitted: %s", tid, g.stdout)
+				}
+			}
+		})
+	}
+}

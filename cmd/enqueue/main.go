@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -32,10 +33,29 @@ const (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv)
-	stop()
-	os.Exit(code)
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go backstop(sigs, cancel, signalGrace, os.Stderr, os.Exit)
+	os.Exit(run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv))
+}
+
+// signalGrace is how long enqueue may take to stop after SIGINT or SIGTERM.
+const signalGrace = 3 * time.Second
+
+// backstop makes signals always stop the command: the first cancels its
+// context, and if the command has not exited grace later, or on a second
+// signal, backstop prints one line to stderr and calls exit(exitFailed).
+func backstop(sigs <-chan os.Signal, cancel context.CancelFunc, grace time.Duration, stderr io.Writer, exit func(int)) {
+	<-sigs
+	cancel()
+	select {
+	case <-sigs:
+		fmt.Fprintln(stderr, "enqueue: interrupted again; exiting at once")
+	case <-time.After(grace):
+		fmt.Fprintf(stderr, "enqueue: still not done %s after the interrupt; exiting\n", grace)
+	}
+	exit(exitFailed)
 }
 
 // quietLogger drops go-redis's log lines.
@@ -169,6 +189,7 @@ func newProducer(getenv func(string) string) (*producer, error) {
 		ResultTTL:     cfg.ResultTTL,
 		MaxAttempts:   cfg.RetryMaxAttempts,
 		CallbackHosts: cfg.CallbackHosts,
+		MaxBatchLines: cfg.BatchMaxLines,
 	})
 	if err != nil {
 		rdb.Close()
@@ -188,7 +209,7 @@ const environment = `Environment (defaults in brackets):
   RESULT_TTL          how long records stay readable [168h]
   RETRY_MAX_ATTEMPTS  gateway calls per job, first included [12]
   CALLBACK_HOSTS      hosts a --callback URL may name: host[:port] or
-                      *.domain[:port], comma-separated [any host]
+                      *.domain[:port], comma-separated [any public address]
   BATCH_MAX_LINES     most lines one batch may hold [100000]
 They must match the workers' settings. Other zhimaq variables (see worker
 --help) are checked for form when set but not used by enqueue.

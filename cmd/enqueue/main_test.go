@@ -5,9 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/zhimaq/zhimaq"
 	"github.com/zhimaq/zhimaq/internal/redistest"
@@ -240,4 +243,45 @@ func TestGet(t *testing.T) {
 			t.Errorf("exit %d, stderr %q", r.code, r.stderr)
 		}
 	})
+}
+
+func TestBackstopEndsTheCommandAfterASignal(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		grace   time.Duration
+		signals int
+		want    string
+	}{
+		{"exits 1 when the command is not done after the grace", 10 * time.Millisecond, 1, "enqueue: still not done 10ms after the interrupt; exiting\n"},
+		{"exits 1 at once on a second signal", time.Hour, 2, "enqueue: interrupted again; exiting at once\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			sigs := make(chan os.Signal, 2)
+			exited := make(chan int, 1)
+			var stderr bytes.Buffer
+			go backstop(sigs, cancel, tc.grace, &stderr, func(code int) { exited <- code })
+			for range tc.signals {
+				sigs <- syscall.SIGTERM
+			}
+			select {
+			case code := <-exited:
+				if code != exitFailed {
+					t.Errorf("exit %d, want 1", code)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("no exit 5s after the signal")
+			}
+			if ctx.Err() == nil {
+				t.Error("the first signal did not cancel the command")
+			}
+			if stderr.String() != tc.want {
+				t.Errorf("stderr %q, want %q", stderr.String(), tc.want)
+			}
+		})
+	}
 }

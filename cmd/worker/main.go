@@ -82,8 +82,9 @@ Configured by the environment (defaults in brackets):
                                  (required; "plaintext" opts out)
   CALLBACK_SECRET[_FILE]         signs batch callbacks (HMAC-SHA256)
   CALLBACK_HOSTS                 hosts batch callbacks may go to: host[:port], *.domain[:port], comma-separated;
-                                 others are refused at submission and never called [any host]
-  API_TOKENS[_FILE]              bearer tokens of the HTTP API (/v1/…); unset = no API
+                                 others are refused at submission and never called [any public address]
+  API_TOKENS[_FILE]              bearer tokens of the HTTP API (/v1/…), strong (openssl rand -hex 32);
+                                 unset = no API
   HTTP_ADDR                      /healthz, /readyz, /metrics and the API; "off" for none;
                                  ":8080" listens on every interface [127.0.0.1:8080]
   HTTP_IDLE_TIMEOUT              close a keep-alive connection idle this long [60s]

@@ -1,16 +1,23 @@
 package api_test
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/iotest"
 	"time"
@@ -22,6 +29,7 @@ import (
 	"github.com/zhimaq/zhimaq/internal/api"
 	"github.com/zhimaq/zhimaq/internal/batches"
 	"github.com/zhimaq/zhimaq/internal/config"
+	"github.com/zhimaq/zhimaq/internal/logging"
 	"github.com/zhimaq/zhimaq/internal/redistest"
 	"github.com/zhimaq/zhimaq/internal/sandbox"
 	"github.com/zhimaq/zhimaq/internal/worker"
@@ -400,14 +408,7 @@ func TestAPIAgainstSpec(t *testing.T) {
 // limit, allowing callbacks to one host only.
 func smallAPI(tb testing.TB) http.Handler {
 	tb.Helper()
-	srv := redistest.New(tb)
-	p, err := zhimaq.NewProducer(srv.Client(tb), zhimaq.ProducerConfig{AppID: zhimatest.AppID, DataKeys: zhimatest.DataKeys,
-		Queue: srv.Queue, KeyPrefix: srv.Prefix, CallbackHosts: "hooks.lender.example"})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { p.Close() })
-	return api.New(p, api.Options{Tokens: []string{token}, MaxBatchBytes: 1 << 10})
+	return api.New(testProducer(tb, zhimaq.ProducerConfig{CallbackHosts: "hooks.lender.example"}), api.Options{Tokens: []string{token}, MaxBatchBytes: 1 << 10})
 }
 
 func TestAPINotServedWithoutTokens(t *testing.T) {
@@ -441,4 +442,369 @@ func TestWorkerWarnsWhenAPIClientsMayNameAnyCallbackHost(t *testing.T) {
 	if strings.Contains(logs.String(), "CALLBACK_HOSTS") {
 		t.Errorf("a warning about CALLBACK_HOSTS although it is set:\n%s", logs.String())
 	}
+}
+
+func TestAPIBatchLineLimit(t *testing.T) {
+	srv := redistest.New(t)
+	p, err := zhimaq.NewProducer(srv.Client(t), zhimaq.ProducerConfig{AppID: zhimatest.AppID, DataKeys: zhimatest.DataKeys,
+		Queue: srv.Queue, KeyPrefix: srv.Prefix, MaxBatchLines: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	h := httptest.NewServer(api.New(p, api.Options{Tokens: []string{token}}))
+	defer h.Close()
+	spec := newSpecCheck(t, loadSpec(t), h.URL)
+	c := &client{tb: t, base: h.URL, http: &http.Client{Transport: spec, Timeout: 30 * time.Second}}
+	batchID := regexp.MustCompile(`\bb_[A-Za-z0-9_]+`)
+	tests := []struct {
+		name   string
+		lines  []string
+		status int
+		held   int // lines the batch holds
+	}{
+		{"beyond_the_limit_is_too_large", []string{scoreJob("LL1", 600), "{}", "", scoreJob("LL2", 600), scoreJob("LL3", 600), scoreJob("LL4", 600)},
+			http.StatusRequestEntityTooLarge, 3},
+		{"exactly_the_limit_is_accepted", []string{scoreJob("LL5", 600), "{}", scoreJob("LL6", 600), ""}, http.StatusAccepted, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := c.do(http.MethodPost, "/v1/batches", token, strings.Join(tt.lines, "\n")+"\n", "application/x-ndjson")
+			if a.status != tt.status {
+				t.Fatalf("POST /v1/batches: %d %s, want %d", a.status, a.body, tt.status)
+			}
+			noPersonalData(t, a.body)
+			id := batchID.FindString(string(a.body))
+			if tt.status == http.StatusRequestEntityTooLarge {
+				want := fmt.Sprintf("a batch may hold at most 3 lines (BATCH_MAX_LINES); batch %s holds the 3 lines before the limit", id)
+				if a.errorCode(t) != "too_large" || !strings.Contains(string(a.body), want) {
+					t.Errorf("answer %s, want too_large saying %q", a.body, want)
+				}
+			}
+			var st struct {
+				Lines    int  `json:"lines"`
+				Complete bool `json:"complete"`
+			}
+			a = c.do(http.MethodGet, "/v1/batches/"+id, token, nil, "")
+			if err := json.Unmarshal(a.body, &st); err != nil || a.status != http.StatusOK || st.Lines != tt.held || !st.Complete {
+				t.Errorf("batch %q: %d %s, want %d lines, complete", id, a.status, a.body, tt.held)
+			}
+		})
+	}
+	for _, tid := range []string{"LL3", "LL4"} {
+		if a := c.do(http.MethodGet, "/v1/jobs/zhima.credit.score.brief.get/"+tid, token, nil, ""); a.status != http.StatusNotFound {
+			t.Errorf("the job of %s, beyond the limit, was submitted: %d %s", tid, a.status, a.body)
+		}
+	}
+	spec.requireSeen("submitBatch Request Entity Too Large", "submitBatch Accepted", "getBatch OK", "getJob Not Found")
+}
+
+// testProducer is a producer of the test app on its own Redis, with cfg's
+// other settings; the test's cleanup closes it.
+func testProducer(tb testing.TB, cfg zhimaq.ProducerConfig) *zhimaq.Producer {
+	tb.Helper()
+	srv := redistest.New(tb)
+	cfg.AppID, cfg.DataKeys, cfg.Queue, cfg.KeyPrefix = zhimatest.AppID, zhimatest.DataKeys, srv.Queue, srv.Prefix
+	p, err := zhimaq.NewProducer(srv.Client(tb), cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { p.Close() })
+	return p
+}
+
+// sendHead opens a connection to base and sends the header of a POST to
+// path with the token and a Content-Length of length; the caller sends the
+// body. It returns the connection and a reader of its answer.
+func sendHead(tb testing.TB, base, path string, length int) (net.Conn, *bufio.Reader) {
+	tb.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: zhimaq\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n",
+		path, token, length)
+	return conn, bufio.NewReader(conn)
+}
+
+// readAnswer reads the answer to a POST to path on r, waiting up to 10s.
+func readAnswer(tb testing.TB, conn net.Conn, r *bufio.Reader, base, path string) (*http.Request, *http.Response, answer) {
+	tb.Helper()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	req, _ := http.NewRequest(http.MethodPost, base+path, nil)
+	resp, err := http.ReadResponse(r, req)
+	if err != nil {
+		tb.Fatalf("no answer to POST %s: %v", path, err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatalf("answer to POST %s: %v", path, err)
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	return req, resp, answer{status: resp.StatusCode, header: resp.Header, body: body}
+}
+
+func TestAPIStalledBodies(t *testing.T) {
+	const stall = 250 * time.Millisecond
+	base, logs := startWorker(t, sandbox.Faults{}, func(c *config.Config) { c.HTTPStallTimeout = stall })
+	spec := newSpecCheck(t, loadSpec(t), base)
+
+	for _, tt := range []struct{ name, path, op, part string }{
+		{"job_body_that_stalls_is_answered_408", "/v1/jobs", "submitJob", scoreJob("STALL_J", 600)[:120]},
+		{"batch_body_that_stalls_is_answered_408", "/v1/batches", "submitBatch", scoreJob("STALL_B1", 600) + "\n" + scoreJob("STALL_B2", 600)[:120]},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			conn, r := sendHead(t, base, tt.path, 2*len(tt.part))
+			io.WriteString(conn, tt.part) // and then nothing
+			req, resp, a := readAnswer(t, conn, r, base, tt.path)
+			spec.checkAnswer(req, resp)
+			if a.status != http.StatusRequestTimeout || a.errorCode(t) != "timeout" || !resp.Close {
+				t.Errorf("answer %d (close %v) %s, want 408 timeout closing the connection", a.status, resp.Close, a.body)
+			}
+		})
+	}
+	if !strings.Contains(logs.String(), "sent no byte of the request body for HTTP_STALL_TIMEOUT") {
+		t.Errorf("no log line about the stalled bodies:\n%s", logs.String())
+	}
+	noPersonalData(t, []byte(logs.String()))
+	spec.requireSeen("submitJob Request Timeout", "submitBatch Request Timeout")
+
+	t.Run("batch_that_keeps_coming_is_not_cut", func(t *testing.T) {
+		// A line every few milliseconds, for three times the stall timeout.
+		var lines []string
+		for i := range 300 {
+			lines = append(lines, scoreJob(fmt.Sprintf("STEADY%d", i), 600)+"\n")
+		}
+		conn, r := sendHead(t, base, "/v1/batches", len(strings.Join(lines, "")))
+		start := time.Now()
+		for _, line := range lines {
+			if time.Since(start) < 3*stall {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if _, err := io.WriteString(conn, line); err != nil {
+				t.Fatalf("the worker stopped reading a batch that kept coming: %v", err)
+			}
+		}
+		_, _, a := readAnswer(t, conn, r, base, "/v1/batches")
+		var acc struct{ Accepted int }
+		if json.Unmarshal(a.body, &acc); a.status != http.StatusAccepted || acc.Accepted != len(lines) {
+			t.Errorf("answer %d %s, want 202 accepting all %d lines", a.status, a.body, len(lines))
+		}
+	})
+}
+
+func TestAPIBusy(t *testing.T) {
+	const slots = 2
+	base, _ := startWorker(t, sandbox.Faults{}, func(c *config.Config) { c.APIMaxRequests = slots })
+	spec := newSpecCheck(t, loadSpec(t), base)
+	c := &client{tb: t, base: base, http: &http.Client{Transport: spec, Timeout: 30 * time.Second}}
+	plain := &client{tb: t, base: base, http: http.DefaultClient}
+	const probe = "/v1/jobs/zhima.credit.score.brief.get/NEVER"
+
+	// until polls probe with the token until its answer has status want.
+	until := func(t *testing.T, want int) answer {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			a := c.do(http.MethodGet, probe, token, nil, "")
+			if a.status == want {
+				return a
+			}
+			if a.status != http.StatusNotFound && a.status != http.StatusServiceUnavailable {
+				t.Fatalf("GET %s: %d %s", probe, a.status, a.body)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("GET %s still answers %d %s, want %d", probe, a.status, a.body, want)
+			}
+		}
+	}
+
+	var held []net.Conn
+	for i := range slots {
+		conn, _ := sendHead(t, base, "/v1/jobs", 1000)
+		io.WriteString(conn, scoreJob(fmt.Sprintf("BUSY%d", i), 600)[:40]) // and then nothing, while it holds a slot
+		held = append(held, conn)
+	}
+	t.Run("request_beyond_the_slots_is_answered_503_busy", func(t *testing.T) {
+		a := until(t, http.StatusServiceUnavailable)
+		if a.errorCode(t) != "busy" || a.header.Get("Retry-After") == "" {
+			t.Errorf("answer %d %v %s, want busy with Retry-After", a.status, a.header, a.body)
+		}
+	})
+	t.Run("request_without_a_token_is_still_401", func(t *testing.T) {
+		if a := c.do(http.MethodGet, probe, "", nil, ""); a.status != http.StatusUnauthorized {
+			t.Errorf("without a token: %d %s, want 401", a.status, a.body)
+		}
+	})
+	t.Run("health_and_metrics_are_not_counted", func(t *testing.T) {
+		for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+			if a := plain.do(http.MethodGet, path, "", nil, ""); a.status != http.StatusOK {
+				t.Errorf("GET %s: %d %s", path, a.status, a.body)
+			}
+		}
+	})
+	for _, conn := range held {
+		conn.Close()
+	}
+	t.Run("freed_slot_serves_again", func(t *testing.T) {
+		until(t, http.StatusNotFound)
+	})
+	spec.requireSeen("getJob Service Unavailable", "getJob Unauthorized", "getJob Not Found")
+}
+
+func TestAPIRefusedLogins(t *testing.T) {
+	// Tokens of no recognisable words, so any five characters of one in a
+	// log would be a leak.
+	bad := []string{"Qx7Zv9Kp2Wm4Rt8Yj3Hn", "Lw5Tb8Nc1Vf6Gd0Sa2Xe", "Pm3Ry7Ku9Jq4Hz6Bt1Wo"}
+
+	t.Run("each_refusal_is_counted_by_reason", func(t *testing.T) {
+		base, _ := startWorker(t, sandbox.Faults{}, nil)
+		c := &client{tb: t, base: base, http: http.DefaultClient}
+		for range 3 {
+			c.do(http.MethodGet, "/v1/batches/b_x", "", nil, "")
+		}
+		for _, tok := range bad[:2] {
+			c.do(http.MethodGet, "/v1/batches/b_x", tok, nil, "")
+		}
+		c.do(http.MethodGet, "/v1/batches/b_x", token, nil, "")
+		metrics := string(c.do(http.MethodGet, "/metrics", "", nil, "").body)
+		for _, want := range []string{`zhimaq_api_auth_failures_total{reason="missing"} 3`, `zhimaq_api_auth_failures_total{reason="invalid"} 2`} {
+			if !strings.Contains(metrics, want+"\n") {
+				t.Errorf("/metrics lacks %s:\n%s", want, metrics)
+			}
+		}
+	})
+
+	t.Run("logged_at_most_once_per_interval_without_the_token", func(t *testing.T) {
+		var now atomic.Int64 // unix nanoseconds
+		now.Store(time.Date(2026, 11, 26, 3, 0, 0, 0, time.UTC).UnixNano())
+		logs := new(zhimatest.SyncBuffer)
+		log, err := logging.New("json", "debug", logs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(api.New(testProducer(t, zhimaq.ProducerConfig{}), api.Options{Tokens: []string{token}, Log: log,
+			Now: func() time.Time { return time.Unix(0, now.Load()) }}))
+		defer srv.Close()
+		c := &client{tb: t, base: srv.URL, http: http.DefaultClient}
+		refused := func() []int {
+			var counts []int
+			for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+				var l struct {
+					Msg     string `json:"msg"`
+					Refused int    `json:"refused"`
+					Remote  string `json:"remote"`
+				}
+				if json.Unmarshal([]byte(line), &l) == nil && strings.Contains(l.Msg, "refused 401") {
+					if !strings.HasPrefix(l.Remote, "127.0.0.1:") {
+						t.Errorf("log line without the client's address: %s", line)
+					}
+					counts = append(counts, l.Refused)
+				}
+			}
+			return counts
+		}
+		for i, step := range []struct {
+			name    string
+			advance time.Duration
+			tokens  []string // "" sends none
+			want    []int    // the counts of every line so far
+		}{
+			{"first_refusal_is_logged", 0, []string{bad[0]}, []int{1}},
+			{"refusals_inside_the_interval_are_not", api.AuthLogInterval / 2, []string{"", bad[1], bad[2]}, []int{1}},
+			{"next_line_counts_them_all", api.AuthLogInterval / 2, []string{bad[0]}, []int{1, 4}},
+			{"after_a_quiet_while_one_is_logged", 10 * api.AuthLogInterval, []string{""}, []int{1, 4, 1}},
+		} {
+			t.Run(step.name, func(t *testing.T) {
+				now.Add(int64(step.advance))
+				for _, tok := range step.tokens {
+					if a := c.do(http.MethodGet, "/v1/batches/b_x", tok, nil, ""); a.status != http.StatusUnauthorized {
+						t.Fatalf("step %d: %d %s", i, a.status, a.body)
+					}
+				}
+				if got := refused(); !slices.Equal(got, step.want) {
+					t.Errorf("refusal lines count %v, want %v:\n%s", got, step.want, logs.String())
+				}
+			})
+		}
+		for _, tok := range bad {
+			for i := 0; i+5 <= len(tok); i++ {
+				if strings.Contains(logs.String(), tok[i:i+5]) {
+					t.Fatalf("the log holds %q, part of a token:\n%s", tok[i:i+5], logs.String())
+				}
+			}
+		}
+	})
+}
+
+func TestStallHandler(t *testing.T) {
+	const stall = 200 * time.Millisecond
+
+	t.Run("client_that_takes_nothing_is_dropped", func(t *testing.T) {
+		logs := new(zhimatest.SyncBuffer)
+		log, err := logging.New("json", "debug", logs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wrote := make(chan error, 1)
+		srv := httptest.NewServer(api.StallHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			chunk := bytes.Repeat([]byte("x"), 1<<20)
+			for {
+				if _, err := w.Write(chunk); err != nil {
+					wrote <- err
+					return
+				}
+			}
+		}), stall, log))
+		defer srv.Close()
+		conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprint(conn, "GET /export HTTP/1.1\r\nHost: zhimaq\r\n\r\n") // and read nothing
+		select {
+		case err := <-wrote:
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("the write failed with %v, want a deadline", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the handler still writes to a client that takes nothing")
+		}
+		if !strings.Contains(logs.String(), "took no byte of the answer") || !strings.Contains(logs.String(), `"remote":"127.0.0.1:`) {
+			t.Errorf("no log line naming the client:\n%s", logs.String())
+		}
+	})
+
+	t.Run("flush_and_deadlines_reach_the_server", func(t *testing.T) {
+		read := make(chan struct{})
+		srv := httptest.NewServer(api.StallHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			rc := http.NewResponseController(w)
+			if err := rc.SetWriteDeadline(time.Now().Add(time.Minute)); err != nil {
+				t.Errorf("SetWriteDeadline: %v", err)
+			}
+			io.WriteString(w, "first\n")
+			if err := rc.Flush(); err != nil {
+				t.Errorf("Flush: %v", err)
+				return
+			}
+			<-read // the client has the first line before the second is written
+			io.WriteString(w, "second\n")
+		}), stall, nil))
+		defer srv.Close()
+		resp, err := http.Get(srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		br := bufio.NewReader(resp.Body)
+		if line, err := br.ReadString('\n'); line != "first\n" {
+			close(read)
+			t.Fatalf("first line %q, %v", line, err)
+		}
+		close(read)
+		if rest, _ := io.ReadAll(br); string(rest) != "second\n" {
+			t.Errorf("rest %q", rest)
+		}
+	})
 }

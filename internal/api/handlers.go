@@ -92,6 +92,8 @@ type batchAccepted struct {
 
 // postBatch submits a JSON Lines body as a batch and answers 202 with its
 // id and counts; the records are read with GET /v1/batches/{id}/records.
+// A body over the byte limit or with more lines than the batch may hold
+// gets 413, and the batch keeps the lines before the limit.
 func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
 	// NewBatch fails only for a bad callback URL, and writes nothing before
 	// the first line: the batch is dropped unwritten if the body is refused.
@@ -125,6 +127,10 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
 	case err != nil && tooLarge(body.err):
 		writeError(w, http.StatusRequestEntityTooLarge, "too_large",
 			fmt.Sprintf("a batch may hold at most %s; batch %s holds the %d lines before the limit", bytesText(s.maxBatch), b.ID(), c.Lines))
+		return
+	case errors.Is(err, zhimaq.ErrTooManyLines):
+		writeError(w, http.StatusRequestEntityTooLarge, "too_large",
+			fmt.Sprintf("a batch may hold at most %d lines (BATCH_MAX_LINES); batch %s holds the %d lines before the limit", b.MaxLines(), b.ID(), c.Lines))
 		return
 	case err != nil && body.err != nil:
 		log.Warn("api: batch body could not be read", zap.Error(body.err))

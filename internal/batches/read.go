@@ -19,8 +19,9 @@ type Entry struct {
 	// Index is the line's 0-based position in the batch.
 	Index int
 	Line  Line
-	// Record is the line's record, never nil: a rejected line's own record,
-	// or the job's record as it stands, with BatchID set to this batch and
+	// Record is the line's record, never nil: a rejected line's own record
+	// (its updated_at to the whole second after created_at, see Line), or
+	// the job's record as it stands, with BatchID set to this batch and
 	// Duplicate to whether this line was a duplicate. The record of a job
 	// that has expired from the results store (a duplicate of a job from an
 	// older batch can outlive it) comes back failed, with error source
@@ -38,7 +39,7 @@ const Expired = "the job's record has expired (RESULT_TTL)"
 func (s *Store) Entries(ctx context.Context, m *Meta, from int) iter.Seq2[Entry, error] {
 	return func(yield func(Entry, error) bool) {
 		for start := from; ; start += readChunk {
-			lines, err := s.lines(ctx, m.ID, start, readChunk)
+			lines, err := s.lines(ctx, m, start, readChunk)
 			if err != nil {
 				yield(Entry{}, err)
 				return

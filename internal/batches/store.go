@@ -10,9 +10,24 @@
 //
 // A line of an accepted job holds only its method and transaction_id (and
 // whether it was a duplicate): its record lives in the results store. A
-// rejected line holds its rejected record inline, because rejected records
-// are never stored in the results store. A batch's keys expire RESULT_TTL
-// after the producer's last write to them.
+// rejected line's record is never stored in the results store, so its line
+// holds what the record is made of: its error, its method and
+// transaction_id when they were known, and its updated_at as whole seconds
+// after the batch's created_at; its place in the list is its line number.
+// A rejected `{}` line costs Redis under 40 bytes. A batch's keys expire
+// RESULT_TTL after the producer's last write to them.
+//
+// The lines' JSON forms, keys left out when empty:
+//
+//	{"m":method,"t":transaction_id,"d":true}  an accepted job ("d": a duplicate)
+//	{"s":sub_msg,"c":sub_code,"m":…,"t":…,"u":seconds}
+//	    rejected locally with code 40004, msg "Business Failed" (the
+//	    INVALID_PARAMETER, TRANSACTION_ID_REPEAT and TRANSACTION_ID_EXPIRED
+//	    refusals); "c" is left out for INVALID_PARAMETER
+//	{"e":error,"m":…,"t":…,"u":seconds}       rejected with any other error object
+//	{"r":record}                              a rejected line's whole record: how
+//	    every rejected line was kept before the forms above, and still how
+//	    a rejected record is kept that they cannot rebuild
 package batches
 
 import (
@@ -30,6 +45,7 @@ import (
 
 	"github.com/zhimaq/zhimaq/internal/idempotency"
 	"github.com/zhimaq/zhimaq/internal/results"
+	"github.com/zhimaq/zhimaq/internal/zhima"
 )
 
 // ErrNotFound is returned, wrapped, for a batch that does not exist: never
@@ -76,6 +92,8 @@ type Meta struct {
 	// Complete is true once every line is in: the producer closed the batch.
 	Complete bool
 	// CallbackURL, when set, receives the batch's summary once it finishes.
+	// Redis keeps it sealed (SealCallbackURL) unless the producer's keyring
+	// is plaintext.
 	CallbackURL string
 	// cursor is the sweeper's mark: every line before it has finished.
 	cursor int
@@ -84,12 +102,18 @@ type Meta struct {
 // Line is one line of a batch: an accepted job, named by its method and
 // transaction_id, or a rejected line's record.
 type Line struct {
-	Method        string `json:"m,omitempty"`
-	TransactionID string `json:"t,omitempty"`
+	Method        string
+	TransactionID string
 	// Duplicate marks a line whose job had been submitted before.
-	Duplicate bool `json:"d,omitempty"`
-	// Rejected is the record of a line that was never enqueued.
-	Rejected *results.Record `json:"r,omitempty"`
+	Duplicate bool
+	// Rejected is the record of a line that was never enqueued. A record
+	// that holds only what a rejection holds (a state of Rejected, an error,
+	// the method and transaction_id, updated_at; no attempts, response,
+	// other times or duplicate mark) reads back with its updated_at as the
+	// batch's created_at plus the whole seconds between the two: less than
+	// a second earlier, never before created_at when it was not before.
+	// Any other record reads back as it was written.
+	Rejected *results.Record
 }
 
 // LineOf is the line that rec, a line's record as Submit returned it, leaves in a batch.
@@ -98,6 +122,91 @@ func LineOf(rec *results.Record) Line {
 		return Line{Rejected: rec}
 	}
 	return Line{Method: rec.Method, TransactionID: rec.TransactionID, Duplicate: rec.Duplicate}
+}
+
+// storedLine is a Line as the batch's list holds it (the forms of the
+// package comment).
+type storedLine struct {
+	Method        string `json:"m,omitempty"`
+	TransactionID string `json:"t,omitempty"`
+	Duplicate     bool   `json:"d,omitempty"`
+	// SubMsg and SubCode are a local "Business Failed" rejection's;
+	// SubCode "" stands for INVALID_PARAMETER.
+	SubMsg  string `json:"s,omitempty"`
+	SubCode string `json:"c,omitempty"`
+	// Error is any other rejection's error.
+	Error *results.ErrorInfo `json:"e,omitempty"`
+	// Updated is a rejection's updated_at: whole seconds after the batch's created_at.
+	Updated int64 `json:"u,omitempty"`
+	// Rejected is a rejected line's whole record.
+	Rejected *results.Record `json:"r,omitempty"`
+}
+
+// msgBusinessFailed is the msg of the gateway's code 40004, which local
+// rejections carry too.
+const msgBusinessFailed = "Business Failed"
+
+// encodeLine is l's JSON as a batch created at created keeps it.
+func encodeLine(l Line, created time.Time) ([]byte, error) {
+	rec := l.Rejected
+	if rec == nil {
+		return json.Marshal(storedLine{Method: l.Method, TransactionID: l.TransactionID, Duplicate: l.Duplicate})
+	}
+	secs := rec.UpdatedAt.Sub(created) / time.Second // toward zero: never before created_at
+	late := rec.UpdatedAt.Sub(created.Add(secs * time.Second))
+	if rec.State != results.Rejected || rec.Error == nil || rec.Attempts != 0 || rec.Duplicate || len(rec.Response) != 0 ||
+		rec.EnqueuedAt != nil || rec.FirstCallAt != nil || late <= -time.Second || late >= time.Second {
+		return json.Marshal(storedLine{Rejected: rec}) // more than a compact form rebuilds
+	}
+	sl := storedLine{Method: rec.Method, TransactionID: rec.TransactionID, Updated: int64(secs), Error: rec.Error}
+	if e := rec.Error; e.Source == string(zhima.SourceLocal) && e.Code == zhima.CodeBusinessFailed && e.Msg == msgBusinessFailed &&
+		e.SubCode != "" && e.SubMsg != "" {
+		sl.Error, sl.SubMsg = nil, e.SubMsg
+		if e.SubCode != zhima.SubInvalidParameter {
+			sl.SubCode = e.SubCode
+		}
+	}
+	return json.Marshal(sl)
+}
+
+// rejected rebuilds the record of a compact rejected line, or returns nil
+// when sl is none.
+func (sl storedLine) rejected(created time.Time) *results.Record {
+	rec := &results.Record{Method: sl.Method, TransactionID: sl.TransactionID, State: results.Rejected,
+		UpdatedAt: created.UTC().Add(time.Duration(sl.Updated) * time.Second)}
+	switch {
+	case sl.SubMsg != "":
+		code := sl.SubCode
+		if code == "" {
+			code = zhima.SubInvalidParameter
+		}
+		rec.Error = &results.ErrorInfo{Source: string(zhima.SourceLocal), Code: zhima.CodeBusinessFailed, Msg: msgBusinessFailed,
+			SubCode: code, SubMsg: sl.SubMsg}
+	case sl.Error != nil:
+		e := *sl.Error
+		rec.Error = &e
+	default:
+		return nil
+	}
+	return rec
+}
+
+// decodeLine reads a line of a batch created at created.
+func decodeLine(raw []byte, created time.Time) (Line, error) {
+	var sl storedLine
+	if err := json.Unmarshal(raw, &sl); err != nil {
+		return Line{}, errors.New("is corrupt")
+	}
+	if sl.Rejected != nil {
+		return Line{Rejected: sl.Rejected}, nil
+	}
+	if rec := sl.rejected(created); rec != nil {
+		return Line{Rejected: rec}, nil
+	}
+	if sl.Method == "" || sl.TransactionID == "" {
+		return Line{}, errors.New("names no job")
+	}
+	return Line{Method: sl.Method, TransactionID: sl.TransactionID, Duplicate: sl.Duplicate}, nil
 }
 
 // Store keeps batches in Redis. It is safe for concurrent use; a Writer is not.
@@ -152,19 +261,16 @@ func (s *Store) Meta(ctx context.Context, id string) (*Meta, error) {
 	return m, nil
 }
 
-// lines returns lines [start, start+n) of the batch (fewer at its end) in one round trip.
-func (s *Store) lines(ctx context.Context, id string, start, n int) ([]Line, error) {
-	raw, err := s.rdb.LRange(ctx, s.linesKey(id), int64(start), int64(start+n-1)).Result()
+// lines returns lines [start, start+n) of batch m (fewer at its end) in one round trip.
+func (s *Store) lines(ctx context.Context, m *Meta, start, n int) ([]Line, error) {
+	raw, err := s.rdb.LRange(ctx, s.linesKey(m.ID), int64(start), int64(start+n-1)).Result()
 	if err != nil {
-		return nil, fmt.Errorf("batches: read lines of %s: %w", id, err)
+		return nil, fmt.Errorf("batches: read lines of %s: %w", m.ID, err)
 	}
 	out := make([]Line, len(raw))
 	for i, r := range raw {
-		if err := json.Unmarshal([]byte(r), &out[i]); err != nil {
-			return nil, fmt.Errorf("batches: read lines of %s: line %d is corrupt", id, start+i+1)
-		}
-		if out[i].Rejected == nil && (out[i].Method == "" || out[i].TransactionID == "") {
-			return nil, fmt.Errorf("batches: read lines of %s: line %d names no job", id, start+i+1)
+		if out[i], err = decodeLine([]byte(r), m.CreatedAt); err != nil {
+			return nil, fmt.Errorf("batches: read lines of %s: line %d %v", m.ID, start+i+1, err)
 		}
 	}
 	return out, nil
@@ -217,7 +323,7 @@ func (w *Writer) Add(ctx context.Context, l Line) error {
 	if w.closed {
 		return fmt.Errorf("batches: add to %s: the batch is closed", w.meta.ID)
 	}
-	b, err := json.Marshal(l)
+	b, err := encodeLine(l, w.meta.CreatedAt)
 	if err != nil {
 		return fmt.Errorf("batches: add to %s: %w", w.meta.ID, err)
 	}

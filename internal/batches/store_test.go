@@ -304,3 +304,134 @@ func TestEntriesReadInChunks(t *testing.T) {
 		t.Errorf("%d entries in %d round trips; want %d in at most 6", count, trips, n)
 	}
 }
+
+func TestLinesKeepRejectionsCompactly(t *testing.T) {
+	created := time.Date(2026, 11, 26, 3, 15, 0, 250_000_000, time.UTC)
+	at := func(d time.Duration) time.Time { return created.Add(d) }
+	local := func(code, msg string) *results.ErrorInfo {
+		return &results.ErrorInfo{Source: "local", Code: "40004", Msg: "Business Failed", SubCode: code, SubMsg: msg}
+	}
+	rej := func(method, tid string, e *results.ErrorInfo, updated time.Time) *results.Record {
+		return &results.Record{Method: method, TransactionID: tid, State: results.Rejected, Error: e, UpdatedAt: updated, BatchID: "b_x"}
+	}
+	withAttempts := rej(testMethod, "T9", local("INVALID_PARAMETER", "x"), at(time.Second))
+	withAttempts.Attempts = 1
+	tests := []struct {
+		name   string
+		line   Line
+		stored string
+		// updated is the rejected record's updated_at as read back.
+		updated time.Time
+	}{
+		{"accepted_job_keeps_method_and_transaction", Line{Method: testMethod, TransactionID: "T1"},
+			`{"m":"zhima.credit.score.brief.get","t":"T1"}`, time.Time{}},
+		{"duplicate_is_marked", Line{Method: testMethod, TransactionID: "T1", Duplicate: true},
+			`{"m":"zhima.credit.score.brief.get","t":"T1","d":true}`, time.Time{}},
+		{"empty_object_keeps_its_sub_msg_and_whole_seconds", Line{Rejected: rej("", "", local("INVALID_PARAMETER", "method: is required"), at(2900*time.Millisecond))},
+			`{"s":"method: is required","u":2}`, at(2 * time.Second)},
+		{"repeat_keeps_its_sub_code", Line{Rejected: rej(testMethod, "T1", local("TRANSACTION_ID_REPEAT", "transaction_id was already used"), at(300*time.Millisecond))},
+			`{"m":"zhima.credit.score.brief.get","t":"T1","s":"transaction_id was already used","c":"TRANSACTION_ID_REPEAT"}`, created},
+		{"other_error_keeps_its_object", Line{Rejected: rej(testMethod, "T2", &results.ErrorInfo{Source: "local", Msg: "Redis failed"}, at(61*time.Second))},
+			`{"m":"zhima.credit.score.brief.get","t":"T2","e":{"source":"local","msg":"Redis failed"},"u":61}`, at(61 * time.Second)},
+		{"rejection_before_the_batch_reads_back_within_a_second", Line{Rejected: rej("", "", local("INVALID_PARAMETER", "x"), at(-1500*time.Millisecond))},
+			`{"s":"x","u":-1}`, at(-time.Second)},
+		{"record_with_attempts_is_kept_whole", Line{Rejected: withAttempts}, "", withAttempts.UpdatedAt},
+		{"record_without_error_is_kept_whole", Line{Rejected: rej("", "", nil, at(time.Second))}, "", at(time.Second)},
+		{"zero_updated_at_is_kept_whole", Line{Rejected: rej("", "", local("INVALID_PARAMETER", "x"), time.Time{})}, "", time.Time{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := encodeLine(tt.line, created)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stored := tt.stored
+			if stored == "" { // kept whole: the form every rejected line had before
+				rec, _ := tt.line.Rejected.MarshalJSON()
+				stored = `{"r":` + string(rec) + `}`
+			}
+			if string(b) != stored {
+				t.Errorf("stored %s\n          want %s", b, stored)
+			}
+			back, err := decodeLine(b, created)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.line.Rejected == nil {
+				if back != tt.line {
+					t.Errorf("read back %+v, want %+v", back, tt.line)
+				}
+				return
+			}
+			want := *tt.line.Rejected
+			want.UpdatedAt = tt.updated
+			if tt.stored != "" {
+				want.BatchID = "" // a compact line names no batch: reading sets it
+			}
+			if got, wantJSON := recordJSON(t, back.Rejected), recordJSON(t, &want); got != wantJSON {
+				t.Errorf("read back %s\n     want %s", got, wantJSON)
+			}
+		})
+	}
+}
+
+func recordJSON(tb testing.TB, rec *results.Record) string {
+	tb.Helper()
+	if rec == nil {
+		tb.Fatal("no record")
+	}
+	b, err := rec.MarshalJSON()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestLinesReadBack(t *testing.T) {
+	created := time.Date(2026, 11, 26, 3, 15, 0, 0, time.UTC)
+	tests := []struct {
+		name, raw string
+		want      Line
+		err       string
+	}{
+		{"line_written_before_the_compact_forms", `{"r":{"method":"","transaction_id":"","state":"rejected","attempts":0,"duplicate":false,"response":null,` +
+			`"error":{"source":"local","code":"40004","msg":"Business Failed","sub_code":"INVALID_PARAMETER","sub_msg":"method: is required"},` +
+			`"enqueued_at":null,"updated_at":"2026-11-26T03:15:02.123456789Z","batch_id":"b_x"}}`,
+			Line{Rejected: &results.Record{State: results.Rejected, UpdatedAt: time.Date(2026, 11, 26, 3, 15, 2, 123456789, time.UTC), BatchID: "b_x",
+				Error: &results.ErrorInfo{Source: "local", Code: "40004", Msg: "Business Failed", SubCode: "INVALID_PARAMETER", SubMsg: "method: is required"}}}, ""},
+		{"corrupt_line_fails", `{"m":`, Line{}, "is corrupt"},
+		{"line_without_a_job_fails", `{"d":true}`, Line{}, "names no job"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := decodeLine([]byte(tt.raw), created)
+			if tt.err != "" {
+				if err == nil || err.Error() != tt.err {
+					t.Fatalf("decodeLine = %+v, %v; want error %q", got, err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if recordJSON(t, got.Rejected) != recordJSON(t, tt.want.Rejected) {
+				t.Errorf("read back %s\n     want %s", recordJSON(t, got.Rejected), recordJSON(t, tt.want.Rejected))
+			}
+		})
+	}
+}
+
+// TestEmptyObjectLineIsSmall pins what a rejected `{}` line costs in its
+// list: the bytes stored, whatever Redis adds per list entry (2 or 3 bytes).
+func TestEmptyObjectLineIsSmall(t *testing.T) {
+	created := time.Now()
+	rec := &results.Record{State: results.Rejected, UpdatedAt: created.Add(99999 * time.Second), // more than a day later
+		Error: &results.ErrorInfo{Source: "local", Code: "40004", Msg: "Business Failed", SubCode: "INVALID_PARAMETER", SubMsg: "method: is required"}}
+	b, err := encodeLine(Line{Rejected: rec}, created)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > 40 {
+		t.Errorf("a rejected {} line is stored in %d bytes, want at most 40: %s", len(b), b)
+	}
+}

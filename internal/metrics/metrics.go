@@ -1,6 +1,7 @@
 // Package metrics is zhimaq's Prometheus instrumentation: gateway calls,
 // retries, finished jobs, de-duplication hits, the rate limiter and the
-// breaker, plus asynq's queue metrics, served by Handler at /metrics.
+// breaker, the HTTP API's failed logins, plus asynq's queue metrics, served
+// by Handler at /metrics.
 //
 // Every method of *Metrics is safe on a nil receiver, so callers hold an
 // optional *Metrics without checks. Label values are bounded: anything
@@ -40,6 +41,13 @@ const (
 	ReasonBreakerOpen = "breaker open"
 )
 
+// Reasons of AuthFailure: a request to the API without a bearer token, or
+// with one that is not in API_TOKENS.
+const (
+	AuthMissing = "missing"
+	AuthInvalid = "invalid"
+)
+
 // Breaker states of BreakerChanged and the values of zhimaq_breaker_state.
 const (
 	BreakerClosed   = "closed"
@@ -66,6 +74,7 @@ type Metrics struct {
 	heldBack       *prometheus.CounterVec
 	breakerState   prometheus.Gauge
 	breakerChanges *prometheus.CounterVec
+	authFailures   *prometheus.CounterVec
 }
 
 // New creates zhimaq's metrics and registers them with reg (nil: they are
@@ -117,6 +126,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "zhimaq_breaker_changes_total",
 			Help: "Changes of the gateway breaker's state, by the state it changed to.",
 		}, []string{"to"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "zhimaq_api_auth_failures_total",
+			Help: "HTTP API requests refused 401, by reason: missing (no bearer token) or invalid (a token not in API_TOKENS).",
+		}, []string{"reason"}),
 	}
 	for _, method := range zhima.Methods {
 		m.gatewayLatency.WithLabelValues(method)
@@ -134,9 +147,12 @@ func New(reg prometheus.Registerer) *Metrics {
 	for s := range breakerStates {
 		m.breakerChanges.WithLabelValues(s)
 	}
+	for _, r := range []string{AuthMissing, AuthInvalid} {
+		m.authFailures.WithLabelValues(r)
+	}
 	if reg != nil {
 		reg.MustRegister(m.gatewayCalls, m.gatewayLatency, m.inFlight, m.retries, m.jobsFinished,
-			m.dedup, m.limiterWait, m.heldBack, m.breakerState, m.breakerChanges)
+			m.dedup, m.limiterWait, m.heldBack, m.breakerState, m.breakerChanges, m.authFailures)
 	}
 	return m
 }
@@ -244,6 +260,18 @@ func (m *Metrics) BreakerChanged(to string) {
 	}
 	m.breakerState.Set(v)
 	m.breakerChanges.WithLabelValues(to).Inc()
+}
+
+// AuthFailure records an API request refused 401 for reason "missing" or
+// "invalid" (anything else counts as "other").
+func (m *Metrics) AuthFailure(reason string) {
+	if m == nil {
+		return
+	}
+	if reason != AuthMissing && reason != AuthInvalid {
+		reason = Other
+	}
+	m.authFailures.WithLabelValues(reason).Inc()
 }
 
 var heldBackLabels = map[string]string{ReasonRateLimit: "rate_limit", ReasonBreakerOpen: "breaker_open"}

@@ -44,6 +44,9 @@ func drive(m *metrics.Metrics) {
 	m.HeldBack("breaker open")
 	m.BreakerChanged("open")
 	m.BreakerChanged("half-open")
+	m.AuthFailure("missing")
+	m.AuthFailure("invalid")
+	m.AuthFailure("invalid")
 }
 
 func TestMetricsScrape(t *testing.T) {
@@ -73,10 +76,14 @@ zhimaq_tasks_held_back_total{reason="rate_limit"} 1
 zhimaq_gateway_retries_total{method=%[1]q} 0
 zhimaq_gateway_retries_total{method=%[2]q} 1
 zhimaq_gateway_retries_total{method=%[3]q} 1
+# HELP zhimaq_api_auth_failures_total HTTP API requests refused 401, by reason: missing (no bearer token) or invalid (a token not in API_TOKENS).
+# TYPE zhimaq_api_auth_failures_total counter
+zhimaq_api_auth_failures_total{reason="invalid"} 2
+zhimaq_api_auth_failures_total{reason="missing"} 1
 `, cert, rel, score)
 		if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
 			"zhimaq_gateway_calls_in_flight", "zhimaq_breaker_state", "zhimaq_breaker_changes_total",
-			"zhimaq_tasks_held_back_total", "zhimaq_gateway_retries_total"); err != nil {
+			"zhimaq_tasks_held_back_total", "zhimaq_gateway_retries_total", "zhimaq_api_auth_failures_total"); err != nil {
 			t.Error(err)
 		}
 	})
@@ -154,12 +161,13 @@ func TestLabelCardinalityBounded(t *testing.T) {
 		m.Dedup(junk, junk)
 		m.HeldBack(junk)
 		m.BreakerChanged(junk)
+		m.AuthFailure(junk)
 	}
 	allowed := map[string]map[string]bool{
 		"method":  set(append(zhima.Methods[:len(zhima.Methods):len(zhima.Methods)], "other")...),
 		"outcome": set(append(metrics.Outcomes(), "duplicate", "conflict")...),
 		"state":   set("succeeded", "failed", "other"),
-		"reason":  set("rate_limit", "breaker_open", "other"),
+		"reason":  set("rate_limit", "breaker_open", "missing", "invalid", "other"),
 		"to":      set("closed", "half-open", "open", "other"),
 		"le":      nil, // bucket bounds: fixed by the histograms
 	}
@@ -185,7 +193,7 @@ func TestLabelCardinalityBounded(t *testing.T) {
 	if limit := 4*(len(metrics.Outcomes())+12) + 20; series > limit {
 		t.Errorf("%d series after 500 distinct junk values; want at most %d", series, limit)
 	}
-	for _, name := range []string{"zhimaq_gateway_calls_total", "zhimaq_jobs_finished_total", "zhimaq_tasks_held_back_total"} {
+	for _, name := range []string{"zhimaq_gateway_calls_total", "zhimaq_jobs_finished_total", "zhimaq_tasks_held_back_total", "zhimaq_api_auth_failures_total"} {
 		if n, err := testutil.GatherAndCount(reg, name); err != nil || n == 0 {
 			t.Errorf("%s: %d series, %v", name, n, err)
 		}

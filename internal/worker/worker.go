@@ -3,6 +3,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -151,7 +152,7 @@ func New(opts Options) (*Worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: CALLBACK_HOSTS: %w", err)
 	}
-	w.callbacks = &batches.Deliverer{Secret: []byte(cfg.CallbackSecret), Hosts: hosts, Log: log.Named("callback"), Now: now}
+	w.callbacks = &batches.Deliverer{Secret: []byte(cfg.CallbackSecret), Hosts: hosts, Keys: keys, Log: log.Named("callback"), Now: now}
 	w.sweeper = &batches.Sweeper{Store: batches.New(w.rdb, cfg.KeyPrefix, cfg.ResultTTL), Queue: asynq.NewClientFromRedisClient(w.rdb),
 		QueueName: queue, Interval: opts.SweepInterval, Log: log.Named("batches"), Now: now}
 	if cfg.HTTPAddr != "" && cfg.HTTPAddr != "off" {
@@ -162,17 +163,34 @@ func New(opts Options) (*Worker, error) {
 		if len(cfg.APITokens) > 0 {
 			w.producer, err = zhimaq.NewProducer(w.rdb, zhimaq.ProducerConfig{AppID: cfg.AppID, DataKeys: cfg.DataKeys, Queue: queue,
 				DedupWindow: cfg.DedupWindow, ResultTTL: cfg.ResultTTL, MaxAttempts: cfg.RetryMaxAttempts, KeyPrefix: cfg.KeyPrefix,
-				CallbackHosts: cfg.CallbackHosts, Now: now, OnDedup: m.Dedup})
+				CallbackHosts: cfg.CallbackHosts, MaxBatchLines: cfg.BatchMaxLines, Now: now, OnDedup: m.Dedup})
 			if err != nil {
 				w.closeRedis()
 				return nil, fmt.Errorf("worker: API: %w", err)
 			}
-			mux.Handle("/v1/", api.New(w.producer, api.Options{Tokens: cfg.APITokens, Log: log.Named("api")}))
+			mux.Handle("/v1/", api.New(w.producer, api.Options{Tokens: cfg.APITokens, MaxRequests: cfg.APIMaxRequests,
+				Metrics: m, Log: log.Named("api"), Now: now}))
 		}
-		w.http = &http.Server{Addr: cfg.HTTPAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		stall := cmp.Or(cfg.HTTPStallTimeout, config.Defaults.HTTPStallTimeout)
+		w.http = &http.Server{
+			Addr:              cfg.HTTPAddr,
+			Handler:           api.StallHandler(mux, stall, log.Named("http")),
+			ReadHeaderTimeout: min(headerTimeout, stall),
+			IdleTimeout:       cmp.Or(cfg.HTTPIdleTimeout, config.Defaults.HTTPIdleTimeout),
+			MaxHeaderBytes:    cmp.Or(cfg.HTTPMaxHeaderBytes, config.Defaults.HTTPMaxHeaderBytes),
+			ErrorLog:          zap.NewStdLog(log.Named("http")),
+		}
 	}
 	return w, nil
 }
+
+// headerTimeout bounds the read of a request's header (HTTP_STALL_TIMEOUT
+// when that is shorter).
+const headerTimeout = 5 * time.Second
+
+// httpShutdownTimeout is how long Close waits for requests under way
+// before it closes their connections.
+const httpShutdownTimeout = 2 * time.Second
 
 // exhausted is asynq's ErrorHandler: the job handler's, and a log line
 // when a batch callback is given up.
@@ -231,6 +249,10 @@ func (w *Worker) Start() error {
 			return fmt.Errorf("worker: HTTP_ADDR: %w", err)
 		}
 		w.listener = ln
+		if a, ok := ln.Addr().(*net.TCPAddr); ok && !a.IP.IsLoopback() {
+			w.log.Warn("HTTP listener on a non-loopback address: /metrics, /healthz and /readyz are served there without authentication to anyone who can reach it",
+				zap.String("http", ln.Addr().String()))
+		}
 		go func() {
 			if err := w.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				w.log.Error("http listener stopped", zap.Error(err))
@@ -258,7 +280,7 @@ func (w *Worker) Start() error {
 		w.log.Info("batch callbacks cannot be signed on this worker: CALLBACK_SECRET is not set")
 	}
 	if w.producer != nil && w.callbacks.Hosts == nil {
-		w.log.Warn("batch callbacks may go to any host, internal ones included: set CALLBACK_HOSTS to the hosts API clients may name")
+		w.log.Warn("batch callbacks may go to any host with a public address (internal addresses are refused): set CALLBACK_HOSTS to the hosts API clients may name")
 	}
 	return nil
 }
@@ -284,9 +306,11 @@ func (w *Worker) Close() {
 	}
 	w.server.Shutdown()
 	if w.http != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), httpShutdownTimeout)
 		defer cancel()
-		w.http.Shutdown(ctx)
+		if err := w.http.Shutdown(ctx); err != nil {
+			w.http.Close() // drops the connections still held, stalled clients' too
+		}
 	}
 	if w.producer != nil {
 		w.producer.Close()
