@@ -135,7 +135,7 @@ func runBatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	case f.timeout > 0 && !f.wait:
 		return usageError(stderr, "batch", "--timeout only applies with --wait")
 	case f.callback != "" && !batches.ValidCallbackURL(f.callback):
-		return usageError(stderr, "batch", "--callback must be an absolute http or https URL")
+		return usageError(stderr, "batch", "--callback must be an absolute http or https URL without user info, its host a plain DNS name or an IP address without a zone")
 	}
 	in := stdin
 	if files[0] != "-" {

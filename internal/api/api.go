@@ -262,9 +262,10 @@ func bytesText(n int64) string {
 // StallHandler returns h behind per-read and per-write deadlines of stall
 // (HTTP_STALL_TIMEOUT; 0 means config.Defaults.HTTPStallTimeout, 30s):
 // every read of a request body and every write of an answer must move
-// within stall of the one before, however long the whole takes. A 256 MiB
-// batch that keeps coming is never cut; a client that stops sending its
-// body, or stops taking the answer, is dropped. A body that stalls is
+// within stall of the one before, and a body must average MinBodyRate
+// once its first stall has passed. A 256 MiB batch that keeps coming is
+// never cut; a client that stops sending its body or trickles it, or stops
+// taking the answer, is dropped. A body that stalls is
 // answered 408 timeout with Connection: close, in place of whatever h
 // answers, unless h's answer has begun; each stall is logged once to log
 // with the client's address, never the request's data. An answer that
@@ -284,7 +285,7 @@ func StallHandler(h http.Handler, stall time.Duration, log *zap.Logger) http.Han
 		sw.extend()
 		defer sw.extend() // for the flush of what h left buffered
 		if r.Body != nil && r.Body != http.NoBody {
-			sw.body = &stallBody{ReadCloser: r.Body, w: sw}
+			sw.body = &stallBody{ReadCloser: r.Body, w: sw, start: time.Now()}
 			r2 := *r
 			r2.Body = sw.body
 			r = &r2
@@ -383,31 +384,49 @@ func (w *stallWriter) answerStall() {
 	w.Header().Set("Connection", "close")
 	w.extend()
 	writeError(w.ResponseWriter, http.StatusRequestTimeout, "timeout",
-		fmt.Sprintf("no byte of the request body came for %s (HTTP_STALL_TIMEOUT); send the request again", w.stall))
+		fmt.Sprintf("the request body stopped for %s (HTTP_STALL_TIMEOUT) or came slower than %d bytes/s; send the request again",
+			w.stall, MinBodyRate))
 }
+
+// MinBodyRate is the slowest a request body may come, on average, once the
+// first HTTP_STALL_TIMEOUT of it has passed, in bytes per second: a client
+// that sends a byte now and then cannot hold an API slot for hours.
+const MinBodyRate = 1024
 
 // stallBody moves the read deadline forward before each read of the body,
 // until the body ends: from then on the server reads the connection, with
 // deadlines of its own.
 type stallBody struct {
 	io.ReadCloser
-	w    *stallWriter
-	read int64
-	done atomic.Bool // the body has ended, or failed
+	w     *stallWriter
+	start time.Time
+	read  int64
+	done  atomic.Bool // the body has ended, or failed
+}
+
+// deadline is when the next read must have returned: within stall of now,
+// and no later than the body's first stall plus the time MinBodyRate needs
+// for what has come so far.
+func (b *stallBody) deadline(now time.Time) time.Time {
+	budget := b.start.Add(b.w.stall + time.Duration(b.read)*time.Second/MinBodyRate)
+	if next := now.Add(b.w.stall); next.Before(budget) {
+		return next
+	}
+	return budget
 }
 
 func (b *stallBody) Read(p []byte) (int, error) {
 	if b.done.Load() {
 		return b.ReadCloser.Read(p)
 	}
-	b.w.rc.SetReadDeadline(time.Now().Add(b.w.stall))
+	b.w.rc.SetReadDeadline(b.deadline(time.Now()))
 	n, err := b.ReadCloser.Read(p)
 	b.read += int64(n)
 	if err != nil {
 		b.done.Store(true)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			b.w.stalled.Store(true)
-			b.w.log.Warn("http: the client sent no byte of the request body for HTTP_STALL_TIMEOUT; request dropped",
+			b.w.log.Warn("http: the request body stopped for HTTP_STALL_TIMEOUT or came slower than MinBodyRate; request dropped",
 				zap.String("remote", b.w.remote), zap.Int64("body_bytes_read", b.read), zap.Duration("stall_timeout", b.w.stall))
 		}
 	}

@@ -564,7 +564,30 @@ func TestAPIStalledBodies(t *testing.T) {
 			}
 		})
 	}
-	if !strings.Contains(logs.String(), "sent no byte of the request body for HTTP_STALL_TIMEOUT") {
+	t.Run("batch_body_that_trickles_is_answered_408", func(t *testing.T) {
+		// A byte every 20 ms, never a pause of HTTP_STALL_TIMEOUT, but far
+		// below api.MinBodyRate: it must not hold its slot for long.
+		body := scoreJob("TRICKLE", 600) + "\n"
+		conn, r := sendHead(t, base, "/v1/batches", len(body))
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for i := range len(body) {
+				if _, err := io.WriteString(conn, body[i:i+1]); err != nil {
+					return // dropped, as it should be
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}()
+		req, resp, a := readAnswer(t, conn, r, base, "/v1/batches")
+		spec.checkAnswer(req, resp)
+		if a.status != http.StatusRequestTimeout || a.errorCode(t) != "timeout" {
+			t.Errorf("answer %d %s, want 408 timeout for a body far below %d bytes/s", a.status, a.body, api.MinBodyRate)
+		}
+		conn.Close()
+		<-done
+	})
+	if !strings.Contains(logs.String(), "came slower than MinBodyRate; request dropped") {
 		t.Errorf("no log line about the stalled bodies:\n%s", logs.String())
 	}
 	noPersonalData(t, []byte(logs.String()))

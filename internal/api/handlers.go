@@ -103,7 +103,7 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_callback", "callback must be an absolute http or https URL")
+		writeError(w, http.StatusBadRequest, "bad_callback", "callback must be an absolute http or https URL without user info, its host a plain DNS name or an IP address without a zone")
 		return
 	}
 	switch {
