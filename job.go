@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"unicode/utf8"
 
-	"github.com/zhimaq/zhimaq/internal/tasks"
+	"github.com/zhimaq/zhimaq/internal/payload"
 	"github.com/zhimaq/zhimaq/internal/zhima"
 )
 
@@ -33,7 +33,7 @@ func ParseJob(line []byte) (Job, *Record) {
 	if !utf8.Valid(line) {
 		return job, rejection(job, "", "job: line is not valid UTF-8")
 	}
-	if err := tasks.DecodeStrict(line, &job); err != nil {
+	if err := payload.DecodeStrict(line, &job); err != nil {
 		job = Job{}
 		var probe struct {
 			Method string `json:"method"`

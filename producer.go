@@ -13,9 +13,9 @@ import (
 
 	"github.com/zhimaq/zhimaq/internal/batches"
 	"github.com/zhimaq/zhimaq/internal/idempotency"
+	"github.com/zhimaq/zhimaq/internal/payload"
 	"github.com/zhimaq/zhimaq/internal/results"
 	"github.com/zhimaq/zhimaq/internal/seal"
-	"github.com/zhimaq/zhimaq/internal/tasks"
 	"github.com/zhimaq/zhimaq/internal/zhima"
 )
 
@@ -84,7 +84,7 @@ func NewProducer(rdb redis.UniversalClient, cfg ProducerConfig) (*Producer, erro
 		return nil, fmt.Errorf("zhimaq: producer: CallbackHosts: %w", err)
 	}
 	if cfg.Queue == "" {
-		cfg.Queue = tasks.DefaultQueue
+		cfg.Queue = payload.DefaultQueue
 	}
 	if cfg.DedupWindow == 0 {
 		cfg.DedupWindow = 24 * time.Hour
@@ -132,10 +132,10 @@ func (p *Producer) submit(ctx context.Context, job Job, batchID string) (*Record
 }
 
 func (p *Producer) submitJob(ctx context.Context, job Job, batchID string) (*Record, error) {
-	req, err := tasks.Request(job.Method, job.BizContent)
+	req, err := payload.Request(job.Method, job.BizContent)
 	if err != nil {
 		rec := rejection(job, transactionOf(job.BizContent), "")
-		rec.Error = tasks.ErrorInfo(err)
+		rec.Error = payload.ErrorInfo(err)
 		return rec, nil
 	}
 	key := idempotency.Key{AppID: p.cfg.AppID, Method: job.Method, TransactionID: req.Transaction()}
@@ -211,12 +211,12 @@ func (p *Producer) resume(ctx context.Context, key idempotency.Key, job Job, bat
 
 // enqueue puts the job's task in the queue; a task already there is fine.
 func (p *Producer) enqueue(ctx context.Context, key idempotency.Key, job Job) error {
-	payload := &tasks.Payload{AppID: key.AppID, Method: key.Method, TransactionID: key.TransactionID,
+	pl := &payload.Payload{AppID: key.AppID, Method: key.Method, TransactionID: key.TransactionID,
 		AppAuthToken: job.AppAuthToken, BizContent: job.BizContent}
-	if err := payload.Seal(p.keys); err != nil {
+	if err := pl.Seal(p.keys); err != nil {
 		return err
 	}
-	task, err := tasks.NewTask(payload, asynq.Queue(p.cfg.Queue), asynq.MaxRetry(p.cfg.MaxAttempts+retrySlack))
+	task, err := payload.NewTask(pl, asynq.Queue(p.cfg.Queue), asynq.MaxRetry(p.cfg.MaxAttempts+retrySlack))
 	if err != nil {
 		return err
 	}

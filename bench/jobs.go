@@ -13,7 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/zhimaq/zhimaq"
-	"github.com/zhimaq/zhimaq/internal/tasks"
+	"github.com/zhimaq/zhimaq/internal/payload"
 	"github.com/zhimaq/zhimaq/internal/zhima"
 	"github.com/zhimaq/zhimaq/internal/zhimatest"
 )
@@ -44,7 +44,7 @@ func job(tx string) zhimaq.Job {
 // taskPayload is the asynq payload zhimaq enqueues for tx: the bare asynq
 // reference enqueues exactly these bytes.
 func taskPayload(tx string) []byte {
-	b, err := json.Marshal(&tasks.Payload{AppID: zhimatest.AppID, Method: jobMethod, TransactionID: tx, BizContent: bizContent(tx)})
+	b, err := json.Marshal(&payload.Payload{AppID: zhimatest.AppID, Method: jobMethod, TransactionID: tx, BizContent: bizContent(tx)})
 	if err != nil {
 		panic(err)
 	}

@@ -10,7 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/zhimaq/zhimaq/internal/idempotency"
-	"github.com/zhimaq/zhimaq/internal/tasks"
+	"github.com/zhimaq/zhimaq/internal/payload"
 	"github.com/zhimaq/zhimaq/internal/zhimatest"
 )
 
@@ -40,7 +40,7 @@ func (e *env) runMemory(ctx context.Context, n int, useZhimaq bool) (memRun, err
 		}
 		defer p.Close()
 		submit = submitter(ctx, p)
-		taskID = func(tx string) string { return tasks.TaskID(key(tx)) }
+		taskID = func(tx string) string { return payload.TaskID(key(tx)) }
 	} else {
 		c := asynq.NewClientFromRedisClient(rdb)
 		defer c.Close()

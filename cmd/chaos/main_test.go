@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/zhimaq/zhimaq"
-	"github.com/zhimaq/zhimaq/internal/tasks"
+	"github.com/zhimaq/zhimaq/internal/payload"
 	"github.com/zhimaq/zhimaq/internal/zhima"
 )
 
@@ -29,7 +29,7 @@ func TestGeneratedJobsAreValid(t *testing.T) {
 		if rej != nil {
 			t.Fatalf("%s: rejected: %+v", j.Line, rej.Error)
 		}
-		if _, err := tasks.Request(job.Method, job.BizContent); err != nil {
+		if _, err := payload.Request(job.Method, job.BizContent); err != nil {
 			t.Fatalf("%s: %v", j.Line, err)
 		}
 		if job.Method != j.Method || seen[j.TxID] {
@@ -60,7 +60,7 @@ func TestConflictingJobKeepsTheTransactionButNotTheParameters(t *testing.T) {
 		if rej != nil {
 			t.Fatalf("%s: rejected: %+v", c.Line, rej.Error)
 		}
-		if _, err := tasks.Request(job.Method, job.BizContent); err != nil {
+		if _, err := payload.Request(job.Method, job.BizContent); err != nil {
 			t.Fatalf("%s: %v", c.Line, err)
 		}
 	}

@@ -1,3 +1,7 @@
+// Package tasks holds the worker's handler of zhimaq's tasks: it calls the
+// gateway and maps the outcomes onto asynq's retry control and the results
+// store. What a task carries, and how it is built and read, is in package
+// payload.
 package tasks
 
 import (
@@ -15,6 +19,7 @@ import (
 	"github.com/zhimaq/zhimaq/internal/breaker"
 	"github.com/zhimaq/zhimaq/internal/idempotency"
 	"github.com/zhimaq/zhimaq/internal/metrics"
+	"github.com/zhimaq/zhimaq/internal/payload"
 	"github.com/zhimaq/zhimaq/internal/ratelimit"
 	"github.com/zhimaq/zhimaq/internal/results"
 	"github.com/zhimaq/zhimaq/internal/seal"
@@ -106,7 +111,7 @@ func (h *Handler) lastStart(first time.Time) time.Time {
 // Register adds the handler for every method to mux.
 func (h *Handler) Register(mux *asynq.ServeMux) {
 	for _, m := range zhima.Methods {
-		mux.Handle(TaskType(m), h)
+		mux.Handle(payload.TaskType(m), h)
 	}
 }
 
@@ -116,7 +121,7 @@ func (h *Handler) Register(mux *asynq.ServeMux) {
 // at all. It returns an error, so asynq tries again, only while the job may
 // still succeed or its outcome could not be stored.
 func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
-	p, err := DecodePayload(t.Type(), t.Payload())
+	p, err := payload.DecodePayload(t.Type(), t.Payload())
 	if err != nil {
 		h.Log.Error("task payload cannot be decoded; dropping it", zap.String("type", t.Type()), zap.Error(err))
 		if p, ok := partialKey(t); ok {
@@ -128,9 +133,9 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	key := p.Key()
 	log := h.Log.With(zap.String("method", p.Method), zap.String("transaction_id", p.TransactionID))
 	if err := p.Open(h.Keys); err != nil {
-		if errors.Is(err, ErrNotSealed) {
+		if errors.Is(err, payload.ErrNotSealed) {
 			h.refuseUnsealed(log)
-			return h.fail(ctx, p, ErrorInfo(err))
+			return h.fail(ctx, p, payload.ErrorInfo(err))
 		}
 		if errors.Is(err, seal.ErrUnknownKey) {
 			// Another worker may hold the key (a rotation under way): try again later.
@@ -161,10 +166,10 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if rec.Attempts >= h.maxAttempts() {
 		return h.fail(ctx, p, rec.Error)
 	}
-	req, err := Request(p.Method, p.BizContent)
+	req, err := payload.Request(p.Method, p.BizContent)
 	if err != nil {
 		log.Warn("job holds an invalid request", zap.Error(err))
-		return h.fail(ctx, p, ErrorInfo(err))
+		return h.fail(ctx, p, payload.ErrorInfo(err))
 	}
 
 	report, err := h.admit(ctx)
@@ -221,7 +226,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		case zerr == nil:
 			r.State, r.Response, r.Error = results.Succeeded, env.Raw, nil
 		default:
-			r.Error = ErrorInfo(zerr)
+			r.Error = payload.ErrorInfo(zerr)
 			r.State = results.Retrying
 			if final || r.Attempts >= h.maxAttempts() || h.now().After(h.lastStart(first)) {
 				r.State, final = results.Failed, true
@@ -298,7 +303,7 @@ func (h *Handler) admit(ctx context.Context) (func(breaker.Outcome), error) {
 
 // update changes the job's record, starting from current when it is the
 // stored record (one round trip), and creates it if it has gone missing.
-func (h *Handler) update(ctx context.Context, p *Payload, current *results.Record, change func(*results.Record)) (*results.Record, error) {
+func (h *Handler) update(ctx context.Context, p *payload.Payload, current *results.Record, change func(*results.Record)) (*results.Record, error) {
 	apply := func(r *results.Record) error {
 		change(r)
 		r.UpdatedAt = h.now().UTC()
@@ -315,7 +320,7 @@ func (h *Handler) update(ctx context.Context, p *Payload, current *results.Recor
 
 // fail stores a final failure. It returns nil once stored, ending the task;
 // else the storing error, so the task comes back and fails again.
-func (h *Handler) fail(ctx context.Context, p *Payload, info *results.ErrorInfo) error {
+func (h *Handler) fail(ctx context.Context, p *payload.Payload, info *results.ErrorInfo) error {
 	if _, err := h.update(ctx, p, nil, func(r *results.Record) { r.State, r.Error = results.Failed, info }); err != nil {
 		return fmt.Errorf("tasks: store failure: %w", err)
 	}
@@ -325,27 +330,12 @@ func (h *Handler) fail(ctx context.Context, p *Payload, info *results.ErrorInfo)
 
 // partialKey recovers the transaction of a payload that failed to decode
 // in full, so its record can say why it failed.
-func partialKey(t *asynq.Task) (*Payload, bool) {
-	var p Payload
+func partialKey(t *asynq.Task) (*payload.Payload, bool) {
+	var p payload.Payload
 	if err := json.Unmarshal(t.Payload(), &p); err != nil || p.AppID == "" || p.TransactionID == "" || p.Method != t.Type() {
 		return nil, false
 	}
 	return &p, true
-}
-
-// ErrorInfo is the record's form of a gateway or local error.
-func ErrorInfo(err error) *results.ErrorInfo {
-	var zerr *zhima.Error
-	if !errors.As(err, &zerr) {
-		return &results.ErrorInfo{Source: string(zhima.SourceLocal), Msg: err.Error()}
-	}
-	info := &results.ErrorInfo{Source: string(zerr.Source), Code: zerr.Code, Msg: zerr.Msg, SubCode: zerr.SubCode, SubMsg: zerr.SubMsg}
-	if zerr.Err != nil && info.Msg == "" {
-		info.Msg = zerr.Err.Error()
-	} else if zerr.HTTPStatus != 0 && zerr.HTTPStatus != 200 && info.Msg == "" {
-		info.Msg = fmt.Sprintf("HTTP %d", zerr.HTTPStatus)
-	}
-	return info
 }
 
 // RetryDelay is asynq's RetryDelayFunc for zhimaq: base·2ⁿ capped at max,
@@ -384,7 +374,7 @@ func (h *Handler) Exhausted(ctx context.Context, t *asynq.Task, err error) {
 		return
 	}
 	h.Log.Warn("asynq gave up on the task", zap.String("method", p.Method), zap.String("transaction_id", p.TransactionID), zap.Int("retried", retried))
-	if err := h.fail(context.WithoutCancel(ctx), p, ErrorInfo(err)); err != nil {
+	if err := h.fail(context.WithoutCancel(ctx), p, payload.ErrorInfo(err)); err != nil {
 		h.Log.Error("cannot store a failed job", zap.String("method", p.Method), zap.String("transaction_id", p.TransactionID), zap.Error(err))
 	}
 }

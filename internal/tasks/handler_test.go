@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/zhimaq/zhimaq/internal/idempotency"
+	"github.com/zhimaq/zhimaq/internal/payload"
 	"github.com/zhimaq/zhimaq/internal/redistest"
 	"github.com/zhimaq/zhimaq/internal/results"
 	"github.com/zhimaq/zhimaq/internal/sandbox"
@@ -51,14 +52,14 @@ func newFixture(tb testing.TB, faults sandbox.Faults) *fixture {
 	return f
 }
 
-func scorePayload(tx string) *Payload {
-	return &Payload{AppID: zhimatest.AppID, Method: zhima.MethodScoreBriefGet, TransactionID: tx, BizContent: json.RawMessage(
+func scorePayload(tx string) *payload.Payload {
+	return &payload.Payload{AppID: zhimatest.AppID, Method: zhima.MethodScoreBriefGet, TransactionID: tx, BizContent: json.RawMessage(
 		`{"transaction_id":"` + tx + `","product_code":"w1010100000000002733","cert_type":"IDENTITY_CARD","cert_no":"` + applicantID + `","name":"张三","admittance_score":650}`)}
 }
 
-func task(tb testing.TB, p *Payload) *asynq.Task {
+func task(tb testing.TB, p *payload.Payload) *asynq.Task {
 	tb.Helper()
-	t, err := NewTask(p)
+	t, err := payload.NewTask(p)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -131,7 +132,7 @@ func TestCorruptPayloadFailsOnceWithAClearError(t *testing.T) {
 				t.Fatalf("personal data in the error or the log: %v", err)
 			}
 			if tc.record {
-				var p Payload
+				var p payload.Payload
 				_ = json.Unmarshal([]byte(tc.payload), &p)
 				rec, err := f.h.Results.Get(context.Background(), p.Key())
 				if err != nil || rec.State != results.Failed || rec.Error == nil || rec.Error.SubCode != zhima.SubInvalidParameter {
@@ -257,7 +258,7 @@ func TestUnsealedPayloads(t *testing.T) {
 				t.Fatalf("job %d: %v", i, err)
 			}
 			if rec.State != results.Failed || rec.Attempts != 0 || rec.Error == nil ||
-				rec.Error.Source != string(zhima.SourceLocal) || !strings.HasSuffix(rec.Error.Msg, ErrNotSealed.Error()) {
+				rec.Error.Source != string(zhima.SourceLocal) || !strings.HasSuffix(rec.Error.Msg, payload.ErrNotSealed.Error()) {
 				t.Fatalf("job %d: state %s after %d attempts, error %+v; want failed with ErrNotSealed", i, rec.State, rec.Attempts, rec.Error)
 			}
 		}

@@ -22,6 +22,7 @@ import (
 	"github.com/zhimaq/zhimaq/internal/config"
 	"github.com/zhimaq/zhimaq/internal/idempotency"
 	"github.com/zhimaq/zhimaq/internal/metrics"
+	"github.com/zhimaq/zhimaq/internal/payload"
 	"github.com/zhimaq/zhimaq/internal/ratelimit"
 	"github.com/zhimaq/zhimaq/internal/results"
 	"github.com/zhimaq/zhimaq/internal/tasks"
@@ -107,7 +108,7 @@ func New(opts Options) (*Worker, error) {
 	}
 	queue := cfg.Queue
 	if queue == "" {
-		queue = tasks.DefaultQueue
+		queue = payload.DefaultQueue
 	}
 	reg := metrics.NewRegistry()
 	m := metrics.New(reg)

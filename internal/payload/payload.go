@@ -1,7 +1,9 @@
-// Package tasks turns verification jobs into asynq tasks and back, and holds
-// the handler that calls the gateway and maps its outcomes onto asynq's
-// retry control and the results store.
-package tasks
+// Package payload is what a zhimaq task carries and how it is built and
+// read: the Payload with its sealing, the asynq task type, id and queue, and
+// the strict decoding of jobs and biz_content into typed gateway requests,
+// with errors that never quote the input. Producers and workers share it;
+// it holds no worker code.
+package payload
 
 import (
 	"bytes"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/zhimaq/zhimaq/internal/idempotency"
+	"github.com/zhimaq/zhimaq/internal/results"
 	"github.com/zhimaq/zhimaq/internal/seal"
 	"github.com/zhimaq/zhimaq/internal/zhima"
 )
@@ -53,10 +56,10 @@ func (p *Payload) Seal(keys *seal.Keyring) error {
 	}
 	part, err := json.Marshal(sealedPart{BizContent: p.BizContent, AppAuthToken: p.AppAuthToken})
 	if err != nil {
-		return fmt.Errorf("tasks: seal: %w", err)
+		return fmt.Errorf("payload: seal: %w", err)
 	}
 	if p.Sealed, err = keys.Seal(part, p.aad()); err != nil {
-		return fmt.Errorf("tasks: seal: %w", err)
+		return fmt.Errorf("payload: seal: %w", err)
 	}
 	p.BizContent, p.AppAuthToken = nil, ""
 	return nil
@@ -74,17 +77,17 @@ var ErrNotSealed = errors.New("the payload is not sealed and this worker runs se
 func (p *Payload) Open(keys *seal.Keyring) error {
 	if p.Sealed == "" {
 		if !keys.Plaintext() {
-			return fmt.Errorf("tasks: open payload: %w", ErrNotSealed)
+			return fmt.Errorf("payload: open payload: %w", ErrNotSealed)
 		}
 		return nil
 	}
 	plain, err := keys.Open(p.Sealed, p.aad())
 	if err != nil {
-		return fmt.Errorf("tasks: open payload: %w", err)
+		return fmt.Errorf("payload: open payload: %w", err)
 	}
 	var part sealedPart
 	if err := json.Unmarshal(plain, &part); err != nil {
-		return fmt.Errorf("tasks: open payload: %w: %s", seal.ErrCorrupt, JSONProblem(err))
+		return fmt.Errorf("payload: open payload: %w: %s", seal.ErrCorrupt, JSONProblem(err))
 	}
 	p.BizContent, p.AppAuthToken, p.Sealed = part.BizContent, part.AppAuthToken, ""
 	return nil
@@ -109,7 +112,7 @@ func TaskID(k idempotency.Key) string {
 func NewTask(p *Payload, opts ...asynq.Option) (*asynq.Task, error) {
 	b, err := json.Marshal(p)
 	if err != nil {
-		return nil, fmt.Errorf("tasks: encode payload: %w", err)
+		return nil, fmt.Errorf("payload: encode payload: %w", err)
 	}
 	opts = append([]asynq.Option{asynq.TaskID(TaskID(p.Key()))}, opts...)
 	return asynq.NewTask(TaskType(p.Method), b, opts...), nil
@@ -124,15 +127,15 @@ var ErrBadPayload = errors.New("bad task payload")
 func DecodePayload(taskType string, b []byte) (*Payload, error) {
 	var p Payload
 	if err := decodeOne(b, &p); err != nil {
-		return nil, fmt.Errorf("tasks: %w: %s", ErrBadPayload, JSONProblem(err))
+		return nil, fmt.Errorf("payload: %w: %s", ErrBadPayload, JSONProblem(err))
 	}
 	switch {
 	case p.AppID == "" || p.TransactionID == "":
-		return nil, fmt.Errorf("tasks: %w: app_id and transaction_id are required", ErrBadPayload)
+		return nil, fmt.Errorf("payload: %w: app_id and transaction_id are required", ErrBadPayload)
 	case p.Method != taskType:
-		return nil, fmt.Errorf("tasks: %w: method does not match task type %s", ErrBadPayload, taskType)
+		return nil, fmt.Errorf("payload: %w: method does not match task type %s", ErrBadPayload, taskType)
 	case len(p.BizContent) == 0 && p.Sealed == "":
-		return nil, fmt.Errorf("tasks: %w: biz_content is missing", ErrBadPayload)
+		return nil, fmt.Errorf("payload: %w: biz_content is missing", ErrBadPayload)
 	}
 	return &p, nil
 }
@@ -155,6 +158,21 @@ func Request(method string, biz json.RawMessage) (zhima.Request, error) {
 func invalid(method, subMsg string) *zhima.Error {
 	return &zhima.Error{Source: zhima.SourceLocal, Method: method, Code: zhima.CodeBusinessFailed,
 		Msg: "Business Failed", SubCode: zhima.SubInvalidParameter, SubMsg: subMsg}
+}
+
+// ErrorInfo is the record's form of a gateway or local error.
+func ErrorInfo(err error) *results.ErrorInfo {
+	var zerr *zhima.Error
+	if !errors.As(err, &zerr) {
+		return &results.ErrorInfo{Source: string(zhima.SourceLocal), Msg: err.Error()}
+	}
+	info := &results.ErrorInfo{Source: string(zerr.Source), Code: zerr.Code, Msg: zerr.Msg, SubCode: zerr.SubCode, SubMsg: zerr.SubMsg}
+	if zerr.Err != nil && info.Msg == "" {
+		info.Msg = zerr.Err.Error()
+	} else if zerr.HTTPStatus != 0 && zerr.HTTPStatus != 200 && info.Msg == "" {
+		info.Msg = fmt.Sprintf("HTTP %d", zerr.HTTPStatus)
+	}
+	return info
 }
 
 // DecodeStrict decodes one JSON object into the struct dst: every field

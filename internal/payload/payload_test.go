@@ -1,11 +1,11 @@
-package tasks_test
+package payload_test
 
 import (
 	"errors"
 	"strings"
 	"testing"
 
-	"github.com/zhimaq/zhimaq/internal/tasks"
+	"github.com/zhimaq/zhimaq/internal/payload"
 	"github.com/zhimaq/zhimaq/internal/zhima"
 )
 
@@ -34,7 +34,7 @@ func TestRequestNeverQuotesAnUnknownField(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := tasks.Request(tc.method, []byte(tc.biz))
+			_, err := payload.Request(tc.method, []byte(tc.biz))
 			var zerr *zhima.Error
 			if !errors.As(err, &zerr) || zerr.SubCode != zhima.SubInvalidParameter {
 				t.Fatalf("err = %v, want INVALID_PARAMETER", err)

@@ -1,4 +1,4 @@
-package tasks_test
+package payload_test
 
 import (
 	"bytes"
@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/zhimaq/zhimaq/internal/tasks"
+	"github.com/zhimaq/zhimaq/internal/payload"
 	"github.com/zhimaq/zhimaq/internal/zhima"
 	"github.com/zhimaq/zhimaq/internal/zhimatest"
 )
@@ -87,7 +87,7 @@ func FuzzRequest(f *testing.F) {
 		if i := int(m) % (len(zhima.Methods) + 1); i < len(zhima.Methods) {
 			method = zhima.Methods[i]
 		}
-		req, err := tasks.Request(method, biz)
+		req, err := payload.Request(method, biz)
 		if err == nil {
 			if req.Method() != method {
 				t.Fatalf("%s request for method %s", req.Method(), method)
@@ -102,7 +102,7 @@ func FuzzRequest(f *testing.F) {
 			if err != nil {
 				t.Fatalf("request from %q does not encode: %v", biz, err)
 			}
-			again, err := tasks.Request(method, b)
+			again, err := payload.Request(method, b)
 			if err != nil {
 				t.Fatalf("request from %q encodes as %s, which Request refuses: %v", biz, b, err)
 			}
@@ -136,7 +136,7 @@ func FuzzRequest(f *testing.F) {
 
 func FuzzDecodePayload(f *testing.F) {
 	for _, s := range bizSeeds {
-		p := &tasks.Payload{AppID: "2021000000000001", Method: s.method, TransactionID: "T1", AppAuthToken: "tok", BizContent: json.RawMessage(s.biz)}
+		p := &payload.Payload{AppID: "2021000000000001", Method: s.method, TransactionID: "T1", AppAuthToken: "tok", BizContent: json.RawMessage(s.biz)}
 		if b, err := json.Marshal(p); err == nil {
 			f.Add(s.method, b)
 		}
@@ -154,9 +154,9 @@ func FuzzDecodePayload(f *testing.F) {
 		f.Add("m", []byte(s))
 	}
 	f.Fuzz(func(t *testing.T, taskType string, b []byte) {
-		p, err := tasks.DecodePayload(taskType, b)
+		p, err := payload.DecodePayload(taskType, b)
 		if err != nil {
-			if !errors.Is(err, tasks.ErrBadPayload) {
+			if !errors.Is(err, payload.ErrBadPayload) {
 				t.Fatalf("error %v for %q does not wrap ErrBadPayload", err, b)
 			}
 			text := strings.ReplaceAll(err.Error(), taskType, "")
@@ -169,14 +169,14 @@ func FuzzDecodePayload(f *testing.F) {
 			t.Fatalf("accepted %q as %+v", b, p)
 		}
 		// What NewTask makes of it decodes to the same payload.
-		task, err := tasks.NewTask(p)
+		task, err := payload.NewTask(p)
 		if err != nil {
 			t.Fatalf("payload from %q does not encode: %v", b, err)
 		}
 		if task.Type() != taskType {
 			t.Fatalf("task type %q, want %q", task.Type(), taskType)
 		}
-		again, err := tasks.DecodePayload(task.Type(), task.Payload())
+		again, err := payload.DecodePayload(task.Type(), task.Payload())
 		if err != nil {
 			t.Fatalf("payload from %q re-encodes as %s, which is refused: %v", b, task.Payload(), err)
 		}
