@@ -9,16 +9,7 @@ import (
 
 	"github.com/zhimaq/zhimaq"
 	"github.com/zhimaq/zhimaq/internal/payload"
-	"github.com/zhimaq/zhimaq/internal/zhima"
 )
-
-func TestCheckDigit(t *testing.T) {
-	for _, id := range []string{"11010519491231002X", "110105198803124517", "310104199207253625", "440305198501187333"} {
-		if got := zhima.ResidentIDCheckDigit(id[:17]); got != id[17] {
-			t.Errorf("ResidentIDCheckDigit(%s) = %c, want %c", id[:17], got, id[17])
-		}
-	}
-}
 
 func TestGeneratedJobsAreValid(t *testing.T) {
 	g := newJobGen(42)

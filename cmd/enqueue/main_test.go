@@ -14,6 +14,7 @@ import (
 
 	"github.com/zhimaq/zhimaq"
 	"github.com/zhimaq/zhimaq/internal/redistest"
+	"github.com/zhimaq/zhimaq/internal/zhima"
 	"github.com/zhimaq/zhimaq/internal/zhimatest"
 )
 
@@ -70,14 +71,9 @@ func records(t *testing.T, stdout string) []zhimaq.Record {
 	return recs
 }
 
-// residentID completes 17 digits with their ISO 7064 MOD 11-2 check digit.
+// residentID completes 17 digits with their check digit.
 func residentID(first17 string) string {
-	weights := [17]int{7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2}
-	sum := 0
-	for i := range 17 {
-		sum += int(first17[i]-'0') * weights[i]
-	}
-	return first17 + string("10X98765432"[sum%11])
+	return first17 + string(zhima.ResidentIDCheckDigit(first17))
 }
 
 // testID is a valid resident ID number, different for each n.

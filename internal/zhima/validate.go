@@ -121,8 +121,11 @@ func residentIDProblem(v string) string {
 
 var idWeights = [17]int{7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2}
 
-// ResidentIDCheckDigit computes the 18th character of a resident ID number
-// from its first 17 digits (ISO 7064 MOD 11-2).
+// ResidentIDCheckDigit returns the check character of an 18-character
+// mainland resident ID number (GB 11643): the ISO 7064 MOD 11-2 digit of
+// first17, one of '0'–'9' or an upper-case 'X'. first17 must be the number's
+// first 17 characters, all ASCII digits; it panics when first17 is shorter,
+// and the result means nothing for other characters.
 func ResidentIDCheckDigit(first17 string) byte {
 	sum := 0
 	for i := 0; i < 17; i++ {

@@ -46,6 +46,39 @@ func TestValidateAcceptsDocumentedExamples(t *testing.T) {
 	}
 }
 
+func TestResidentIDCheckDigit(t *testing.T) {
+	// Known-valid numbers: GB 11643's worked example, a few of other
+	// districts, and one sequence that ends in each of the eleven check
+	// characters (X is the worked example).
+	tests := []struct{ name, id string }{
+		{"gb_11643_example_check_X", validID},
+		{"beijing_chaoyang", "110105198803124517"},
+		{"shanghai_xuhui", "310104199207253625"},
+		{"shenzhen_nanshan", "440305198501187333"},
+		{"beijing_dongcheng", "110101199003074477"},
+		{"check_0", "110105194912310089"},
+		{"check_1", "110105194912310011"},
+		{"check_2", "110105194912310062"},
+		{"check_3", "110105194912310003"},
+		{"check_4", "110105194912310054"},
+		{"check_5", "110105194912310185"},
+		{"check_6", "110105194912310046"},
+		{"check_7", "110105194912310097"},
+		{"check_8", "110105194912310038"},
+		{"check_9", "110105194912310070"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ResidentIDCheckDigit(tt.id[:17]); got != tt.id[17] {
+				t.Errorf("ResidentIDCheckDigit(%s) = %c, want %c", tt.id[:17], got, tt.id[17])
+			}
+			if detail := residentIDProblem(tt.id); detail != "" {
+				t.Errorf("residentIDProblem(%s) = %q, want none", tt.id, detail)
+			}
+		})
+	}
+}
+
 func TestValidateNamesTheBadField(t *testing.T) {
 	tests := []struct {
 		name  string

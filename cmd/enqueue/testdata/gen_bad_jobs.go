@@ -29,6 +29,8 @@ import (
 	"os"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/zhimaq/zhimaq/internal/zhima"
 )
 
 const (
@@ -45,12 +47,7 @@ const (
 
 // residentID completes 17 digits with their ISO 7064 MOD 11-2 check digit.
 func residentID(first17 string) string {
-	weights := [17]int{7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2}
-	sum := 0
-	for i := range 17 {
-		sum += int(first17[i]-'0') * weights[i]
-	}
-	return first17 + string("10X98765432"[sum%11])
+	return first17 + string(zhima.ResidentIDCheckDigit(first17))
 }
 
 // id is a valid, made-up resident ID number, different for each n.
