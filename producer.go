@@ -87,10 +87,10 @@ func NewProducer(rdb redis.UniversalClient, cfg ProducerConfig) (*Producer, erro
 		cfg.Queue = payload.DefaultQueue
 	}
 	if cfg.DedupWindow == 0 {
-		cfg.DedupWindow = 24 * time.Hour
+		cfg.DedupWindow = idempotency.DefaultWindow
 	}
 	if cfg.MaxAttempts == 0 {
-		cfg.MaxAttempts = 12
+		cfg.MaxAttempts = payload.DefaultMaxAttempts
 	}
 	if cfg.MaxBatchLines <= 0 {
 		cfg.MaxBatchLines = batches.DefaultMaxLines

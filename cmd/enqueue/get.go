@@ -12,7 +12,7 @@ import (
 	"github.com/zhimaq/zhimaq/internal/zhima"
 )
 
-const getUsage = `enqueue get — prints the result record of one job.
+var getUsage = `enqueue get — prints the result record of one job.
 
 Usage: enqueue get --method M --transaction-id T
 

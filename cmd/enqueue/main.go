@@ -198,24 +198,11 @@ func newProducer(getenv func(string) string) (*producer, error) {
 	return &producer{Producer: p, rdb: rdb}, nil
 }
 
-const environment = `Environment (defaults in brackets):
-  REDIS_URL           redis://, rediss:// or redis-sentinel:// [redis://127.0.0.1:6379/0]
-  ZHIMA_APP_ID        the Alipay app the jobs are for (required)
-  DATA_KEYS[_FILE]    keys that seal personal data in Redis: id:base64-32-bytes,…
-                      the first seals (required; "plaintext" opts out)
-  ZHIMAQ_QUEUE        the queue the workers read [zhimaq]
-  ZHIMAQ_KEY_PREFIX   prefix of zhimaq's own Redis keys [zhimaq:]
-  DEDUP_WINDOW        how long a transaction_id stays claimed [24h]
-  RESULT_TTL          how long records stay readable [168h]
-  RETRY_MAX_ATTEMPTS  gateway calls per job, first included [12]
-  CALLBACK_HOSTS      hosts a --callback URL may name: host[:port] or
-                      *.domain[:port], comma-separated [any public address]
-  BATCH_MAX_LINES     most lines one batch may hold [100000]
-They must match the workers' settings. Other zhimaq variables (see worker
+var environment = "Environment (defaults in brackets):\n" + config.Help(config.Enqueue) + `They must match the workers' settings. Other zhimaq variables (see worker
 --help) are checked for form when set but not used by enqueue.
 `
 
-const usage = `enqueue — submits zhimaq verification jobs and reads their results.
+var usage = `enqueue — submits zhimaq verification jobs and reads their results.
 
 Usage:
   enqueue batch [--wait] [--timeout D] [--parallel N] [--callback URL] FILE|-

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/zhimaq/zhimaq"
+	"github.com/zhimaq/zhimaq/internal/config"
 	"github.com/zhimaq/zhimaq/internal/redistest"
 	"github.com/zhimaq/zhimaq/internal/zhima"
 	"github.com/zhimaq/zhimaq/internal/zhimatest"
@@ -279,5 +280,21 @@ func TestBackstopEndsTheCommandAfterASignal(t *testing.T) {
 				t.Errorf("stderr %q, want %q", stderr.String(), tc.want)
 			}
 		})
+	}
+}
+
+// TestHelpNamesTheVariablesItReads: enqueue's help and every command's help
+// name the variables enqueue reads, and no worker-only one.
+func TestHelpNamesTheVariablesItReads(t *testing.T) {
+	for _, args := range [][]string{{"help"}, {"help", "batch"}, {"help", "get"}, {"help", "status"}, {"help", "results"}} {
+		r := enqueue(t, nil, "", args...)
+		if r.code != exitOK {
+			t.Fatalf("%q: exit %d", args, r.code)
+		}
+		for _, v := range config.Table {
+			if named, reads := strings.Contains(r.stdout, "  "+v.Name), v.Reads&config.Enqueue != 0; named != reads {
+				t.Errorf("%q: names %s: %v; enqueue reads it: %v", args, v.Name, named, reads)
+			}
+		}
 	}
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/zhimaq/zhimaq/internal/batches"
 )
 
-const resultsUsage = `enqueue results — exports the records of a batch.
+var resultsUsage = `enqueue results — exports the records of a batch.
 
 Usage: enqueue results --batch ID [--format jsonl|csv]
 

@@ -13,7 +13,7 @@ import (
 	"github.com/zhimaq/zhimaq/internal/batches"
 )
 
-const statusUsage = `enqueue status — shows where the jobs of a batch stand.
+var statusUsage = `enqueue status — shows where the jobs of a batch stand.
 
 Usage: enqueue status --batch ID [--watch]
 

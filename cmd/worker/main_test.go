@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zhimaq/zhimaq/internal/config"
 	"github.com/zhimaq/zhimaq/internal/redistest"
 	"github.com/zhimaq/zhimaq/internal/sandbox"
 	"github.com/zhimaq/zhimaq/internal/zhimatest"
@@ -100,6 +101,18 @@ func checkEndpoints(t *testing.T, log string) {
 		resp.Body.Close()
 		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
 			t.Errorf("GET %s: %d, body without %q:\n%.300s", path, resp.StatusCode, want, body)
+		}
+	}
+}
+
+func TestHelpNamesEveryVariableItReads(t *testing.T) {
+	var stderr bytes.Buffer
+	if code := run(context.Background(), []string{"--help"}, func(string) string { return "" }, &stderr); code != 0 {
+		t.Fatalf("--help: exit %d", code)
+	}
+	for _, v := range config.Table {
+		if v.Reads&config.Worker != 0 && !strings.Contains(stderr.String(), "  "+v.Name) {
+			t.Errorf("--help does not name %s", v.Name)
 		}
 	}
 }

@@ -1,6 +1,15 @@
 // Package config reads zhimaq's settings from the environment (DESIGN.md
 // "Contract: configuration"). Every failure names the variable at fault and
 // never quotes a secret.
+//
+// The settings are data: Table holds one entry per variable (its name, its
+// _FILE form, its default as users see it, a parser that checks it and sets
+// its Config field, a help line and the commands that read it), and Load,
+// Variables and the environment sections of worker --help and enqueue help
+// are derived from it. Adding a setting is one Table entry plus a README row
+// in the Configuration table (and the Config field the entry sets, with its
+// value in Defaults when it has one); the tests check that the README, the
+// help and Defaults agree with Table. Cross-field checks stay in Load.
 package config
 
 import (
@@ -9,11 +18,12 @@ import (
 	"net/url"
 	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/zhimaq/zhimaq/internal/batches"
+	"github.com/zhimaq/zhimaq/internal/idempotency"
+	"github.com/zhimaq/zhimaq/internal/payload"
+	"github.com/zhimaq/zhimaq/internal/results"
 	"github.com/zhimaq/zhimaq/internal/seal"
 	"github.com/zhimaq/zhimaq/internal/zhima"
 )
@@ -56,17 +66,6 @@ type Config struct {
 	LogLevel  string // LOG_LEVEL: debug, info, warn, error
 }
 
-// Variables are the environment variables Load reads, in the order of the
-// README's table.
-var Variables = []string{
-	"REDIS_URL", "ZHIMA_GATEWAY_URL", "ZHIMA_APP_ID",
-	"ZHIMA_APP_PRIVATE_KEY", "ZHIMA_APP_PRIVATE_KEY_FILE", "ZHIMA_ALIPAY_PUBLIC_KEY", "ZHIMA_ALIPAY_PUBLIC_KEY_FILE",
-	"ZHIMA_SIGN_TYPE", "ZHIMA_TIMEOUT", "WORKER_CONCURRENCY", "RETRY_MAX_ATTEMPTS", "RETRY_BASE_DELAY", "RETRY_MAX_DELAY",
-	"DEDUP_WINDOW", "RESULT_TTL", "ZHIMA_QPS", "BREAKER_FAILURES", "BREAKER_COOLDOWN", "DATA_KEYS", "DATA_KEYS_FILE",
-	"HTTP_ADDR", "HTTP_IDLE_TIMEOUT", "HTTP_STALL_TIMEOUT", "HTTP_MAX_HEADER_BYTES", "API_MAX_REQUESTS", "BATCH_MAX_LINES",
-	"CALLBACK_SECRET", "CALLBACK_SECRET_FILE", "CALLBACK_HOSTS", "API_TOKENS", "API_TOKENS_FILE", "ZHIMAQ_QUEUE", "ZHIMAQ_KEY_PREFIX", "LOG_FORMAT", "LOG_LEVEL",
-}
-
 // Defaults are the documented defaults.
 var Defaults = Config{
 	RedisURL:           "redis://127.0.0.1:6379/0",
@@ -74,11 +73,11 @@ var Defaults = Config{
 	SignType:           zhima.RSA2,
 	GatewayTimeout:     15 * time.Second,
 	WorkerConcurrency:  50,
-	RetryMaxAttempts:   12,
+	RetryMaxAttempts:   payload.DefaultMaxAttempts,
 	RetryBaseDelay:     2 * time.Second,
 	RetryMaxDelay:      10 * time.Minute,
-	DedupWindow:        24 * time.Hour,
-	ResultTTL:          168 * time.Hour,
+	DedupWindow:        idempotency.DefaultWindow,
+	ResultTTL:          results.DefaultTTL,
 	HTTPAddr:           "127.0.0.1:8080",
 	HTTPIdleTimeout:    60 * time.Second,
 	HTTPStallTimeout:   30 * time.Second,
@@ -87,8 +86,8 @@ var Defaults = Config{
 	BatchMaxLines:      batches.DefaultMaxLines,
 	BreakerFailures:    20,
 	BreakerCooldown:    10 * time.Second,
-	Queue:              "zhimaq",
-	KeyPrefix:          "zhimaq:",
+	Queue:              payload.DefaultQueue,
+	KeyPrefix:          idempotency.DefaultPrefix,
 	LogFormat:          "json",
 	LogLevel:           "info",
 }
@@ -101,77 +100,18 @@ func Load(getenv func(string) string) (Config, error) {
 		getenv = os.Getenv
 	}
 	c := Defaults
-	r := reader{getenv: getenv}
-	r.str("REDIS_URL", &c.RedisURL)
-	r.str("ZHIMA_GATEWAY_URL", &c.GatewayURL)
-	r.str("ZHIMA_APP_ID", &c.AppID)
-	r.secret("ZHIMA_APP_PRIVATE_KEY", &c.AppPrivateKey)
-	r.secret("ZHIMA_ALIPAY_PUBLIC_KEY", &c.AlipayPublicKey)
-	var signType string
-	if r.str("ZHIMA_SIGN_TYPE", &signType) {
-		c.SignType = zhima.SignType(strings.ToUpper(signType))
-		if c.SignType != zhima.RSA2 && c.SignType != zhima.RSA {
-			r.fail("ZHIMA_SIGN_TYPE", "want RSA2 or RSA")
-		}
-	}
-	r.duration("ZHIMA_TIMEOUT", &c.GatewayTimeout)
-	r.positive("WORKER_CONCURRENCY", &c.WorkerConcurrency)
-	r.positive("RETRY_MAX_ATTEMPTS", &c.RetryMaxAttempts)
-	r.duration("RETRY_BASE_DELAY", &c.RetryBaseDelay)
-	r.duration("RETRY_MAX_DELAY", &c.RetryMaxDelay)
-	r.duration("DEDUP_WINDOW", &c.DedupWindow)
-	r.duration("RESULT_TTL", &c.ResultTTL)
-	if v := getenv("ZHIMA_QPS"); v != "" {
-		q, err := strconv.ParseFloat(v, 64)
-		if err != nil || q < 0 {
-			r.fail("ZHIMA_QPS", "want a number ≥ 0 (0 = no limit)")
-		}
-		c.QPS = q
-	}
-	r.positive("BREAKER_FAILURES", &c.BreakerFailures)
-	r.duration("BREAKER_COOLDOWN", &c.BreakerCooldown)
-	r.secret("DATA_KEYS", &c.DataKeys)
-	r.str("HTTP_ADDR", &c.HTTPAddr)
-	r.duration("HTTP_IDLE_TIMEOUT", &c.HTTPIdleTimeout)
-	r.duration("HTTP_STALL_TIMEOUT", &c.HTTPStallTimeout)
-	r.positive("HTTP_MAX_HEADER_BYTES", &c.HTTPMaxHeaderBytes)
-	r.positive("API_MAX_REQUESTS", &c.APIMaxRequests)
-	r.positive("BATCH_MAX_LINES", &c.BatchMaxLines)
-	r.secret("CALLBACK_SECRET", &c.CallbackSecret)
-	if c.CallbackSecret != "" {
-		if problem := weakSecret(c.CallbackSecret); problem != "" {
-			r.fail("CALLBACK_SECRET", problem+"; "+makeSecret)
-		}
-	}
-	if r.str("CALLBACK_HOSTS", &c.CallbackHosts) {
-		if _, err := batches.ParseHosts(c.CallbackHosts); err != nil {
-			r.fail("CALLBACK_HOSTS", err.Error())
-		}
-	}
-	var tokens string
-	r.secret("API_TOKENS", &tokens)
-	if tokens != "" {
-		c.APITokens = nil
-		n := 0
-		for t := range strings.SplitSeq(tokens, ",") {
-			t, n = strings.TrimSpace(t), n+1
-			problem := weakSecret(t)
-			if problem == "" && strings.ContainsFunc(t, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
-				problem = "holds a space or a character outside ASCII"
+	r := reader{}
+	for _, v := range Table {
+		val, err := v.value(getenv)
+		switch {
+		case err != nil:
+			r.failErr(err)
+		case val != "":
+			if err := v.Set(&c, val); err != nil {
+				r.fail(v.Name, err.Error())
 			}
-			if problem != "" {
-				r.fail("API_TOKENS", fmt.Sprintf("token %d %s; %s", n, problem, makeSecret))
-				break
-			}
-			c.APITokens = append(c.APITokens, t)
 		}
 	}
-	r.str("ZHIMAQ_QUEUE", &c.Queue)
-	r.str("ZHIMAQ_KEY_PREFIX", &c.KeyPrefix)
-	if r.str("LOG_FORMAT", &c.LogFormat) && c.LogFormat != "json" && c.LogFormat != "console" {
-		r.fail("LOG_FORMAT", "want json or console")
-	}
-	r.str("LOG_LEVEL", &c.LogLevel)
 	if r.err == nil && c.RetryMaxDelay < c.RetryBaseDelay {
 		r.fail("RETRY_MAX_DELAY", "is shorter than RETRY_BASE_DELAY")
 	}
@@ -335,69 +275,15 @@ func (c Config) String() string {
 
 // reader collects the first malformed setting.
 type reader struct {
-	getenv func(string) string
-	err    error
+	err error
 }
 
 func (r *reader) fail(name, detail string) {
+	r.failErr(fmt.Errorf("config: %s: %s", name, detail))
+}
+
+func (r *reader) failErr(err error) {
 	if r.err == nil {
-		r.err = fmt.Errorf("config: %s: %s", name, detail)
+		r.err = err
 	}
-}
-
-// str sets *dst to the variable when it is set; it reports whether it was.
-func (r *reader) str(name string, dst *string) bool {
-	v := strings.TrimSpace(r.getenv(name))
-	if v == "" {
-		return false
-	}
-	*dst = v
-	return true
-}
-
-// secret reads NAME, or the file named by NAME_FILE; setting both is an error.
-func (r *reader) secret(name string, dst *string) {
-	v, file := r.getenv(name), r.getenv(name+"_FILE")
-	switch {
-	case v != "" && file != "":
-		r.fail(name, "set either "+name+" or "+name+"_FILE, not both")
-	case v != "":
-		*dst = strings.TrimSpace(v)
-	case file != "":
-		b, err := os.ReadFile(file)
-		if err != nil {
-			r.fail(name+"_FILE", fmt.Sprintf("cannot read %s: %v", file, errors.Unwrap(err)))
-			return
-		}
-		*dst = strings.TrimSpace(string(b))
-		if *dst == "" {
-			r.fail(name+"_FILE", file+" is empty")
-		}
-	}
-}
-
-func (r *reader) duration(name string, dst *time.Duration) {
-	v := r.getenv(name)
-	if v == "" {
-		return
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d <= 0 {
-		r.fail(name, fmt.Sprintf("%q is not a positive Go duration such as 2s or 10m", v))
-		return
-	}
-	*dst = d
-}
-
-func (r *reader) positive(name string, dst *int) {
-	v := r.getenv(name)
-	if v == "" {
-		return
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 {
-		r.fail(name, fmt.Sprintf("%q is not a whole number ≥ 1", v))
-		return
-	}
-	*dst = n
 }

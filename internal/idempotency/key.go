@@ -8,12 +8,18 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/zhimaq/zhimaq/internal/zhima"
 )
 
-// DefaultPrefix is the Redis key prefix used when a store is given "".
+// DefaultPrefix is the Redis key prefix used when a store is given ""
+// (ZHIMAQ_KEY_PREFIX's default).
 const DefaultPrefix = "zhimaq:"
+
+// DefaultWindow is how long the gateway honours a transaction_id, and so how
+// long a claim lasts, when none is given (DEDUP_WINDOW's default).
+const DefaultWindow = 24 * time.Hour
 
 // Key identifies one transaction at the gateway.
 type Key struct {

@@ -10,6 +10,8 @@ import (
 
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/zhimaq/zhimaq/internal/idempotency"
 )
 
 // Limiter spaces the gateway calls of one app across all processes that
@@ -28,7 +30,7 @@ func New(rdb redis.UniversalClient, prefix, appID string, qps float64) *Limiter 
 		return nil
 	}
 	if prefix == "" {
-		prefix = "zhimaq:"
+		prefix = idempotency.DefaultPrefix
 	}
 	// redis_rate counts whole calls per period: express a fractional rate
 	// over a longer period (12.5/s = 125 per 10s) with the same spacing.

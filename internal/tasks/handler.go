@@ -91,14 +91,14 @@ func (h *Handler) window() time.Duration {
 	if h.Window > 0 {
 		return h.Window
 	}
-	return 24 * time.Hour
+	return idempotency.DefaultWindow
 }
 
 func (h *Handler) maxAttempts() int {
 	if h.MaxAttempts > 0 {
 		return h.MaxAttempts
 	}
-	return 12
+	return payload.DefaultMaxAttempts
 }
 
 // lastStart is the latest moment an attempt may start for a transaction
