@@ -28,10 +28,10 @@ const MaxJobBytes = zhima.MaxFacePicture + 64<<10
 func ParseJob(line []byte) (Job, *Record) {
 	var job Job
 	if len(line) > MaxJobBytes {
-		return job, rejection(job, "", fmt.Sprintf("job: line is larger than %d bytes", MaxJobBytes))
+		return job, rejection(job, "", zhima.InvalidParameter("", fmt.Sprintf("job: line is larger than %d bytes", MaxJobBytes)))
 	}
 	if !utf8.Valid(line) {
-		return job, rejection(job, "", "job: line is not valid UTF-8")
+		return job, rejection(job, "", zhima.InvalidParameter("", "job: line is not valid UTF-8"))
 	}
 	if err := payload.DecodeStrict(line, &job); err != nil {
 		job = Job{}
@@ -40,13 +40,13 @@ func ParseJob(line []byte) (Job, *Record) {
 		}
 		_ = json.Unmarshal(line, &probe)
 		job.Method = probe.Method
-		return job, rejection(job, "", "job: "+err.Error())
+		return job, rejection(job, "", zhima.InvalidParameter("", "job: "+err.Error()))
 	}
 	if job.Method == "" {
-		return job, rejection(job, "", "method: is required")
+		return job, rejection(job, "", zhima.InvalidParameter("", "method: is required"))
 	}
 	if b := bytes.TrimSpace(job.BizContent); len(b) == 0 || b[0] != '{' {
-		return job, rejection(job, "", "biz_content: must be a JSON object")
+		return job, rejection(job, "", zhima.InvalidParameter("", "biz_content: must be a JSON object"))
 	}
 	return job, nil
 }

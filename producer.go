@@ -134,14 +134,12 @@ func (p *Producer) submit(ctx context.Context, job Job, batchID string) (*Record
 func (p *Producer) submitJob(ctx context.Context, job Job, batchID string) (*Record, error) {
 	req, err := payload.Request(job.Method, job.BizContent)
 	if err != nil {
-		rec := rejection(job, transactionOf(job.BizContent), "")
-		rec.Error = payload.ErrorInfo(err)
-		return rec, nil
+		return rejection(job, transactionOf(job.BizContent), err), nil
 	}
 	key := idempotency.Key{AppID: p.cfg.AppID, Method: job.Method, TransactionID: req.Transaction()}
 	fp, err := idempotency.Fingerprint(job.BizContent, job.AppAuthToken)
 	if err != nil {
-		return rejection(job, key.TransactionID, "biz_content: "+err.Error()), nil
+		return rejection(job, key.TransactionID, zhima.InvalidParameter(job.Method, "biz_content: "+err.Error())), nil
 	}
 	// With data keys, Redis holds a keyed digest of the fingerprint: a plain
 	// hash of an ID number and a name could be matched against guesses.
@@ -164,20 +162,16 @@ func (p *Producer) submitJob(ctx context.Context, job Job, batchID string) (*Rec
 	switch outcome {
 	case idempotency.Conflict:
 		p.dedup(job.Method, "conflict")
-		rec := rejection(job, key.TransactionID, "")
-		rec.Error = &ErrorInfo{Source: string(zhima.SourceLocal), Code: zhima.CodeBusinessFailed, Msg: "Business Failed",
-			SubCode: zhima.SubTransactionIDRepeat, SubMsg: "transaction_id was already used with other parameters within the window"}
-		return rec, nil
+		return rejection(job, key.TransactionID,
+			zhima.TransactionIDRepeat(job.Method, "transaction_id was already used with other parameters within the window")), nil
 	case idempotency.Duplicate:
 		p.dedup(job.Method, "duplicate")
 		return p.resume(ctx, key, job, batchID)
 	case idempotency.Lapsed:
 		// The claim has expired but the record of the first use lives on:
 		// the gateway's one-day window for this transaction_id is over.
-		rec := rejection(job, key.TransactionID, "")
-		rec.Error = &ErrorInfo{Source: string(zhima.SourceLocal), Code: zhima.CodeBusinessFailed, Msg: "Business Failed",
-			SubCode: zhima.SubTransactionIDExpired, SubMsg: "transaction_id was first used more than the de-duplication window ago; use a new one"}
-		return rec, nil
+		return rejection(job, key.TransactionID,
+			zhima.TransactionIDExpired(job.Method, "transaction_id was first used more than the de-duplication window ago; use a new one")), nil
 	}
 	if err := p.enqueue(ctx, key, job); err != nil {
 		return nil, err
@@ -306,20 +300,15 @@ func (p *Producer) Wait(ctx context.Context, refs []Ref, interval time.Duration,
 	}
 }
 
-// rejection is the record of a job that was never enqueued. detail, when
-// set, becomes an INVALID_PARAMETER error.
-func rejection(job Job, transactionID, detail string) *Record {
+// rejection is the record of a job that was never enqueued for err, a
+// *zhima.Error made by one of zhima's constructors.
+func rejection(job Job, transactionID string, err error) *Record {
 	now := time.Now().UTC()
 	method := "" // an unknown method is input in the wrong place: not echoed
 	if slices.Contains(zhima.Methods, job.Method) {
 		method = job.Method
 	}
-	rec := &Record{Method: method, TransactionID: transactionID, State: Rejected, UpdatedAt: now}
-	if detail != "" {
-		rec.Error = &ErrorInfo{Source: string(zhima.SourceLocal), Code: zhima.CodeBusinessFailed, Msg: "Business Failed",
-			SubCode: zhima.SubInvalidParameter, SubMsg: detail}
-	}
-	return rec
+	return &Record{Method: method, TransactionID: transactionID, State: Rejected, UpdatedAt: now, Error: payload.ErrorInfo(err)}
 }
 
 // transactionOf reads biz_content.transaction_id when it is a well-formed

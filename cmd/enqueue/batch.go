@@ -15,6 +15,7 @@ import (
 
 	"github.com/zhimaq/zhimaq"
 	"github.com/zhimaq/zhimaq/internal/batches"
+	"github.com/zhimaq/zhimaq/internal/payload"
 	"github.com/zhimaq/zhimaq/internal/zhima"
 )
 
@@ -451,10 +452,11 @@ func (e *redisDownError) Error() string { return "Redis is unreachable (" + e.er
 func (e *redisDownError) Unwrap() error { return e.err }
 
 // localRejection is the record of a job that was not enqueued for a reason
-// of enqueue's own, such as Redis failing: source "local" and msg only.
+// of enqueue's own, such as Redis failing: a zhima.LocalFailure, source
+// "local" and msg only.
 func (b *batch) localRejection(job zhimaq.Job, tid, msg string) *zhimaq.Record {
 	return &zhimaq.Record{Method: job.Method, TransactionID: tid, State: zhimaq.Rejected,
-		Error: &zhimaq.ErrorInfo{Source: "local", Msg: msg}, UpdatedAt: b.now().UTC()}
+		Error: payload.ErrorInfo(zhima.LocalFailure(job.Method, msg)), UpdatedAt: b.now().UTC()}
 }
 
 // pruneChain forgets the lines that are submitted already.

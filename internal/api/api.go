@@ -116,7 +116,7 @@ func New(p *zhimaq.Producer, opts Options) *Server {
 	s.mux.HandleFunc("GET /v1/batches/{id}", s.getBatch)
 	s.mux.HandleFunc("GET /v1/batches/{id}/records", s.getRecords)
 	s.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", "no such endpoint; see api/openapi.yaml")
+		writeError(w, kindNotFound, "no such endpoint; see api/openapi.yaml")
 	})
 	return s
 }
@@ -128,12 +128,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case authMissing:
 		s.refusedLogin(r, metrics.AuthMissing)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="zhimaq"`)
-		writeError(w, http.StatusUnauthorized, "unauthorized", "send Authorization: Bearer <token> with a token of API_TOKENS")
+		writeError(w, kindUnauthorized, "send Authorization: Bearer <token> with a token of API_TOKENS")
 		return
 	case authWrong:
 		s.refusedLogin(r, metrics.AuthInvalid)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="zhimaq", error="invalid_token"`)
-		writeError(w, http.StatusUnauthorized, "unauthorized", "the bearer token is not one of API_TOKENS")
+		writeError(w, kindUnauthorized, "the bearer token is not one of API_TOKENS")
 		return
 	}
 	select {
@@ -143,7 +143,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Closing the connection spares reading a body nobody will use.
 		w.Header().Set("Retry-After", busyRetryAfter)
 		w.Header().Set("Connection", "close")
-		writeError(w, http.StatusServiceUnavailable, "busy",
+		writeError(w, kindBusy,
 			fmt.Sprintf("this worker serves %d API requests already (API_MAX_REQUESTS); try again after Retry-After seconds", cap(s.slots)))
 		return
 	}
@@ -195,26 +195,10 @@ func (s *Server) authenticate(r *http.Request) auth {
 	return authOK
 }
 
-// errorBody is the JSON of every 4xx and 5xx answer.
-type errorBody struct {
-	Error struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
-// writeError answers with status and {"error":{"code","message"}}. message
-// must never quote the request's data.
-func writeError(w http.ResponseWriter, status int, code, message string) {
-	var b errorBody
-	b.Error.Code, b.Error.Message = code, message
-	writeJSON(w, status, b)
-}
-
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		status, b = http.StatusInternalServerError, []byte(`{"error":{"code":"internal","message":"the answer cannot be encoded"}}`)
+		status, b = kindInternal.status(), []byte(`{"error":{"code":"`+string(kindInternal)+`","message":"the answer cannot be encoded"}}`)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
@@ -225,7 +209,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func writeRecord(w http.ResponseWriter, status int, rec *zhimaq.Record) {
 	b, err := rec.MarshalJSON()
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", "the record cannot be encoded")
+		writeError(w, kindInternal, "the record cannot be encoded")
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -237,7 +221,7 @@ func writeRecord(w http.ResponseWriter, status int, rec *zhimaq.Record) {
 func (s *Server) unavailable(w http.ResponseWriter, op string, err error, message string) {
 	s.log.Error("api: "+op+" failed", zap.Error(err))
 	w.Header().Set("Retry-After", "5")
-	writeError(w, http.StatusServiceUnavailable, "unavailable", message)
+	writeError(w, kindUnavailable, message)
 }
 
 // tooLarge reports whether err is http.MaxBytesReader's.
@@ -383,7 +367,7 @@ func (w *stallWriter) answerStall() {
 	w.Header().Del("Location")
 	w.Header().Set("Connection", "close")
 	w.extend()
-	writeError(w.ResponseWriter, http.StatusRequestTimeout, "timeout",
+	writeError(w.ResponseWriter, kindTimeout,
 		fmt.Sprintf("the request body stopped for %s (HTTP_STALL_TIMEOUT) or came slower than %d bytes/s; send the request again",
 			w.stall, MinBodyRate))
 }

@@ -24,21 +24,21 @@ const batchTimeout = time.Hour
 // record for a duplicate, 422 with the rejected record.
 func (s *Server) postJob(w http.ResponseWriter, r *http.Request) {
 	if r.ContentLength > MaxJobBytes {
-		writeError(w, http.StatusRequestEntityTooLarge, "too_large", "a job may hold at most "+bytesText(MaxJobBytes))
+		writeError(w, kindTooLarge, "a job may hold at most "+bytesText(MaxJobBytes))
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxJobBytes))
 	switch {
 	case tooLarge(err):
-		writeError(w, http.StatusRequestEntityTooLarge, "too_large", "a job may hold at most "+bytesText(MaxJobBytes))
+		writeError(w, kindTooLarge, "a job may hold at most "+bytesText(MaxJobBytes))
 		return
 	case err != nil:
-		writeError(w, http.StatusBadRequest, "bad_body", "the body could not be read")
+		writeError(w, kindBadBody, "the body could not be read")
 		return
 	}
 	job, rej := zhimaq.ParseJob(bytes.TrimSpace(body))
 	if rej != nil {
-		writeRecord(w, http.StatusUnprocessableEntity, rej)
+		writeRecord(w, kindRejected.status(), rej)
 		return
 	}
 	ctx, cancel := detached(r, submitTimeout)
@@ -51,7 +51,7 @@ func (s *Server) postJob(w http.ResponseWriter, r *http.Request) {
 	status := http.StatusCreated
 	switch {
 	case rec.State == zhimaq.Rejected:
-		writeRecord(w, http.StatusUnprocessableEntity, rec)
+		writeRecord(w, kindRejected.status(), rec)
 		return
 	case rec.Duplicate:
 		status = http.StatusOK
@@ -64,17 +64,17 @@ func (s *Server) postJob(w http.ResponseWriter, r *http.Request) {
 func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
 	ref := zhimaq.Ref{Method: r.PathValue("method"), TransactionID: r.PathValue("transaction_id")}
 	if !slices.Contains(zhima.Methods, ref.Method) {
-		writeError(w, http.StatusNotFound, "not_found", "no such method; want one of the three gateway methods zhimaq runs")
+		writeError(w, kindNotFound, "no such method; want one of the three gateway methods zhimaq runs")
 		return
 	}
 	if !zhima.IsTransactionID(ref.TransactionID) {
-		writeError(w, http.StatusNotFound, "not_found", "a transaction_id holds only letters, digits and '_', at most 64")
+		writeError(w, kindNotFound, "a transaction_id holds only letters, digits and '_', at most 64")
 		return
 	}
 	rec, err := s.p.Result(r.Context(), ref)
 	switch {
 	case errors.Is(err, zhimaq.ErrNotFound):
-		writeError(w, http.StatusNotFound, "not_found", "no record for this job: never submitted, rejected, or expired")
+		writeError(w, kindNotFound, "no record for this job: never submitted, rejected, or expired")
 	case err != nil:
 		s.unavailable(w, "read record", err, "the record could not be read (Redis failed)")
 	default:
@@ -99,19 +99,19 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
 	// the first line: the batch is dropped unwritten if the body is refused.
 	b, err := s.p.NewBatch(zhimaq.BatchOptions{CallbackURL: r.URL.Query().Get("callback")})
 	if errors.Is(err, zhimaq.ErrCallbackHostNotAllowed) {
-		writeError(w, http.StatusBadRequest, "bad_callback", "callback's host is not one this server's CALLBACK_HOSTS allows")
+		writeError(w, kindBadCallback, "callback's host is not one this server's CALLBACK_HOSTS allows")
 		return
 	}
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_callback", "callback must be an absolute http or https URL without user info, its host a plain DNS name or an IP address without a zone")
+		writeError(w, kindBadCallback, "callback must be an absolute http or https URL without user info, its host a plain DNS name or an IP address without a zone")
 		return
 	}
 	switch {
 	case r.ContentLength < 0:
-		writeError(w, http.StatusLengthRequired, "length_required", "send the batch with a Content-Length")
+		writeError(w, kindLengthRequired, "send the batch with a Content-Length")
 		return
 	case r.ContentLength > s.maxBatch:
-		writeError(w, http.StatusRequestEntityTooLarge, "too_large", "a batch may hold at most "+bytesText(s.maxBatch))
+		writeError(w, kindTooLarge, "a batch may hold at most "+bytesText(s.maxBatch))
 		return
 	}
 	ctx, cancel := detached(r, batchTimeout)
@@ -125,16 +125,16 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
 	log := s.log.With(zap.String("batch_id", b.ID()), zap.Int("lines", c.Lines))
 	switch {
 	case err != nil && tooLarge(body.err):
-		writeError(w, http.StatusRequestEntityTooLarge, "too_large",
+		writeError(w, kindTooLarge,
 			fmt.Sprintf("a batch may hold at most %s; batch %s holds the %d lines before the limit", bytesText(s.maxBatch), b.ID(), c.Lines))
 		return
 	case errors.Is(err, zhimaq.ErrTooManyLines):
-		writeError(w, http.StatusRequestEntityTooLarge, "too_large",
+		writeError(w, kindTooLarge,
 			fmt.Sprintf("a batch may hold at most %d lines (BATCH_MAX_LINES); batch %s holds the %d lines before the limit", b.MaxLines(), b.ID(), c.Lines))
 		return
 	case err != nil && body.err != nil:
 		log.Warn("api: batch body could not be read", zap.Error(body.err))
-		writeError(w, http.StatusBadRequest, "bad_body",
+		writeError(w, kindBadBody,
 			fmt.Sprintf("the body could not be read; batch %s holds the %d lines before the problem", b.ID(), c.Lines))
 		return
 	case err != nil:
@@ -179,7 +179,7 @@ func (s *Server) getBatch(w http.ResponseWriter, r *http.Request) {
 	st, err := s.p.BatchStatus(r.Context(), r.PathValue("id"))
 	switch {
 	case errors.Is(err, zhimaq.ErrNotFound):
-		writeError(w, http.StatusNotFound, "not_found", "no such batch: never submitted, another app's, or expired")
+		writeError(w, kindNotFound, "no such batch: never submitted, another app's, or expired")
 		return
 	case err != nil:
 		s.unavailable(w, "batch status", err, "the batch could not be read (Redis failed)")
@@ -208,14 +208,14 @@ func (s *Server) getRecords(w http.ResponseWriter, r *http.Request) {
 		format = "jsonl"
 	}
 	if !slices.Contains(batches.Formats, format) {
-		writeError(w, http.StatusBadRequest, "bad_format", "format must be jsonl or csv")
+		writeError(w, kindBadFormat, "format must be jsonl or csv")
 		return
 	}
 	id := r.PathValue("id")
 	recs, err := s.p.BatchRecords(r.Context(), id)
 	switch {
 	case errors.Is(err, zhimaq.ErrNotFound):
-		writeError(w, http.StatusNotFound, "not_found", "no such batch: never submitted, another app's, or expired")
+		writeError(w, kindNotFound, "no such batch: never submitted, another app's, or expired")
 		return
 	case err != nil:
 		s.unavailable(w, "batch records", err, "the batch could not be read (Redis failed)")

@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"github.com/zhimaq/zhimaq/internal/idempotency"
+	"github.com/zhimaq/zhimaq/internal/payload"
 	"github.com/zhimaq/zhimaq/internal/results"
+	"github.com/zhimaq/zhimaq/internal/zhima"
 )
 
 // readChunk is how many lines Entries reads at once: one LRANGE and one
@@ -89,7 +91,7 @@ func (s *Store) records(ctx context.Context, m *Meta, lines []Line) ([]*results.
 		default:
 			j++
 			rec = results.Record{Method: l.Method, TransactionID: l.TransactionID, State: results.Failed, UpdatedAt: m.CreatedAt,
-				Error: &results.ErrorInfo{Source: "local", Msg: Expired}}
+				Error: payload.ErrorInfo(zhima.LocalFailure(l.Method, Expired))}
 		}
 		rec.BatchID = m.ID
 		if l.Rejected == nil {

@@ -44,6 +44,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/zhimaq/zhimaq/internal/idempotency"
+	"github.com/zhimaq/zhimaq/internal/payload"
 	"github.com/zhimaq/zhimaq/internal/results"
 	"github.com/zhimaq/zhimaq/internal/zhima"
 )
@@ -142,10 +143,6 @@ type storedLine struct {
 	Rejected *results.Record `json:"r,omitempty"`
 }
 
-// msgBusinessFailed is the msg of the gateway's code 40004, which local
-// rejections carry too.
-const msgBusinessFailed = "Business Failed"
-
 // encodeLine is l's JSON as a batch created at created keeps it.
 func encodeLine(l Line, created time.Time) ([]byte, error) {
 	rec := l.Rejected
@@ -159,8 +156,8 @@ func encodeLine(l Line, created time.Time) ([]byte, error) {
 		return json.Marshal(storedLine{Rejected: rec}) // more than a compact form rebuilds
 	}
 	sl := storedLine{Method: rec.Method, TransactionID: rec.TransactionID, Updated: int64(secs), Error: rec.Error}
-	if e := rec.Error; e.Source == string(zhima.SourceLocal) && e.Code == zhima.CodeBusinessFailed && e.Msg == msgBusinessFailed &&
-		e.SubCode != "" && e.SubMsg != "" {
+	if e := rec.Error; e.Source == string(zhima.SourceLocal) && e.Code == zhima.CodeBusinessFailed && e.Msg == zhima.MsgBusinessFailed &&
+		e.SubCode != "" && e.SubMsg != "" && e.TraceID == "" {
 		sl.Error, sl.SubMsg = nil, e.SubMsg
 		if e.SubCode != zhima.SubInvalidParameter {
 			sl.SubCode = e.SubCode
@@ -180,8 +177,7 @@ func (sl storedLine) rejected(created time.Time) *results.Record {
 		if code == "" {
 			code = zhima.SubInvalidParameter
 		}
-		rec.Error = &results.ErrorInfo{Source: string(zhima.SourceLocal), Code: zhima.CodeBusinessFailed, Msg: msgBusinessFailed,
-			SubCode: code, SubMsg: sl.SubMsg}
+		rec.Error = payload.ErrorInfo(zhima.BusinessFailure(sl.Method, code, sl.SubMsg))
 	case sl.Error != nil:
 		e := *sl.Error
 		rec.Error = &e

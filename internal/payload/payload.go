@@ -152,26 +152,27 @@ func DecodePayload(taskType string, b []byte) (*Payload, error) {
 func Request(method string, biz json.RawMessage) (zhima.Request, error) {
 	req, err := zhima.NewRequest(method)
 	if err != nil {
-		return nil, invalid(method, "method: unknown method; want one of "+strings.Join(zhima.Methods, ", "))
+		return nil, zhima.InvalidParameter(method, "method: unknown method; want one of "+strings.Join(zhima.Methods, ", "))
 	}
 	if err := DecodeStrict(biz, req); err != nil {
-		return nil, invalid(method, "biz_content: "+err.Error())
+		return nil, zhima.InvalidParameter(method, "biz_content: "+err.Error())
 	}
 	return req, req.Validate()
 }
 
-func invalid(method, subMsg string) *zhima.Error {
-	return &zhima.Error{Source: zhima.SourceLocal, Method: method, Code: zhima.CodeBusinessFailed,
-		Msg: "Business Failed", SubCode: zhima.SubInvalidParameter, SubMsg: subMsg}
-}
-
-// ErrorInfo is the record's form of a gateway or local error.
+// ErrorInfo is the record's form of an error, the one place a record's
+// error object is made: a *zhima.Error (reached with errors.As) keeps its
+// source, codes, messages and the gateway's trace id; any other error is a
+// zhima.LocalFailure with the error's text as msg. Build local failures
+// with zhima's constructors (InvalidParameter, TransactionIDRepeat,
+// TransactionIDExpired, LocalFailure) and convert them here.
 func ErrorInfo(err error) *results.ErrorInfo {
 	var zerr *zhima.Error
 	if !errors.As(err, &zerr) {
-		return &results.ErrorInfo{Source: string(zhima.SourceLocal), Msg: err.Error()}
+		zerr = zhima.LocalFailure("", err.Error())
 	}
-	info := &results.ErrorInfo{Source: string(zerr.Source), Code: zerr.Code, Msg: zerr.Msg, SubCode: zerr.SubCode, SubMsg: zerr.SubMsg}
+	info := &results.ErrorInfo{Source: string(zerr.Source), Code: zerr.Code, Msg: zerr.Msg, SubCode: zerr.SubCode, SubMsg: zerr.SubMsg,
+		TraceID: zerr.TraceID}
 	if zerr.Err != nil && info.Msg == "" {
 		info.Msg = zerr.Err.Error()
 	} else if zerr.HTTPStatus != 0 && zerr.HTTPStatus != 200 && info.Msg == "" {

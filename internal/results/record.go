@@ -44,6 +44,9 @@ type ErrorInfo struct {
 	// as INVALID_PARAMETER naming the field; left out when empty.
 	SubCode string `json:"sub_code,omitempty"`
 	SubMsg  string `json:"sub_msg,omitempty"`
+	// TraceID is the gateway's trace id for the failed call, when it sent
+	// one; left out when empty (local failures have none).
+	TraceID string `json:"trace_id,omitempty"`
 }
 
 // Record is one job's result as callers read it (DESIGN.md "A result

@@ -125,8 +125,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		h.Log.Error("task payload cannot be decoded; dropping it", zap.String("type", t.Type()), zap.Error(err))
 		if p, ok := partialKey(t); ok {
-			return h.fail(ctx, p, &results.ErrorInfo{Source: string(zhima.SourceLocal), Code: zhima.CodeBusinessFailed,
-				SubCode: zhima.SubInvalidParameter, SubMsg: err.Error()})
+			return h.fail(ctx, p, payload.ErrorInfo(zhima.InvalidParameter(p.Method, err.Error())))
 		}
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
@@ -143,7 +142,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			return err
 		}
 		log.Error("sealed payload cannot be opened", zap.Error(err))
-		return h.fail(ctx, p, &results.ErrorInfo{Source: string(zhima.SourceLocal), Msg: err.Error()})
+		return h.fail(ctx, p, payload.ErrorInfo(zhima.LocalFailure(p.Method, err.Error())))
 	}
 
 	rec, err := h.Results.Get(ctx, key)
@@ -159,9 +158,8 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	now := h.now()
 	if rec.FirstCallAt != nil && now.After(h.lastStart(*rec.FirstCallAt)) {
 		log.Warn("transaction_id window closed; job fails without another call", zap.Int("attempts", rec.Attempts))
-		return h.fail(ctx, p, &results.ErrorInfo{Source: string(zhima.SourceLocal), Code: zhima.CodeBusinessFailed,
-			SubCode: zhima.SubTransactionIDExpired,
-			SubMsg:  fmt.Sprintf("the transaction_id window (%s from the first call) closed before attempt %d could start", h.window(), rec.Attempts+1)})
+		return h.fail(ctx, p, payload.ErrorInfo(zhima.TransactionIDExpired(p.Method,
+			fmt.Sprintf("the transaction_id window (%s from the first call) closed before attempt %d could start", h.window(), rec.Attempts+1))))
 	}
 	if rec.Attempts >= h.maxAttempts() {
 		return h.fail(ctx, p, rec.Error)
@@ -249,6 +247,9 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return nil
 	}
 	fields = append(fields, zap.String("source", string(zerr.Source)), zap.String("code", zerr.Code), zap.String("sub_code", zerr.SubCode))
+	if zerr.TraceID != "" {
+		fields = append(fields, zap.String("trace_id", zerr.TraceID))
+	}
 	if final {
 		log.Warn("gateway call failed for good", fields...)
 		return nil

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -30,6 +31,7 @@ const applicantID = "11010519491231002X"
 type fixture struct {
 	h       *Handler
 	gateway *sandbox.Server
+	url     string // the gateway's
 	logs    *bytes.Buffer
 	now     time.Time
 }
@@ -46,7 +48,7 @@ func newFixture(tb testing.TB, faults sandbox.Faults) *fixture {
 	rdb := srv.Client(tb)
 	logs := new(bytes.Buffer)
 	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(logs), zap.DebugLevel))
-	f := &fixture{gateway: gw, logs: logs, now: time.Now()}
+	f := &fixture{gateway: gw, url: url, logs: logs, now: time.Now()}
 	f.h = &Handler{Gateway: client, Results: results.New(rdb, srv.Prefix, 0), Claims: idempotency.New(rdb, srv.Prefix),
 		Log: log, MaxAttempts: 3, Now: func() time.Time { return f.now }}
 	return f
@@ -169,6 +171,57 @@ func TestNoAttemptStartsAfterTheWindow(t *testing.T) {
 	}
 	if calls := f.gateway.Calls(p.Method, p.TransactionID); calls != 2 {
 		t.Fatalf("calls = %d after the window, want still 2", calls)
+	}
+}
+
+// traceRecorder is an http.RoundTripper that keeps the trace_id header of
+// the last answer.
+type traceRecorder struct{ last string }
+
+func (tr *traceRecorder) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(r)
+	if err == nil {
+		tr.last = resp.Header.Get("trace_id")
+	}
+	return resp, err
+}
+
+func TestGatewayFailureKeepsItsTraceID(t *testing.T) {
+	f := newFixture(t, sandbox.Faults{UnavailableRate: 1})
+	f.h.MaxAttempts = 2
+	tr := new(traceRecorder)
+	client, err := zhima.NewClient(zhima.Config{GatewayURL: f.url, AppID: zhimatest.AppID,
+		AppPrivateKey: zhimatest.AppPrivateKeyPEM(t), AlipayPublicKey: string(f.gateway.AlipayPublicKeyPEM())},
+		zhima.WithHTTPClient(&http.Client{Transport: tr}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.h.Gateway = client
+	p := scorePayload("TRACE_1")
+	for attempt, want := range []struct {
+		state results.State
+		log   string
+	}{{results.Retrying, "gateway call failed; will retry"}, {results.Failed, "gateway call failed for good"}} {
+		f.logs.Reset()
+		f.h.ProcessTask(context.Background(), task(t, p))
+		if tr.last == "" {
+			t.Fatalf("attempt %d: the sandbox sent no trace_id", attempt+1)
+		}
+		rec, err := f.h.Results.Get(context.Background(), p.Key())
+		if err != nil || rec.State != want.state || rec.Error == nil || rec.Error.Source != "gateway" || rec.Error.TraceID != tr.last {
+			t.Fatalf("attempt %d: record %+v (error %+v), %v; want %s with trace_id %s", attempt+1, rec, rec.Error, err, want.state, tr.last)
+		}
+		b, _ := json.Marshal(rec)
+		if !strings.Contains(string(b), `"trace_id":"`+tr.last+`"`) {
+			t.Fatalf("attempt %d: record JSON %s lacks the trace_id", attempt+1, b)
+		}
+		var line struct {
+			Msg     string `json:"msg"`
+			TraceID string `json:"trace_id"`
+		}
+		if err := json.Unmarshal(bytes.TrimSpace(f.logs.Bytes()), &line); err != nil || line.Msg != want.log || line.TraceID != tr.last {
+			t.Fatalf("attempt %d: log %s (%v), want %q with trace_id %s", attempt+1, f.logs.String(), err, want.log, tr.last)
+		}
 	}
 }
 

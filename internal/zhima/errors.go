@@ -127,15 +127,45 @@ func subCodeName(s string) string {
 	return s
 }
 
+// MsgBusinessFailed is the msg of code 40004, which local refusals of a
+// request carry too.
+const MsgBusinessFailed = "Business Failed"
+
+// BusinessFailure is a local refusal that the gateway would answer with code
+// 40004: source local, code 40004, msg "Business Failed", subCode and detail
+// as sub_msg. detail must not quote request data.
+func BusinessFailure(method, subCode, detail string) *Error {
+	return &Error{Source: SourceLocal, Method: method, Code: CodeBusinessFailed, Msg: MsgBusinessFailed,
+		SubCode: subCode, SubMsg: detail}
+}
+
+// InvalidParameter is the local refusal of a request field, sub_code
+// INVALID_PARAMETER; detail names the field and must not quote its value.
+func InvalidParameter(method, detail string) *Error {
+	return BusinessFailure(method, SubInvalidParameter, detail)
+}
+
+// TransactionIDRepeat is the local refusal of a transaction_id already used
+// with other parameters inside the window, sub_code TRANSACTION_ID_REPEAT.
+func TransactionIDRepeat(method, detail string) *Error {
+	return BusinessFailure(method, SubTransactionIDRepeat, detail)
+}
+
+// TransactionIDExpired is the local refusal of a transaction_id whose window
+// is over, sub_code TRANSACTION_ID_EXPIRED.
+func TransactionIDExpired(method, detail string) *Error {
+	return BusinessFailure(method, SubTransactionIDExpired, detail)
+}
+
+// LocalFailure is a local failure that is none of the gateway's codes (a
+// store or a payload that fails, a record that expired): source local, no
+// code, msg as given. msg must not quote request data.
+func LocalFailure(method, msg string) *Error {
+	return &Error{Source: SourceLocal, Method: method, Msg: msg}
+}
+
 // invalidParam is the local refusal of a request field. detail must not
 // quote the field's value.
 func invalidParam(method, field, detail string) *Error {
-	return &Error{
-		Source:  SourceLocal,
-		Method:  method,
-		Code:    CodeBusinessFailed,
-		Msg:     "Business Failed",
-		SubCode: SubInvalidParameter,
-		SubMsg:  field + ": " + detail,
-	}
+	return InvalidParameter(method, field+": "+detail)
 }
