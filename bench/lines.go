@@ -45,39 +45,33 @@ func (e *env) runLines(ctx context.Context, n int) (linesRun, error) {
 	if err := rdb.Ping(ctx).Err(); err != nil { // the connection's buffers in the baseline
 		return linesRun{}, err
 	}
-	time.Sleep(50 * time.Millisecond)
-	used0, err := usedMemory(ctx, e.rdb)
-	if err != nil {
-		return linesRun{}, err
-	}
 	b, err := p.NewBatch(zhimaq.BatchOptions{})
 	if err != nil {
 		return linesRun{}, err
 	}
 	var first *zhimaq.Record
-	start := time.Now()
-	err = b.SubmitJSONL(ctx, strings.NewReader(strings.Repeat("{}\n", n)), func(rec *zhimaq.Record) error {
-		if first == nil {
-			first = rec
+	var r linesRun
+	grew, err := e.memoryGrowth(ctx, func() error {
+		start := time.Now()
+		err := b.SubmitJSONL(ctx, strings.NewReader(strings.Repeat("{}\n", n)), func(rec *zhimaq.Record) error {
+			if first == nil {
+				first = rec
+			}
+			return nil
+		})
+		if err == nil {
+			err = b.Close(ctx)
 		}
-		return nil
+		r.took = time.Since(start)
+		return err
 	})
-	if err == nil {
-		err = b.Close(ctx)
-	}
 	if err != nil {
 		return linesRun{}, err
 	}
-	r := linesRun{took: time.Since(start)}
 	if c := b.Counts(); c.Rejected != n || c.Lines != n {
 		return linesRun{}, fmt.Errorf("bench: %d lines of {} came back %+v", n, c)
 	}
-	time.Sleep(50 * time.Millisecond)
-	used1, err := usedMemory(ctx, e.rdb)
-	if err != nil {
-		return linesRun{}, err
-	}
-	r.perLine = float64(used1-used0) / float64(n)
+	r.perLine = float64(grew) / float64(n)
 	var usage int64
 	iter := e.rdb.Scan(ctx, 0, ns.prefix+"batch:*", 100).Iterator()
 	for iter.Next(ctx) {
@@ -108,21 +102,15 @@ func (e *env) inlineCost(ctx context.Context, rdb *redis.Client, key string, rec
 	for i := range chunk {
 		chunk[i] = line
 	}
-	used0, err := usedMemory(ctx, e.rdb)
-	if err != nil {
-		return 0, err
-	}
-	for left := n; left > 0; left -= len(chunk) {
-		if err := rdb.RPush(ctx, key, chunk[:min(left, len(chunk))]...).Err(); err != nil {
-			return 0, err
+	grew, err := e.memoryGrowth(ctx, func() error {
+		for left := n; left > 0; left -= len(chunk) {
+			if err := rdb.RPush(ctx, key, chunk[:min(left, len(chunk))]...).Err(); err != nil {
+				return err
+			}
 		}
-	}
-	time.Sleep(50 * time.Millisecond)
-	used1, err := usedMemory(ctx, e.rdb)
-	if err != nil {
-		return 0, err
-	}
-	return float64(used1-used0) / float64(n), nil
+		return nil
+	})
+	return float64(grew) / float64(n), err
 }
 
 // figLines is figure 6: the Redis memory a rejected batch line costs,

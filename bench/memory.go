@@ -63,22 +63,15 @@ func (e *env) runMemory(ctx context.Context, n int, useZhimaq bool) (memRun, err
 	if err := submit(tx0); err != nil { // the queue's own keys, and one job to look at
 		return memRun{}, err
 	}
-	time.Sleep(50 * time.Millisecond)
 	keys0, _ := e.rdb.DBSize(ctx).Result()
-	used0, err := usedMemory(ctx, e.rdb)
-	if err != nil {
-		return memRun{}, err
-	}
-	if err := parallel(n, enqueueParallel, func(int) error { return submit(nextTx()) }); err != nil {
-		return memRun{}, err
-	}
-	time.Sleep(50 * time.Millisecond)
-	used1, err := usedMemory(ctx, e.rdb)
+	grew, err := e.memoryGrowth(ctx, func() error {
+		return parallel(n, enqueueParallel, func(int) error { return submit(nextTx()) })
+	})
 	if err != nil {
 		return memRun{}, err
 	}
 	keys1, _ := e.rdb.DBSize(ctx).Result()
-	r := memRun{perJob: float64(used1-used0) / float64(n), keys: (keys1 - keys0) / int64(n)}
+	r := memRun{perJob: float64(grew) / float64(n), keys: (keys1 - keys0) / int64(n)}
 	usage := func(k string) int64 {
 		v, _ := e.rdb.MemoryUsage(ctx, k, 0).Result()
 		return v
@@ -94,6 +87,25 @@ func (e *env) runMemory(ctx context.Context, n int, useZhimaq bool) (memRun, err
 
 func key(tx string) idempotency.Key {
 	return idempotency.Key{AppID: zhimatest.AppID, Method: jobMethod, TransactionID: tx}
+}
+
+// memoryGrowth is how much Redis's used_memory grew while do ran, each
+// reading taken once Redis has settled for a moment.
+func (e *env) memoryGrowth(ctx context.Context, do func() error) (int64, error) {
+	time.Sleep(50 * time.Millisecond)
+	used0, err := usedMemory(ctx, e.rdb)
+	if err != nil {
+		return 0, err
+	}
+	if err := do(); err != nil {
+		return 0, err
+	}
+	time.Sleep(50 * time.Millisecond)
+	used1, err := usedMemory(ctx, e.rdb)
+	if err != nil {
+		return 0, err
+	}
+	return used1 - used0, nil
 }
 
 func usedMemory(ctx context.Context, rdb *redis.Client) (int64, error) {
