@@ -9,6 +9,9 @@ import (
 	"sync"
 
 	"github.com/zhimaq/zhimaq/internal/batches"
+	"github.com/zhimaq/zhimaq/internal/callback"
+	"github.com/zhimaq/zhimaq/internal/hosts"
+	"github.com/zhimaq/zhimaq/internal/jsonl"
 )
 
 // BatchOptions are the settings of a new batch; the zero value is a batch
@@ -80,7 +83,7 @@ type BatchCounts struct {
 // ErrCallbackHostNotAllowed for a host CallbackHosts does not allow, or,
 // when CallbackHosts is "", an internal IP address or "localhost".
 func (p *Producer) NewBatch(opts BatchOptions) (*Batch, error) {
-	if opts.CallbackURL != "" && !batches.ValidCallbackURL(opts.CallbackURL) {
+	if opts.CallbackURL != "" && !hosts.ValidURL(opts.CallbackURL) {
 		return nil, ErrInvalidCallbackURL
 	}
 	if opts.CallbackURL != "" && !p.callbackHosts.Allow(opts.CallbackURL) {
@@ -88,7 +91,7 @@ func (p *Producer) NewBatch(opts BatchOptions) (*Batch, error) {
 	}
 	now := p.cfg.Now()
 	id := batches.NewID(now)
-	callback, err := batches.SealCallbackURL(p.keys, id, opts.CallbackURL)
+	callback, err := callback.SealURL(p.keys, id, opts.CallbackURL)
 	if err != nil {
 		return nil, fmt.Errorf("zhimaq: batch %s: %w", id, err)
 	}
@@ -204,7 +207,7 @@ func (b *Batch) Close(ctx context.Context) error {
 func (b *Batch) SubmitJSONL(ctx context.Context, r io.Reader, emit func(*Record) error) error {
 	var readErr error
 	items := func(yield func(batchItem) bool) {
-		lr := batches.NewLineReader(r, MaxJobBytes)
+		lr := jsonl.NewReader(r, MaxJobBytes)
 		for {
 			line, _, err := lr.Next()
 			if err == io.EOF {
@@ -214,7 +217,7 @@ func (b *Batch) SubmitJSONL(ctx context.Context, r io.Reader, emit func(*Record)
 				readErr = fmt.Errorf("zhimaq: batch %s: read: %w", b.id, err)
 				return
 			}
-			if batches.Blank(line) {
+			if jsonl.Blank(line) {
 				continue
 			}
 			job, rej := ParseJob(line)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/zhimaq/zhimaq/internal/batches"
+	"github.com/zhimaq/zhimaq/internal/callback"
 )
 
 // BatchStatus is where a batch's jobs stand.
@@ -124,16 +125,16 @@ func (p *Producer) BatchRecords(ctx context.Context, id string) (iter.Seq2[*Reco
 //
 // Delivery is at least once: a receiver should treat a repeated batch_id
 // as the same news.
-type CallbackSummary = batches.Summary
+type CallbackSummary = callback.Summary
 
 // CallbackSignatureHeader carries a callback's signature:
 // "t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>" under CALLBACK_SECRET>".
-const CallbackSignatureHeader = batches.SignatureHeader
+const CallbackSignatureHeader = callback.SignatureHeader
 
 // ErrBadSignature is returned, wrapped with the reason, by VerifyCallback
 // and ReadCallback for a callback that is not signed with the secret, or
 // whose signature is older than the tolerance.
-var ErrBadSignature = batches.ErrBadSignature
+var ErrBadSignature = callback.ErrBadSignature
 
 // VerifyCallback checks a callback's CallbackSignatureHeader value against
 // its body, exactly as received: one of its v1 signatures must be the
@@ -141,7 +142,7 @@ var ErrBadSignature = batches.ErrBadSignature
 // within tolerance of the local clock (0 means 5 minutes) so an old
 // callback cannot be replayed. Errors wrap ErrBadSignature.
 func VerifyCallback(secret, header string, body []byte, tolerance time.Duration) error {
-	return batches.Verify([]byte(secret), header, body, time.Now(), tolerance)
+	return callback.Verify([]byte(secret), header, body, time.Now(), tolerance)
 }
 
 // maxCallbackBytes bounds the body ReadCallback reads.

@@ -12,6 +12,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/zhimaq/zhimaq/internal/batches"
+	"github.com/zhimaq/zhimaq/internal/config"
+	"github.com/zhimaq/zhimaq/internal/hosts"
 	"github.com/zhimaq/zhimaq/internal/idempotency"
 	"github.com/zhimaq/zhimaq/internal/payload"
 	"github.com/zhimaq/zhimaq/internal/results"
@@ -44,7 +46,7 @@ type ProducerConfig struct {
 	// each delivery.
 	CallbackHosts string
 	// MaxBatchLines is the most lines one batch may hold (BATCH_MAX_LINES);
-	// 0 (or less) means batches.DefaultMaxLines, 100,000. A line beyond it
+	// 0 (or less) means BATCH_MAX_LINES's default, 100,000. A line beyond it
 	// fails with ErrTooManyLines, and its job is not submitted.
 	MaxBatchLines int
 	// Now is the clock; default time.Now.
@@ -59,7 +61,7 @@ type ProducerConfig struct {
 type Producer struct {
 	cfg           ProducerConfig
 	keys          *seal.Keyring
-	callbackHosts batches.Hosts
+	callbackHosts hosts.List
 	queue         *asynq.Client
 	claims        *idempotency.Store
 	results       *results.Store
@@ -79,21 +81,21 @@ func NewProducer(rdb redis.UniversalClient, cfg ProducerConfig) (*Producer, erro
 	if err != nil {
 		return nil, fmt.Errorf("zhimaq: producer: DataKeys: %w", err)
 	}
-	hosts, err := batches.ParseHosts(cfg.CallbackHosts)
+	hosts, err := hosts.Parse(cfg.CallbackHosts)
 	if err != nil {
 		return nil, fmt.Errorf("zhimaq: producer: CallbackHosts: %w", err)
 	}
 	if cfg.Queue == "" {
-		cfg.Queue = payload.DefaultQueue
+		cfg.Queue = config.Defaults.Queue
 	}
 	if cfg.DedupWindow == 0 {
-		cfg.DedupWindow = idempotency.DefaultWindow
+		cfg.DedupWindow = config.Defaults.DedupWindow
 	}
 	if cfg.MaxAttempts == 0 {
-		cfg.MaxAttempts = payload.DefaultMaxAttempts
+		cfg.MaxAttempts = config.Defaults.RetryMaxAttempts
 	}
 	if cfg.MaxBatchLines <= 0 {
-		cfg.MaxBatchLines = batches.DefaultMaxLines
+		cfg.MaxBatchLines = config.Defaults.BatchMaxLines
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/zhimaq/zhimaq/internal/idempotency"
+	"github.com/zhimaq/zhimaq/internal/keyspace"
 	"github.com/zhimaq/zhimaq/internal/payload"
 	"github.com/zhimaq/zhimaq/internal/zhimatest"
 )
@@ -79,8 +80,9 @@ func (e *env) runMemory(ctx context.Context, n int, useZhimaq bool) (memRun, err
 	r.task = usage("asynq:{" + ns.queue + "}:t:" + taskID(tx0))
 	r.pending = usage("asynq:{"+ns.queue+"}:pending") / int64(n+1)
 	if useZhimaq {
-		r.claim = usage(key(tx0).RedisKey(ns.prefix, "claim"))
-		r.record = usage(key(tx0).RedisKey(ns.prefix, "result"))
+		k, keys := key(tx0), keyspace.New(ns.prefix)
+		r.claim = usage(keys.Claim(k.AppID, k.Method, k.TransactionID))
+		r.record = usage(keys.Result(k.AppID, k.Method, k.TransactionID))
 	}
 	return r, nil
 }

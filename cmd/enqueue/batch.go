@@ -14,7 +14,8 @@ import (
 	"time"
 
 	"github.com/zhimaq/zhimaq"
-	"github.com/zhimaq/zhimaq/internal/batches"
+	"github.com/zhimaq/zhimaq/internal/hosts"
+	"github.com/zhimaq/zhimaq/internal/jsonl"
 	"github.com/zhimaq/zhimaq/internal/payload"
 	"github.com/zhimaq/zhimaq/internal/zhima"
 )
@@ -135,7 +136,7 @@ func runBatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return usageError(stderr, "batch", "--timeout must not be negative")
 	case f.timeout > 0 && !f.wait:
 		return usageError(stderr, "batch", "--timeout only applies with --wait")
-	case f.callback != "" && !batches.ValidCallbackURL(f.callback):
+	case f.callback != "" && !hosts.ValidURL(f.callback):
 		return usageError(stderr, "batch", "--callback must be an absolute http or https URL without user info, its host a plain DNS name or an IP address without a zone")
 	}
 	in := stdin
@@ -287,7 +288,7 @@ func (b *batch) submit(ctx context.Context, in io.Reader, out *bufio.Writer) (la
 	quit := make(chan struct{})
 	defer close(quit)
 	go func() {
-		lr := batches.NewLineReader(in, zhimaq.MaxJobBytes)
+		lr := jsonl.NewReader(in, zhimaq.MaxJobBytes)
 		for {
 			line, n, err := lr.Next()
 			select {
@@ -323,7 +324,7 @@ func (b *batch) submit(ctx context.Context, in io.Reader, out *bufio.Writer) (la
 				stop(fmt.Errorf("read input: %w", l.err))
 				return
 			}
-			if batches.Blank(l.line) {
+			if jsonl.Blank(l.line) {
 				lastLine = l.n
 				continue
 			}

@@ -13,7 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/zhimaq/zhimaq"
-	"github.com/zhimaq/zhimaq/internal/batches"
+	"github.com/zhimaq/zhimaq/internal/jsonl"
 	"github.com/zhimaq/zhimaq/internal/sandbox"
 	"github.com/zhimaq/zhimaq/internal/zhima"
 )
@@ -75,7 +75,7 @@ func readCorpus(t *testing.T) []corpusLine {
 			t.Fatalf("%s has more lines than %s (%d)", expectFile, corpusFile, len(texts))
 		}
 		l.text = texts[l.n-1]
-		if (l.outcome == outcomeBlank) != batches.Blank(l.text) {
+		if (l.outcome == outcomeBlank) != jsonl.Blank(l.text) {
 			t.Fatalf("%s:%d: outcome %q for line %q", expectFile, l.n, l.outcome, l.text)
 		}
 		lines = append(lines, l)

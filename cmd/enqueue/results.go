@@ -8,7 +8,7 @@ import (
 	"io"
 	"slices"
 
-	"github.com/zhimaq/zhimaq/internal/batches"
+	"github.com/zhimaq/zhimaq/internal/export"
 )
 
 var resultsUsage = `enqueue results — exports the records of a batch.
@@ -52,7 +52,7 @@ func runResults(ctx context.Context, args []string, stdout, stderr io.Writer, ge
 		return code
 	case len(rest) > 0:
 		return usageError(stderr, "results", "unexpected argument %q", rest[0])
-	case !slices.Contains(batches.Formats, format):
+	case !slices.Contains(export.Formats, format):
 		return usageError(stderr, "results", "--format must be jsonl or csv")
 	}
 	if code := batchFlag("results", id, stderr); code != exitOK {
@@ -68,7 +68,7 @@ func runResults(ctx context.Context, args []string, stdout, stderr io.Writer, ge
 		return batchError(stderr, "results", id, err)
 	}
 	out := bufio.NewWriterSize(stdout, 64<<10)
-	exp, _ := batches.NewExporter(out, format)
+	exp, _ := export.New(out, format)
 	line := 0
 	for rec, err := range recs {
 		if err == nil {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/zhimaq/zhimaq"
 	"github.com/zhimaq/zhimaq/internal/batches"
+	"github.com/zhimaq/zhimaq/internal/export"
 	"github.com/zhimaq/zhimaq/internal/sandbox"
 )
 
@@ -125,7 +126,7 @@ func TestStatusAndResults(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(rows) != 5 || strings.Join(rows[0], ",") != strings.Join(batches.CSVColumns, ",") {
+		if len(rows) != 5 || strings.Join(rows[0], ",") != strings.Join(export.CSVColumns, ",") {
 			t.Fatalf("csv:\n%s", res.stdout)
 		}
 		col := map[string]int{}

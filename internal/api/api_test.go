@@ -29,6 +29,7 @@ import (
 	"github.com/zhimaq/zhimaq/internal/api"
 	"github.com/zhimaq/zhimaq/internal/batches"
 	"github.com/zhimaq/zhimaq/internal/config"
+	"github.com/zhimaq/zhimaq/internal/export"
 	"github.com/zhimaq/zhimaq/internal/logging"
 	"github.com/zhimaq/zhimaq/internal/redistest"
 	"github.com/zhimaq/zhimaq/internal/sandbox"
@@ -311,7 +312,7 @@ func TestAPIAgainstSpec(t *testing.T) {
 			t.Fatalf("csv: %d %s", a.status, a.body)
 		}
 		rows, err := csv.NewReader(bytes.NewReader(a.body)).ReadAll()
-		if err != nil || len(rows) != 34 || strings.Join(rows[0], ",") != strings.Join(batches.CSVColumns, ",") {
+		if err != nil || len(rows) != 34 || strings.Join(rows[0], ",") != strings.Join(export.CSVColumns, ",") {
 			t.Fatalf("csv (%v):\n%s", err, a.body)
 		}
 		for i, row := range rows[1:] {

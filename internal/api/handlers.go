@@ -13,7 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/zhimaq/zhimaq"
-	"github.com/zhimaq/zhimaq/internal/batches"
+	"github.com/zhimaq/zhimaq/internal/export"
 	"github.com/zhimaq/zhimaq/internal/zhima"
 )
 
@@ -207,7 +207,7 @@ func (s *Server) getRecords(w http.ResponseWriter, r *http.Request) {
 	if format == "" {
 		format = "jsonl"
 	}
-	if !slices.Contains(batches.Formats, format) {
+	if !slices.Contains(export.Formats, format) {
 		writeError(w, kindBadFormat, "format must be jsonl or csv")
 		return
 	}
@@ -221,9 +221,9 @@ func (s *Server) getRecords(w http.ResponseWriter, r *http.Request) {
 		s.unavailable(w, "batch records", err, "the batch could not be read (Redis failed)")
 		return
 	}
-	w.Header().Set("Content-Type", batches.ContentType(format))
+	w.Header().Set("Content-Type", export.ContentType(format))
 	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s.%s"`, url.PathEscape(id), format))
-	exp, _ := batches.NewExporter(w, format)
+	exp, _ := export.New(w, format)
 	line := 0
 	for rec, err := range recs {
 		if err == nil {

@@ -2,7 +2,7 @@
 // input order and its metadata, read back as records for status, export and
 // the callback that tells a producer its batch has finished.
 //
-// Keys, under the prefix of ZHIMAQ_KEY_PREFIX ("zhimaq:" by default):
+// Its keys (package keyspace names them):
 //
 //	<prefix>batch:<id>         hash: app_id, created_at, lines, complete, callback, cursor
 //	<prefix>batch:<id>:lines   list: one small JSON object per line, in input order
@@ -43,7 +43,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/zhimaq/zhimaq/internal/idempotency"
+	"github.com/zhimaq/zhimaq/internal/config"
+	"github.com/zhimaq/zhimaq/internal/keyspace"
 	"github.com/zhimaq/zhimaq/internal/payload"
 	"github.com/zhimaq/zhimaq/internal/results"
 	"github.com/zhimaq/zhimaq/internal/zhima"
@@ -96,8 +97,8 @@ type Meta struct {
 	// Redis keeps it sealed (SealCallbackURL) unless the producer's keyring
 	// is plaintext.
 	CallbackURL string
-	// cursor is the sweeper's mark: every line before it has finished.
-	cursor int
+	// Cursor is the sweeper's mark: every line before it has finished.
+	Cursor int
 }
 
 // Line is one line of a batch: an accepted job, named by its method and
@@ -208,27 +209,24 @@ func decodeLine(raw []byte, created time.Time) (Line, error) {
 // Store keeps batches in Redis. It is safe for concurrent use; a Writer is not.
 type Store struct {
 	rdb     redis.UniversalClient
-	prefix  string
+	keys    keyspace.Space
 	ttl     time.Duration
 	results *results.Store
 }
 
 // New returns a Store on rdb that reads records from the results store with
 // the same prefix. prefix "" means "zhimaq:"; ttl 0 (or less) means
-// results.DefaultTTL (168h).
+// RESULT_TTL's default (168h).
 func New(rdb redis.UniversalClient, prefix string, ttl time.Duration) *Store {
-	if prefix == "" {
-		prefix = idempotency.DefaultPrefix
-	}
 	if ttl <= 0 {
-		ttl = results.DefaultTTL
+		ttl = config.Defaults.ResultTTL
 	}
-	return &Store{rdb: rdb, prefix: prefix, ttl: ttl, results: results.New(rdb, prefix, ttl)}
+	return &Store{rdb: rdb, keys: keyspace.New(prefix), ttl: ttl, results: results.New(rdb, prefix, ttl)}
 }
 
-func (s *Store) metaKey(id string) string  { return s.prefix + "batch:" + id }
-func (s *Store) linesKey(id string) string { return s.prefix + "batch:" + id + ":lines" }
-func (s *Store) pendingKey() string        { return s.prefix + "batches:callbacks" }
+func (s *Store) metaKey(id string) string  { return s.keys.Batch(id) }
+func (s *Store) linesKey(id string) string { return s.keys.BatchLines(id) }
+func (s *Store) pendingKey() string        { return s.keys.BatchCallbacks() }
 
 // Meta returns the batch's metadata in one round trip, or an error wrapping
 // ErrNotFound when there is no such batch.
@@ -247,7 +245,7 @@ func (s *Store) Meta(ctx context.Context, id string) (*Meta, error) {
 	if m.CreatedAt, err = time.Parse(time.RFC3339Nano, h["created_at"]); err != nil {
 		return nil, fmt.Errorf("batches: read %s: created_at is not a time", id)
 	}
-	for name, dst := range map[string]*int{"lines": &m.Lines, "cursor": &m.cursor} {
+	for name, dst := range map[string]*int{"lines": &m.Lines, "cursor": &m.Cursor} {
 		if v, ok := h[name]; ok {
 			if *dst, err = strconv.Atoi(v); err != nil {
 				return nil, fmt.Errorf("batches: read %s: %s is not a number", id, name)
@@ -288,11 +286,6 @@ type Writer struct {
 	err     error
 	closed  bool
 }
-
-// DefaultMaxLines bounds the lines of one batch when the producer sets no
-// bound of its own (BATCH_MAX_LINES): room for an overnight backfill, and a
-// bound on what one batch can cost Redis.
-const DefaultMaxLines = 100_000
 
 // ChunkLines is how many lines a Writer buffers before writing them.
 const ChunkLines = 1000
@@ -383,3 +376,47 @@ func (w *Writer) write(ctx context.Context, closing bool) error {
 	w.buf = w.buf[:0]
 	return nil
 }
+
+// claimDueScript: KEYS[1] the set of batches awaiting their callback;
+// ARGV[1] now (ms), ARGV[2] lease (ms), ARGV[3] limit. It returns the ids
+// that were due, each now pushed a lease into the future.
+var claimDueScript = redis.NewScript(`
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local due = tonumber(ARGV[1]) + tonumber(ARGV[2])
+for _, id in ipairs(ids) do
+  redis.call('ZADD', KEYS[1], 'XX', due, id)
+end
+return ids
+`)
+
+// ClaimDue returns up to limit batches awaiting their callback whose next
+// check is due at now, in one step that pushes each one's next check lease
+// into the future: no two sweepers check one batch at once, and a sweeper
+// that dies mid-check delays the batch by the lease only.
+func (s *Store) ClaimDue(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]string, error) {
+	return claimDueScript.Run(ctx, s.rdb, []string{s.pendingKey()}, now.UnixMilli(), lease.Milliseconds(), limit).StringSlice()
+}
+
+// Postpone moves the next check of batch m to next and, when cursor is
+// past m.Cursor, records that every line before cursor has finished. It
+// keeps the batch's expiry: a sweeper's bookkeeping does not keep an
+// abandoned batch alive.
+func (s *Store) Postpone(ctx context.Context, m *Meta, cursor int, next time.Time) error {
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		if cursor > m.Cursor {
+			p.HSet(ctx, s.metaKey(m.ID), "cursor", strconv.Itoa(cursor))
+		}
+		p.ZAddXX(ctx, s.pendingKey(), redis.Z{Score: float64(next.UnixMilli()), Member: m.ID})
+		return nil
+	})
+	return err
+}
+
+// Settle drops batch id from the batches awaiting their callback: its
+// callback is enqueued, or the batch has expired.
+func (s *Store) Settle(ctx context.Context, id string) error {
+	return s.rdb.ZRem(ctx, s.pendingKey(), id).Err()
+}
+
+// TTL is how long the store keeps a batch after its last write (RESULT_TTL).
+func (s *Store) TTL() time.Duration { return s.ttl }

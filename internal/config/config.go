@@ -19,10 +19,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/zhimaq/zhimaq/internal/batches"
-	"github.com/zhimaq/zhimaq/internal/idempotency"
-	"github.com/zhimaq/zhimaq/internal/payload"
-	"github.com/zhimaq/zhimaq/internal/results"
+	"github.com/zhimaq/zhimaq/internal/keyspace"
 	"github.com/zhimaq/zhimaq/internal/seal"
 	"github.com/zhimaq/zhimaq/internal/zhima"
 )
@@ -65,28 +62,31 @@ type Config struct {
 	LogLevel  string // LOG_LEVEL: debug, info, warn, error
 }
 
-// Defaults are the documented defaults.
+// Defaults are the documented defaults, each written here only; packages
+// that fall back to one when given zero read it from here. BatchMaxLines
+// leaves room for an overnight backfill while bounding what one batch can
+// cost Redis.
 var Defaults = Config{
 	RedisURL:           "redis://127.0.0.1:6379/0",
 	GatewayURL:         zhima.DefaultGatewayURL,
 	SignType:           zhima.RSA2,
 	GatewayTimeout:     15 * time.Second,
 	WorkerConcurrency:  50,
-	RetryMaxAttempts:   payload.DefaultMaxAttempts,
+	RetryMaxAttempts:   12,
 	RetryBaseDelay:     2 * time.Second,
 	RetryMaxDelay:      10 * time.Minute,
-	DedupWindow:        idempotency.DefaultWindow,
-	ResultTTL:          results.DefaultTTL,
+	DedupWindow:        24 * time.Hour, // the gateway honours a transaction_id for a day
+	ResultTTL:          168 * time.Hour,
 	HTTPAddr:           "127.0.0.1:8080",
 	HTTPIdleTimeout:    60 * time.Second,
 	HTTPStallTimeout:   30 * time.Second,
 	HTTPMaxHeaderBytes: 16 << 10,
 	APIMaxRequests:     32,
-	BatchMaxLines:      batches.DefaultMaxLines,
+	BatchMaxLines:      100_000,
 	BreakerFailures:    20,
 	BreakerCooldown:    10 * time.Second,
-	Queue:              payload.DefaultQueue,
-	KeyPrefix:          idempotency.DefaultPrefix,
+	Queue:              "zhimaq",
+	KeyPrefix:          keyspace.DefaultPrefix,
 	LogFormat:          "json",
 	LogLevel:           "info",
 }

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/zhimaq/zhimaq/internal/batches"
+	"github.com/zhimaq/zhimaq/internal/hosts"
 	"github.com/zhimaq/zhimaq/internal/zhima"
 )
 
@@ -92,7 +92,7 @@ var Table = []Var{
 		Help: "largest request header", Set: positive(func(c *Config) *int { return &c.HTTPMaxHeaderBytes })},
 	{Name: "API_MAX_REQUESTS", Default: "32", Reads: Worker,
 		Help: "API requests served at once; more get 503", Set: positive(func(c *Config) *int { return &c.APIMaxRequests })},
-	{Name: "BATCH_MAX_LINES", Default: strconv.Itoa(batches.DefaultMaxLines), Reads: Both,
+	{Name: "BATCH_MAX_LINES", Default: strconv.Itoa(Defaults.BatchMaxLines), Reads: Both,
 		Help: "most lines one batch may hold", Set: positive(func(c *Config) *int { return &c.BatchMaxLines })},
 	{Name: "CALLBACK_SECRET", File: true, Reads: Worker,
 		Help: "signs batch callbacks (HMAC-SHA256); strong (openssl rand -hex 32)", Set: setCallbackSecret},
@@ -277,7 +277,7 @@ func setCallbackHosts(c *Config, v string) error {
 		return nil
 	}
 	c.CallbackHosts = v
-	if _, err := batches.ParseHosts(v); err != nil {
+	if _, err := hosts.Parse(v); err != nil {
 		return err
 	}
 	return nil

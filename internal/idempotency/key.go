@@ -8,18 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/zhimaq/zhimaq/internal/zhima"
 )
-
-// DefaultPrefix is the Redis key prefix used when a store is given ""
-// (ZHIMAQ_KEY_PREFIX's default).
-const DefaultPrefix = "zhimaq:"
-
-// DefaultWindow is how long the gateway honours a transaction_id, and so how
-// long a claim lasts, when none is given (DEDUP_WINDOW's default).
-const DefaultWindow = 24 * time.Hour
 
 // Key identifies one transaction at the gateway.
 type Key struct {
@@ -60,16 +51,6 @@ func checkPart(name, v string) error {
 		return fmt.Errorf("idempotency: key: %s holds ':', a space or a control character", name)
 	}
 	return nil
-}
-
-// RedisKey returns the Redis key for k under prefix and kind:
-// <prefix><kind>:<app_id>:<method>:<transaction_id>. It does not validate k.
-// Package results uses it so that both stores lay keys out alike.
-func (k Key) RedisKey(prefix, kind string) string {
-	if prefix == "" {
-		prefix = DefaultPrefix
-	}
-	return prefix + kind + ":" + k.AppID + ":" + k.Method + ":" + k.TransactionID
 }
 
 // Outcome is what Claim found.

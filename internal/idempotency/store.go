@@ -6,25 +6,24 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/zhimaq/zhimaq/internal/keyspace"
 )
 
 // Store holds claims in Redis at <prefix>claim:<app_id>:<method>:<transaction_id>,
 // each a string holding the fingerprint, expiring when the window closes.
 // It is safe for concurrent use.
 type Store struct {
-	rdb    redis.UniversalClient
-	prefix string
+	rdb  redis.UniversalClient
+	keys keyspace.Space
 }
 
-// New returns a Store on rdb. prefix "" means DefaultPrefix ("zhimaq:").
+// New returns a Store on rdb. prefix "" means keyspace.DefaultPrefix ("zhimaq:").
 func New(rdb redis.UniversalClient, prefix string) *Store {
-	if prefix == "" {
-		prefix = DefaultPrefix
-	}
-	return &Store{rdb: rdb, prefix: prefix}
+	return &Store{rdb: rdb, keys: keyspace.New(prefix)}
 }
 
-func (s *Store) key(k Key) string { return k.RedisKey(s.prefix, "claim") }
+func (s *Store) key(k Key) string { return s.keys.Claim(k.AppID, k.Method, k.TransactionID) }
 
 // claimScript: KEYS[1] claim, ARGV[1] fingerprint, ARGV[2] window in ms,
 // ARGV[3..] earlier forms of the same fingerprint.

@@ -61,8 +61,8 @@ func TestKey(t *testing.T) {
 	if got, want := testKey.String(), "2015000000000001/zhima.credit.score.brief.get/T_001"; got != want {
 		t.Errorf("String() = %q, want %q", got, want)
 	}
-	if got, want := testKey.RedisKey("", "claim"), "zhimaq:claim:2015000000000001:zhima.credit.score.brief.get:T_001"; got != want {
-		t.Errorf("RedisKey = %q, want %q", got, want)
+	if got, want := New(nil, "").key(testKey), "zhimaq:claim:2015000000000001:zhima.credit.score.brief.get:T_001"; got != want {
+		t.Errorf("key = %q, want %q", got, want)
 	}
 	tests := []struct {
 		name    string

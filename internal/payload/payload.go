@@ -16,19 +16,12 @@ import (
 	"strings"
 
 	"github.com/hibiken/asynq"
+
 	"github.com/zhimaq/zhimaq/internal/idempotency"
 	"github.com/zhimaq/zhimaq/internal/results"
 	"github.com/zhimaq/zhimaq/internal/seal"
 	"github.com/zhimaq/zhimaq/internal/zhima"
 )
-
-// DefaultQueue is the asynq queue zhimaq's tasks go to (ZHIMAQ_QUEUE's
-// default).
-const DefaultQueue = "zhimaq"
-
-// DefaultMaxAttempts bounds gateway calls per job, the first included, when
-// none is given (RETRY_MAX_ATTEMPTS's default).
-const DefaultMaxAttempts = 12
 
 // Payload is what a task carries: one gateway call, ready to sign. In Redis
 // its personal data is sealed: BizContent and AppAuthToken travel inside

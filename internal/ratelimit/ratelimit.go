@@ -11,7 +11,7 @@ import (
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/zhimaq/zhimaq/internal/idempotency"
+	"github.com/zhimaq/zhimaq/internal/keyspace"
 )
 
 // Limiter spaces the gateway calls of one app across all processes that
@@ -29,9 +29,6 @@ func New(rdb redis.UniversalClient, prefix, appID string, qps float64) *Limiter 
 	if qps <= 0 {
 		return nil
 	}
-	if prefix == "" {
-		prefix = idempotency.DefaultPrefix
-	}
 	// redis_rate counts whole calls per period: express a fractional rate
 	// over a longer period (12.5/s = 125 per 10s) with the same spacing.
 	rate, period := qps, time.Second
@@ -40,7 +37,7 @@ func New(rdb redis.UniversalClient, prefix, appID string, qps float64) *Limiter 
 	}
 	return &Limiter{
 		rl:    redis_rate.NewLimiter(rdb),
-		key:   prefix + "rate:" + appID,
+		key:   keyspace.New(prefix).Rate(appID),
 		limit: redis_rate.Limit{Rate: int(math.Round(rate)), Period: period, Burst: 1},
 	}
 }

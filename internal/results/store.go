@@ -9,12 +9,10 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/zhimaq/zhimaq/internal/config"
 	"github.com/zhimaq/zhimaq/internal/idempotency"
+	"github.com/zhimaq/zhimaq/internal/keyspace"
 )
-
-// DefaultTTL is how long a record stays after its last write when New is
-// given 0 (RESULT_TTL's default).
-const DefaultTTL = 168 * time.Hour
 
 const (
 	// mgetChunk keys go in one MGET; mgetPerTrip MGETs in one round trip.
@@ -48,24 +46,23 @@ func (e *CorruptError) Error() string {
 // Store reads and writes result records in Redis. Every write sets the
 // record to expire ttl later. It is safe for concurrent use.
 type Store struct {
-	rdb    redis.UniversalClient
-	prefix string
-	ttl    time.Duration
+	rdb  redis.UniversalClient
+	keys keyspace.Space
+	ttl  time.Duration
 }
 
-// New returns a Store on rdb. prefix "" means idempotency.DefaultPrefix
-// ("zhimaq:"); ttl 0 (or less) means DefaultTTL (168h).
+// New returns a Store on rdb. prefix "" means keyspace.DefaultPrefix
+// ("zhimaq:"); ttl 0 (or less) means RESULT_TTL's default (168h).
 func New(rdb redis.UniversalClient, prefix string, ttl time.Duration) *Store {
-	if prefix == "" {
-		prefix = idempotency.DefaultPrefix
-	}
 	if ttl <= 0 {
-		ttl = DefaultTTL
+		ttl = config.Defaults.ResultTTL
 	}
-	return &Store{rdb: rdb, prefix: prefix, ttl: ttl}
+	return &Store{rdb: rdb, keys: keyspace.New(prefix), ttl: ttl}
 }
 
-func (s *Store) key(k idempotency.Key) string { return k.RedisKey(s.prefix, "result") }
+func (s *Store) key(k idempotency.Key) string {
+	return s.keys.Result(k.AppID, k.Method, k.TransactionID)
+}
 
 // Get returns k's record in one round trip. It returns an error wrapping
 // ErrNotFound when there is none, a *CorruptError when the stored value is

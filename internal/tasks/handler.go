@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/zhimaq/zhimaq/internal/breaker"
+	"github.com/zhimaq/zhimaq/internal/config"
 	"github.com/zhimaq/zhimaq/internal/idempotency"
 	"github.com/zhimaq/zhimaq/internal/metrics"
 	"github.com/zhimaq/zhimaq/internal/payload"
@@ -91,14 +92,14 @@ func (h *Handler) window() time.Duration {
 	if h.Window > 0 {
 		return h.Window
 	}
-	return idempotency.DefaultWindow
+	return config.Defaults.DedupWindow
 }
 
 func (h *Handler) maxAttempts() int {
 	if h.MaxAttempts > 0 {
 		return h.MaxAttempts
 	}
-	return payload.DefaultMaxAttempts
+	return config.Defaults.RetryMaxAttempts
 }
 
 // lastStart is the latest moment an attempt may start for a transaction

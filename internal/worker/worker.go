@@ -19,10 +19,11 @@ import (
 	"github.com/zhimaq/zhimaq/internal/api"
 	"github.com/zhimaq/zhimaq/internal/batches"
 	"github.com/zhimaq/zhimaq/internal/breaker"
+	"github.com/zhimaq/zhimaq/internal/callback"
 	"github.com/zhimaq/zhimaq/internal/config"
+	"github.com/zhimaq/zhimaq/internal/hosts"
 	"github.com/zhimaq/zhimaq/internal/idempotency"
 	"github.com/zhimaq/zhimaq/internal/metrics"
-	"github.com/zhimaq/zhimaq/internal/payload"
 	"github.com/zhimaq/zhimaq/internal/ratelimit"
 	"github.com/zhimaq/zhimaq/internal/results"
 	"github.com/zhimaq/zhimaq/internal/tasks"
@@ -63,8 +64,8 @@ type Worker struct {
 	http      *http.Server
 	listener  net.Listener
 	producer  *zhimaq.Producer // the API's; nil without API_TOKENS
-	callbacks *batches.Deliverer
-	sweeper   *batches.Sweeper
+	callbacks *callback.Deliverer
+	sweeper   *callback.Sweeper
 	stop      context.CancelFunc // stops the sweeper
 	swept     chan struct{}      // closed when the sweeper has stopped
 }
@@ -108,7 +109,7 @@ func New(opts Options) (*Worker, error) {
 	}
 	queue := cfg.Queue
 	if queue == "" {
-		queue = payload.DefaultQueue
+		queue = config.Defaults.Queue
 	}
 	reg := metrics.NewRegistry()
 	m := metrics.New(reg)
@@ -149,12 +150,12 @@ func New(opts Options) (*Worker, error) {
 		DelayedTaskCheckInterval: poll,
 		TaskCheckInterval:        min(poll, time.Second),
 	})
-	hosts, err := batches.ParseHosts(cfg.CallbackHosts)
+	hosts, err := hosts.Parse(cfg.CallbackHosts)
 	if err != nil {
 		return nil, fmt.Errorf("config: CALLBACK_HOSTS: %w", err)
 	}
-	w.callbacks = &batches.Deliverer{Secret: []byte(cfg.CallbackSecret), Hosts: hosts, Keys: keys, Log: log.Named("callback"), Now: now}
-	w.sweeper = &batches.Sweeper{Store: batches.New(w.rdb, cfg.KeyPrefix, cfg.ResultTTL), Queue: asynq.NewClientFromRedisClient(w.rdb),
+	w.callbacks = &callback.Deliverer{Secret: []byte(cfg.CallbackSecret), Hosts: hosts, Keys: keys, Log: log.Named("callback"), Now: now}
+	w.sweeper = &callback.Sweeper{Store: batches.New(w.rdb, cfg.KeyPrefix, cfg.ResultTTL), Queue: asynq.NewClientFromRedisClient(w.rdb),
 		QueueName: queue, Interval: opts.SweepInterval, Log: log.Named("batches"), Now: now}
 	if cfg.HTTPAddr != "" && cfg.HTTPAddr != "off" {
 		mux := http.NewServeMux()
@@ -196,7 +197,7 @@ const httpShutdownTimeout = 2 * time.Second
 // exhausted is asynq's ErrorHandler: the job handler's, and a log line
 // when a batch callback is given up.
 func (w *Worker) exhausted(ctx context.Context, t *asynq.Task, err error) {
-	if t.Type() != batches.CallbackTaskType {
+	if t.Type() != callback.TaskType {
 		w.handler.Exhausted(ctx, t, err)
 		return
 	}
@@ -262,7 +263,7 @@ func (w *Worker) Start() error {
 	}
 	mux := asynq.NewServeMux()
 	w.handler.Register(mux)
-	mux.Handle(batches.CallbackTaskType, w.callbacks)
+	mux.Handle(callback.TaskType, w.callbacks)
 	if err := w.server.Start(mux); err != nil {
 		return fmt.Errorf("worker: start: %w", err)
 	}

@@ -1,4 +1,7 @@
-package batches
+// Package hosts decides where a batch callback may go: the CALLBACK_HOSTS
+// allow-list, checked on the URL, and the dial guard, checked on the
+// address a worker actually dials.
+package hosts
 
 import (
 	"errors"
@@ -14,7 +17,7 @@ import (
 //
 // The list is checked against the URL's host as written, at submission and
 // again before each delivery; the address a worker then dials is checked
-// too (see Deliverer), so a DNS answer cannot take a callback somewhere the
+// too (see callback.Deliverer), so a DNS answer cannot take a callback somewhere the
 // list does not mean:
 //
 //   - A nil Hosts allows every host, but a callback is only ever sent to a
@@ -32,12 +35,12 @@ import (
 // addresses; a zone identifier ("%eth0"), user info or any other character
 // is refused, with or without a list. Redirects are never followed, so the
 // host checked is the host called.
-type Hosts []HostPattern
+type List []Pattern
 
 // HostPattern is one entry of Hosts: a DNS name or IP address, or "*." and
 // a domain for any name under that domain; Port, when set, must equal the
 // URL's port (80 and 443 when the URL gives none).
-type HostPattern struct {
+type Pattern struct {
 	Host, Port string
 }
 
@@ -47,14 +50,14 @@ type HostPattern struct {
 // only). IP addresses are kept in their canonical form, an IPv4-mapped
 // IPv6 address as IPv4. A malformed entry (not a plain DNS name or IP
 // address, a zone identifier, a bad port) is an error that quotes it.
-func ParseHosts(s string) (Hosts, error) {
-	var h Hosts
+func Parse(s string) (List, error) {
+	var h List
 	for e := range strings.SplitSeq(s, ",") {
 		e = strings.ToLower(strings.TrimSpace(e))
 		if e == "" {
 			continue
 		}
-		p, err := parseHostPattern(e)
+		p, err := parsePattern(e)
 		if err != nil {
 			return nil, fmt.Errorf("%q: %w", e, err)
 		}
@@ -65,8 +68,8 @@ func ParseHosts(s string) (Hosts, error) {
 
 var errHostPattern = errors.New("want host, host:port, *.domain or *.domain:port, the host a DNS name (letters, digits, '-', '.') or an IP address")
 
-func parseHostPattern(e string) (HostPattern, error) {
-	var p HostPattern
+func parsePattern(e string) (Pattern, error) {
+	var p Pattern
 	if strings.Contains(e, "://") {
 		return p, errors.New("give the host alone, not a URL")
 	}
@@ -154,10 +157,10 @@ func endsInNumber(label string) bool {
 }
 
 // target is the host and port a callback URL names.
-type target struct {
-	host string     // lower case: a DNS name, or the canonical text of addr
-	addr netip.Addr // the address of an IP literal, unmapped; invalid for a name
-	port string     // the URL's port, or its scheme's
+type Target struct {
+	Host string     // lower case: a DNS name, or the canonical text of addr
+	Addr netip.Addr // the address of an IP literal, unmapped; invalid for a name
+	Port string     // the URL's port, or its scheme's
 }
 
 var (
@@ -166,17 +169,17 @@ var (
 	errZone      = errors.New("the host has a zone identifier")
 	errHostName  = errors.New("the host is not a plain DNS name or IP address")
 	errPort      = errors.New("the port is not a number from 1 to 65535")
-	errNotListed = errors.New("the host is not one CALLBACK_HOSTS allows")
-	errInternal  = errors.New("the host is an internal address; list it in CALLBACK_HOSTS to allow it")
+	ErrNotListed = errors.New("the host is not one CALLBACK_HOSTS allows")
+	ErrInternal  = errors.New("the host is an internal address; list it in CALLBACK_HOSTS to allow it")
 )
 
 // maxURLBytes bounds a callback URL.
 const maxURLBytes = 2048
 
 // parseTarget reads the host and port of a callback URL, refusing what
-// ValidCallbackURL refuses. Its errors never quote the URL.
-func parseTarget(raw string) (target, error) {
-	var t target
+// ValidURL refuses. Its errors never quote the URL.
+func ParseTarget(raw string) (Target, error) {
+	var t Target
 	u, err := url.Parse(raw)
 	if err != nil || len(raw) > maxURLBytes || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return t, errNotHTTP
@@ -188,26 +191,26 @@ func parseTarget(raw string) (target, error) {
 	if strings.Contains(host, "%") {
 		return t, errZone
 	}
-	switch t.port = u.Port(); {
-	case t.port != "":
-		if !validPort(t.port) {
+	switch t.Port = u.Port(); {
+	case t.Port != "":
+		if !validPort(t.Port) {
 			return t, errPort
 		}
 	case u.Scheme == "http":
-		t.port = "80"
+		t.Port = "80"
 	default:
-		t.port = "443"
+		t.Port = "443"
 	}
 	bracketed := strings.HasPrefix(u.Host, "[")
 	if a, err := netip.ParseAddr(host); err == nil && a.Is6() == bracketed {
-		t.addr = a.Unmap()
-		t.host = t.addr.String()
+		t.Addr = a.Unmap()
+		t.Host = t.Addr.String()
 		return t, nil
 	}
 	if bracketed || !dnsName(host) {
 		return t, errHostName
 	}
-	t.host = host
+	t.Host = host
 	return t, nil
 }
 
@@ -215,48 +218,48 @@ func parseTarget(raw string) (target, error) {
 // allows it, or, for a nil list, it is not an internal IP address or
 // "localhost". A URL that does not parse, holds user info, or whose host
 // is not a plain DNS name or IP address is never allowed.
-func (h Hosts) Allow(callbackURL string) bool {
-	t, err := parseTarget(callbackURL)
+func (h List) Allow(callbackURL string) bool {
+	t, err := ParseTarget(callbackURL)
 	if err != nil {
 		return false
 	}
-	_, err = h.check(t)
+	_, err = h.Check(t)
 	return err == nil
 }
 
 // check returns why a callback may not go to t, or nil; listed reports
 // whether an exact entry allows it, which opens internal addresses to it.
-func (h Hosts) check(t target) (listed bool, err error) {
+func (h List) Check(t Target) (listed bool, err error) {
 	if h == nil {
-		if t.addr.IsValid() && !publicAddr(t.addr) || t.host == "localhost" || strings.HasSuffix(t.host, ".localhost") {
-			return false, errInternal
+		if t.Addr.IsValid() && !publicAddr(t.Addr) || t.Host == "localhost" || strings.HasSuffix(t.Host, ".localhost") {
+			return false, ErrInternal
 		}
 		return false, nil
 	}
 	for _, p := range h {
-		if p.Port != "" && p.Port != t.port {
+		if p.Port != "" && p.Port != t.Port {
 			continue
 		}
 		if domain, ok := strings.CutPrefix(p.Host, "*."); ok {
-			if !t.addr.IsValid() && strings.HasSuffix(t.host, "."+domain) {
+			if !t.Addr.IsValid() && strings.HasSuffix(t.Host, "."+domain) {
 				return false, nil
 			}
 			continue
 		}
 		if a, err := netip.ParseAddr(p.Host); err == nil {
-			if t.addr.IsValid() && a.Zone() == "" && a.Unmap() == t.addr {
+			if t.Addr.IsValid() && a.Zone() == "" && a.Unmap() == t.Addr {
 				return true, nil
 			}
-		} else if !t.addr.IsValid() && t.host == p.Host {
+		} else if !t.Addr.IsValid() && t.Host == p.Host {
 			return true, nil
 		}
 	}
-	return false, errNotListed
+	return false, ErrNotListed
 }
 
 // String is the list as CALLBACK_HOSTS would write it; "any public
 // address" when nil.
-func (h Hosts) String() string {
+func (h List) String() string {
 	if h == nil {
 		return "any public address"
 	}
@@ -268,4 +271,13 @@ func (h Hosts) String() string {
 		}
 	}
 	return strings.Join(s, ",")
+}
+
+// ValidURL reports whether u can receive callbacks: an absolute http or
+// https URL of at most 2048 bytes, without user info, whose host is a plain
+// DNS name (letters, digits, '-', '.') or an IP address without a zone
+// identifier, and whose port, if given, is 1 to 65535.
+func ValidURL(u string) bool {
+	_, err := ParseTarget(u)
+	return err == nil
 }

@@ -1,4 +1,4 @@
-package batches
+package callback
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/zhimaq/zhimaq/internal/hosts"
 	"github.com/zhimaq/zhimaq/internal/seal"
 )
 
@@ -63,44 +64,12 @@ func TestSignVerify(t *testing.T) {
 	}
 }
 
-func TestValidCallbackURL(t *testing.T) {
-	tests := []struct {
-		name string
-		url  string
-		want bool
-	}{
-		{"valid_https", "https://example.com/hook", true},
-		{"valid_ip_and_query", "http://10.0.0.1:8080/x?y=1", true},
-		{"valid_ipv6", "http://[2001:4860::8888]:8080/x", true},
-		{"refused_empty", "", false},
-		{"refused_relative", "/hook", false},
-		{"refused_ftp", "ftp://example.com/x", false},
-		{"refused_no_host", "https://", false},
-		{"refused_no_scheme", "example.com/hook", false},
-		{"refused_too_long", "https://example.com/" + strings.Repeat("a", 2048), false},
-		{"refused_zone_id", "http://[::ffff:127.0.0.1%25.example.com]:18184/x", false},
-		{"refused_zone_id_of_loopback", "http://[::1%25.example.com]:18184/x", false},
-		{"refused_userinfo", "https://hooks.example.com@evil.example/x", false},
-		{"refused_user_and_password", "https://u:p@hooks.example.com/x", false},
-		{"refused_underscore_host", "https://a_b.example.com/x", false},
-		{"refused_bracketed_ipv4", "http://[127.0.0.1]/x", false},
-		{"refused_port_out_of_range", "http://example.com:65536/x", false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := ValidCallbackURL(tt.url); got != tt.want {
-				t.Errorf("ValidCallbackURL(%q) = %v, want %v", tt.url, got, tt.want)
-			}
-		})
-	}
-}
-
 // callbackTask returns a task for summary to url, as the sweeper makes it.
 func callbackTask(t *testing.T, url string) (*asynq.Task, Summary) {
 	t.Helper()
 	sum := Summary{BatchID: testBatchID, Lines: 3, Succeeded: 1, Failed: 1, Rejected: 1,
 		FinishedAt: time.Date(2026, 11, 26, 3, 20, 0, 0, time.UTC)}
-	task, err := CallbackTask(url, sum, "q", time.Hour)
+	task, err := Task(url, sum, "q", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,11 +139,11 @@ func TestDelivererDropsHostNotAllowed(t *testing.T) {
 	t.Parallel()
 	srv, calls := countingReceiver(t)
 	task, _ := callbackTask(t, srv.URL)
-	hosts, err := ParseHosts("hooks.lender.example, localhost")
+	list, err := hosts.Parse("hooks.lender.example, localhost")
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = (&Deliverer{Secret: secret, Hosts: hosts}).ProcessTask(context.Background(), task)
+	err = (&Deliverer{Secret: secret, Hosts: list}).ProcessTask(context.Background(), task)
 	if !errors.Is(err, asynq.SkipRetry) || !strings.Contains(err.Error(), "CALLBACK_HOSTS") {
 		t.Errorf("ProcessTask = %v, want SkipRetry naming CALLBACK_HOSTS", err)
 	}
@@ -182,15 +151,15 @@ func TestDelivererDropsHostNotAllowed(t *testing.T) {
 		t.Error("a callback went to a host CALLBACK_HOSTS does not allow")
 	}
 	// The same task to an allowed host is delivered.
-	hosts, _ = ParseHosts("127.0.0.1")
-	if err := (&Deliverer{Secret: secret, Hosts: hosts}).ProcessTask(context.Background(), task); err != nil || calls.Load() != 1 {
+	list, _ = hosts.Parse("127.0.0.1")
+	if err := (&Deliverer{Secret: secret, Hosts: list}).ProcessTask(context.Background(), task); err != nil || calls.Load() != 1 {
 		t.Errorf("ProcessTask to an allowed host = %v after %d calls, want delivered once", err, calls.Load())
 	}
 }
 
 func TestDelivererDropsBadPayload(t *testing.T) {
 	t.Parallel()
-	err := (&Deliverer{Secret: secret}).ProcessTask(context.Background(), asynq.NewTask(CallbackTaskType, []byte(`{"batch_id":"b_x:y"}`)))
+	err := (&Deliverer{Secret: secret}).ProcessTask(context.Background(), asynq.NewTask(TaskType, []byte(`{"batch_id":"b_x:y"}`)))
 	if !errors.Is(err, asynq.SkipRetry) {
 		t.Errorf("ProcessTask = %v, want SkipRetry", err)
 	}
@@ -244,7 +213,7 @@ func TestDelivererRefusesInternalAddressesByDefault(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			task, _ := callbackTask(t, tt.url)
 			err := (&Deliverer{Secret: secret}).ProcessTask(context.Background(), task)
-			if !errors.Is(err, asynq.SkipRetry) || !errors.Is(err, errInternal) {
+			if !errors.Is(err, asynq.SkipRetry) || !errors.Is(err, hosts.ErrInternal) {
 				t.Errorf("ProcessTask = %v, want SkipRetry for an internal address", err)
 			}
 		})
@@ -270,7 +239,7 @@ func TestDelivererRefusesInternalAddressesByDefault(t *testing.T) {
 func TestDelivererRefusesZoneIDUnderWildcard(t *testing.T) {
 	t.Parallel()
 	v4, v4calls := countingReceiver(t)
-	hosts := mustHosts(t, "*.example.com")
+	list := mustHosts(t, "*.example.com")
 	tests := []struct {
 		name string
 		url  string
@@ -281,11 +250,11 @@ func TestDelivererRefusesZoneIDUnderWildcard(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if hosts.Allow(tt.url) {
+			if list.Allow(tt.url) {
 				t.Errorf("Allow(%q) = true", tt.url)
 			}
 			task, _ := callbackTask(t, tt.url)
-			err := (&Deliverer{Secret: secret, Hosts: hosts}).ProcessTask(context.Background(), task)
+			err := (&Deliverer{Secret: secret, Hosts: list}).ProcessTask(context.Background(), task)
 			if !errors.Is(err, asynq.SkipRetry) {
 				t.Errorf("ProcessTask = %v, want SkipRetry", err)
 			}
@@ -297,7 +266,7 @@ func TestDelivererRefusesZoneIDUnderWildcard(t *testing.T) {
 	t.Run("refused_loopback_ipv6_receiver", func(t *testing.T) {
 		v6, v6calls := ipv6Receiver(t)
 		task, _ := callbackTask(t, "http://[::1%25.example.com]:"+portOf(t, v6)+"/x")
-		if err := (&Deliverer{Secret: secret, Hosts: hosts}).ProcessTask(context.Background(), task); !errors.Is(err, asynq.SkipRetry) {
+		if err := (&Deliverer{Secret: secret, Hosts: list}).ProcessTask(context.Background(), task); !errors.Is(err, asynq.SkipRetry) {
 			t.Errorf("ProcessTask = %v, want SkipRetry", err)
 		}
 		if v6calls.Load() != 0 {
@@ -367,7 +336,7 @@ func dataKey(tb testing.TB, id string) string {
 // sealed seals u for batch id with keys.
 func sealed(tb testing.TB, keys *seal.Keyring, id, u string) string {
 	tb.Helper()
-	s, err := SealCallbackURL(keys, id, u)
+	s, err := SealURL(keys, id, u)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -381,7 +350,7 @@ func TestSealCallbackURL(t *testing.T) {
 	if !seal.IsSealed(s) || strings.Contains(s, "token") || strings.Contains(s, "hooks") {
 		t.Errorf("SealCallbackURL = %q, want sealed text", s)
 	}
-	if got, err := openCallbackURL(keys, testBatchID, s); err != nil || got != u {
+	if got, err := openURL(keys, testBatchID, s); err != nil || got != u {
 		t.Errorf("openCallbackURL = %q, %v; want the URL", got, err)
 	}
 	if got := sealed(t, keyring(t, seal.PlaintextValue), testBatchID, u); got != u {
@@ -415,7 +384,7 @@ func TestDelivererOpensSealedURLs(t *testing.T) {
 		name       string
 		stored     string // the URL as the task carries it
 		keys       *seal.Keyring
-		hosts      Hosts
+		hosts      hosts.List
 		delivered  bool
 		skipRetry  bool
 		wantErrKey error
@@ -427,8 +396,8 @@ func TestDelivererOpensSealedURLs(t *testing.T) {
 		{"handed_back_on_a_worker_without_keys", sealed(t, producerKeys, testBatchID, hookURL), nil, listed, false, false, seal.ErrUnknownKey},
 		{"dropped_when_sealed_for_another_batch", sealed(t, producerKeys, "b_20261126T031500Z_OTHER1", hookURL), producerKeys, listed, false, true, seal.ErrCorrupt},
 		{"dropped_when_corrupt", string(corrupt), producerKeys, listed, false, true, seal.ErrCorrupt},
-		{"dropped_when_in_clear_to_an_internal_address", hookURL, producerKeys, nil, false, true, errInternal},
-		{"dropped_when_sealed_to_an_internal_address", sealed(t, producerKeys, testBatchID, hookURL), producerKeys, nil, false, true, errInternal},
+		{"dropped_when_in_clear_to_an_internal_address", hookURL, producerKeys, nil, false, true, hosts.ErrInternal},
+		{"dropped_when_sealed_to_an_internal_address", sealed(t, producerKeys, testBatchID, hookURL), producerKeys, nil, false, true, hosts.ErrInternal},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,11 +1,8 @@
-package batches
+package callback
 
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,63 +10,31 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"go.uber.org/zap"
 
+	"github.com/zhimaq/zhimaq/internal/batches"
+	"github.com/zhimaq/zhimaq/internal/hosts"
 	"github.com/zhimaq/zhimaq/internal/seal"
 )
 
-// Summary is the JSON body of a batch's callback.
-type Summary struct {
-	BatchID string `json:"batch_id"`
-	// Lines is every line of the batch; Succeeded + Failed + Rejected = Lines.
-	Lines     int `json:"lines"`
-	Succeeded int `json:"succeeded"`
-	Failed    int `json:"failed"`
-	Rejected  int `json:"rejected"`
-	// FinishedAt is when the batch's last job finished.
-	FinishedAt time.Time `json:"finished_at"`
-}
-
-// SignatureHeader is the header that carries a callback's signature:
-// "t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">".
-const SignatureHeader = "X-Zhimaq-Signature"
-
-// DefaultTolerance is how far a signature's time may be from the
-// receiver's clock when Verify is given 0.
-const DefaultTolerance = 5 * time.Minute
-
-// ErrBadSignature is returned, wrapped with the reason, by Verify.
-var ErrBadSignature = errors.New("batches: callback signature does not verify")
-
-// ValidCallbackURL reports whether u can receive callbacks: an absolute
-// http or https URL of at most 2048 bytes, without user info, whose host is
-// a plain DNS name (letters, digits, '-', '.') or an IP address without a
-// zone identifier, and whose port, if given, is 1 to 65535.
-func ValidCallbackURL(u string) bool {
-	_, err := parseTarget(u)
-	return err == nil
-}
-
 // callbackAAD binds a sealed callback URL to its batch, so that it does not
 // open in another batch's callback.
-func callbackAAD(batchID string) []byte { return []byte("zhimaq batch callback\x00" + batchID) }
+func urlAAD(batchID string) []byte { return []byte("zhimaq batch callback\x00" + batchID) }
 
 // SealCallbackURL returns callbackURL as batch batchID keeps it in Redis:
 // sealed under keys' sealing key and bound to the batch (a callback URL
 // often carries a token), or as it is when keys is plaintext or the URL is
 // "". The Deliverer opens it with its Keys.
-func SealCallbackURL(keys *seal.Keyring, batchID, callbackURL string) (string, error) {
+func SealURL(keys *seal.Keyring, batchID, callbackURL string) (string, error) {
 	if callbackURL == "" || keys.Plaintext() {
 		return callbackURL, nil
 	}
-	s, err := keys.Seal([]byte(callbackURL), callbackAAD(batchID))
+	s, err := keys.Seal([]byte(callbackURL), urlAAD(batchID))
 	if err != nil {
-		return "", fmt.Errorf("batches: seal the callback URL: %w", err)
+		return "", fmt.Errorf("callback: seal the URL: %w", err)
 	}
 	return s, nil
 }
@@ -78,82 +43,23 @@ func SealCallbackURL(keys *seal.Keyring, batchID, callbackURL string) (string, e
 // keyring, or a batch from before URLs were sealed) comes back as it is.
 // Errors wrap seal.ErrUnknownKey or seal.ErrCorrupt and quote nothing of
 // the URL.
-func openCallbackURL(keys *seal.Keyring, batchID, stored string) (string, error) {
+func openURL(keys *seal.Keyring, batchID, stored string) (string, error) {
 	if !seal.IsSealed(stored) {
 		return stored, nil
 	}
-	b, err := keys.Open(stored, callbackAAD(batchID))
+	b, err := keys.Open(stored, urlAAD(batchID))
 	if err != nil {
-		return "", fmt.Errorf("batches: open the callback URL: %w", err)
+		return "", fmt.Errorf("callback: open the URL: %w", err)
 	}
 	return string(b), nil
 }
 
-// Sign returns the SignatureHeader value for body sent at t.
-func Sign(secret []byte, t time.Time, body []byte) string {
-	ts := strconv.FormatInt(t.Unix(), 10)
-	return "t=" + ts + ",v1=" + hex.EncodeToString(mac(secret, ts, body))
-}
-
-func mac(secret []byte, ts string, body []byte) []byte {
-	m := hmac.New(sha256.New, secret)
-	m.Write([]byte(ts))
-	m.Write([]byte{'.'})
-	m.Write(body)
-	return m.Sum(nil)
-}
-
-// Verify checks header, a SignatureHeader value, against body: one of its
-// v1 signatures must be the HMAC-SHA256 of "t.body" under secret, compared
-// in constant time, and t within tolerance of now (0 means
-// DefaultTolerance), which stops an old callback being replayed. Errors
-// wrap ErrBadSignature.
-func Verify(secret []byte, header string, body []byte, now time.Time, tolerance time.Duration) error {
-	if len(secret) == 0 {
-		return fmt.Errorf("%w: no secret to check it with", ErrBadSignature)
-	}
-	if tolerance <= 0 {
-		tolerance = DefaultTolerance
-	}
-	var ts string
-	var sigs [][]byte
-	for part := range strings.SplitSeq(header, ",") {
-		k, v, _ := strings.Cut(strings.TrimSpace(part), "=")
-		switch k {
-		case "t":
-			ts = v
-		case "v1":
-			if b, err := hex.DecodeString(v); err == nil {
-				sigs = append(sigs, b)
-			}
-		}
-	}
-	sec, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil || len(sigs) == 0 {
-		return fmt.Errorf("%w: the header is not t=<unix seconds>,v1=<hex>", ErrBadSignature)
-	}
-	if d := now.Sub(time.Unix(sec, 0)); d > tolerance || d < -tolerance {
-		return fmt.Errorf("%w: its time is %s away from now", ErrBadSignature, d.Round(time.Second))
-	}
-	want := mac(secret, ts, body)
-	ok := false
-	for _, s := range sigs {
-		if hmac.Equal(s, want) {
-			ok = true
-		}
-	}
-	if !ok {
-		return fmt.Errorf("%w: no v1 signature matches", ErrBadSignature)
-	}
-	return nil
-}
-
 // CallbackTaskType is the asynq task type that delivers a callback.
-const CallbackTaskType = "zhimaq:batch_callback"
+const TaskType = "zhimaq:batch_callback"
 
 // CallbackMaxRetry bounds the deliveries of one callback after the first:
 // with RETRY_BASE_DELAY 2s and RETRY_MAX_DELAY 10m, about three hours.
-const CallbackMaxRetry = 20
+const MaxRetry = 20
 
 // callbackPayload is what a callback task carries. URL is the batch's
 // callback URL as its metadata holds it: sealed (SealCallbackURL), or in
@@ -169,17 +75,17 @@ type callbackPayload struct {
 // it). Its task id is derived from the batch, so a batch's callback is
 // enqueued once, and it is kept for retention after it is done to hold
 // that id.
-func CallbackTask(callbackURL string, summary Summary, queue string, retention time.Duration) (*asynq.Task, error) {
+func Task(callbackURL string, summary Summary, queue string, retention time.Duration) (*asynq.Task, error) {
 	body, err := json.Marshal(summary)
 	if err != nil {
-		return nil, fmt.Errorf("batches: callback task: %w", err)
+		return nil, fmt.Errorf("callback: task: %w", err)
 	}
 	b, err := json.Marshal(callbackPayload{BatchID: summary.BatchID, URL: callbackURL, Body: body})
 	if err != nil {
-		return nil, fmt.Errorf("batches: callback task: %w", err)
+		return nil, fmt.Errorf("callback: task: %w", err)
 	}
-	return asynq.NewTask(CallbackTaskType, b, asynq.TaskID(CallbackTaskType+":"+summary.BatchID), asynq.Queue(queue),
-		asynq.MaxRetry(CallbackMaxRetry), asynq.Retention(retention), asynq.Timeout(time.Minute)), nil
+	return asynq.NewTask(TaskType, b, asynq.TaskID(TaskType+":"+summary.BatchID), asynq.Queue(queue),
+		asynq.MaxRetry(MaxRetry), asynq.Retention(retention), asynq.Timeout(time.Minute)), nil
 }
 
 // Deliverer is the asynq handler of callback tasks: it opens the callback
@@ -202,7 +108,7 @@ type Deliverer struct {
 	// Hosts are the hosts callbacks may go to (CALLBACK_HOSTS); a task
 	// for any other is dropped unsent. nil allows every host with a
 	// public address.
-	Hosts Hosts
+	Hosts hosts.List
 	// Keys open the callback URLs that producers sealed (DATA_KEYS). A URL
 	// sealed with a key this worker lacks (or any sealed URL, when Keys is
 	// nil or plaintext) is not sent: the task goes back to the queue for a
@@ -227,7 +133,7 @@ type Deliverer struct {
 }
 
 // ErrNoSecret is returned for a callback task on a worker without CALLBACK_SECRET.
-var ErrNoSecret = errors.New("batches: callback not sent: CALLBACK_SECRET is not set on this worker")
+var ErrNoSecret = errors.New("callback: not sent: CALLBACK_SECRET is not set on this worker")
 
 // ProcessTask implements asynq.Handler.
 func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
@@ -236,31 +142,31 @@ func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		log = zap.NewNop()
 	}
 	var p callbackPayload
-	if err := json.Unmarshal(t.Payload(), &p); err != nil || !ValidID(p.BatchID) || p.URL == "" || len(p.Body) == 0 {
+	if err := json.Unmarshal(t.Payload(), &p); err != nil || !batches.ValidID(p.BatchID) || p.URL == "" || len(p.Body) == 0 {
 		log.Error("batch callback task cannot be read; dropping it")
-		return fmt.Errorf("batches: callback: bad task payload: %w", asynq.SkipRetry)
+		return fmt.Errorf("callback:: bad task payload: %w", asynq.SkipRetry)
 	}
 	log = log.With(zap.String("batch_id", p.BatchID))
-	callbackURL, err := openCallbackURL(d.Keys, p.BatchID, p.URL)
+	callbackURL, err := openURL(d.Keys, p.BatchID, p.URL)
 	switch {
 	case errors.Is(err, seal.ErrUnknownKey):
 		// Another worker may hold the key (a rotation under way): try again later.
 		log.Error("batch callback URL sealed with a data key this worker lacks; add it to DATA_KEYS", zap.Error(err))
-		return fmt.Errorf("batches: callback %s: %w", p.BatchID, err)
+		return fmt.Errorf("callback: %s: %w", p.BatchID, err)
 	case err != nil:
 		log.Error("batch callback URL cannot be opened; dropping it", zap.Error(err))
-		return fmt.Errorf("batches: callback %s: %w: %w", p.BatchID, err, asynq.SkipRetry)
+		return fmt.Errorf("callback: %s: %w: %w", p.BatchID, err, asynq.SkipRetry)
 	}
-	tgt, err := parseTarget(callbackURL)
+	tgt, err := hosts.ParseTarget(callbackURL)
 	if err != nil {
 		log.Error("batch callback URL is not one a callback may go to; dropping it", zap.String("reason", err.Error()))
-		return fmt.Errorf("batches: callback %s: bad URL: %w: %w", p.BatchID, err, asynq.SkipRetry)
+		return fmt.Errorf("callback: %s: bad URL: %w: %w", p.BatchID, err, asynq.SkipRetry)
 	}
-	log = log.With(zap.String("callback_host", net.JoinHostPort(tgt.host, tgt.port)))
-	listed, err := d.Hosts.check(tgt)
+	log = log.With(zap.String("callback_host", net.JoinHostPort(tgt.Host, tgt.Port)))
+	listed, err := d.Hosts.Check(tgt)
 	if err != nil {
 		log.Error("batch callback not sent: its host is not allowed; dropping it", zap.String("reason", err.Error()))
-		return fmt.Errorf("batches: callback %s: %w: %w", p.BatchID, err, asynq.SkipRetry)
+		return fmt.Errorf("callback: %s: %w: %w", p.BatchID, err, asynq.SkipRetry)
 	}
 	if len(d.Secret) == 0 {
 		log.Error("batch callback not sent: set CALLBACK_SECRET on the workers; the task goes back to the queue")
@@ -272,14 +178,14 @@ func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, callbackURL, bytes.NewReader(p.Body))
 	if err != nil {
-		return fmt.Errorf("batches: callback %s: %w", p.BatchID, asynq.SkipRetry)
+		return fmt.Errorf("callback: %s: %w", p.BatchID, asynq.SkipRetry)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "zhimaq-callback/1")
 	req.Header.Set(SignatureHeader, Sign(d.Secret, now(), p.Body))
 	client := d.Client
 	if client == nil {
-		client = newCallbackClient(!listed, d.resolver)
+		client = hosts.NewClient(!listed, d.resolver)
 		defer client.CloseIdleConnections()
 	}
 	resp, err := client.Do(req)
@@ -288,18 +194,18 @@ func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		if errors.As(err, &ue) {
 			err = ue.Err // the URL may hold a token: never in logs
 		}
-		if errors.Is(err, errNonPublic) {
+		if errors.Is(err, hosts.ErrNonPublic) {
 			log.Error("batch callback not sent: its host has an address that is not public; list the host in CALLBACK_HOSTS to allow it; dropping it", zap.Error(err))
-			return fmt.Errorf("batches: callback %s: %w: %w", p.BatchID, err, asynq.SkipRetry)
+			return fmt.Errorf("callback: %s: %w: %w", p.BatchID, err, asynq.SkipRetry)
 		}
 		log.Warn("batch callback failed; will retry", zap.Error(err))
-		return fmt.Errorf("batches: callback %s: %w", p.BatchID, err)
+		return fmt.Errorf("callback: %s: %w", p.BatchID, err)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		log.Warn("batch callback refused; will retry", zap.Int("status", resp.StatusCode))
-		return fmt.Errorf("batches: callback %s: HTTP %d", p.BatchID, resp.StatusCode)
+		return fmt.Errorf("callback: %s: HTTP %d", p.BatchID, resp.StatusCode)
 	}
 	log.Info("batch callback delivered", zap.Int("status", resp.StatusCode))
 	return nil

@@ -1,4 +1,6 @@
-package batches
+// Package jsonl reads JSON Lines input, a job per line, without holding
+// more than one line (and that bounded) in memory.
+package jsonl
 
 import (
 	"bufio"
@@ -7,9 +9,9 @@ import (
 	"io"
 )
 
-// LineReader splits a batch file into lines without ever holding more than
+// Reader splits a batch file into lines without ever holding more than
 // max+2 bytes of one line, however long the line is.
-type LineReader struct {
+type Reader struct {
 	r    *bufio.Reader
 	max  int
 	n    int // physical lines read so far
@@ -17,8 +19,8 @@ type LineReader struct {
 }
 
 // NewLineReader returns a LineReader that reads r in 64 KiB chunks; lines longer than max are cut.
-func NewLineReader(r io.Reader, max int) *LineReader {
-	return &LineReader{r: bufio.NewReaderSize(r, 64<<10), max: max}
+func NewReader(r io.Reader, max int) *Reader {
+	return &Reader{r: bufio.NewReaderSize(r, 64<<10), max: max}
 }
 
 // Next returns the next line without its "\n" or "\r\n" and its 1-based
@@ -27,7 +29,7 @@ func NewLineReader(r io.Reader, max int) *LineReader {
 // read past and dropped. A UTF-8 byte-order mark that starts the input is
 // removed. At the end of input it returns io.EOF; a last line without a
 // line ending is returned first.
-func (lr *LineReader) Next() ([]byte, int, error) {
+func (lr *Reader) Next() ([]byte, int, error) {
 	if lr.last {
 		return nil, lr.n, io.EOF
 	}

@@ -1,4 +1,6 @@
-package batches
+// Package export writes a batch's records as JSON Lines or as CSV for
+// spreadsheets, with cells that could run as formulas neutralised.
+package export
 
 import (
 	"bufio"
@@ -18,7 +20,7 @@ import (
 var Formats = []string{"jsonl", "csv"}
 
 // ErrUnknownFormat is returned by NewExporter for a format not in Formats.
-var ErrUnknownFormat = errors.New("batches: unknown format; want jsonl or csv")
+var ErrUnknownFormat = errors.New("export: unknown format; want jsonl or csv")
 
 // CSVColumns are the columns of a CSV export, in order. They hold no
 // personal data: records hold none.
@@ -51,7 +53,7 @@ func ContentType(format string) string {
 
 // NewExporter returns an Exporter of format ("jsonl" or "csv") onto w, or
 // ErrUnknownFormat.
-func NewExporter(w io.Writer, format string) (Exporter, error) {
+func New(w io.Writer, format string) (Exporter, error) {
 	switch format {
 	case "jsonl":
 		return &jsonlExporter{w: bufio.NewWriterSize(w, 64<<10)}, nil
@@ -67,17 +69,17 @@ type jsonlExporter struct{ w *bufio.Writer }
 func (e *jsonlExporter) Write(_ int, rec *results.Record) error {
 	b, err := rec.MarshalJSON() // json.Marshal would escape <, > and & in the response
 	if err != nil {
-		return fmt.Errorf("batches: export: %w", err)
+		return fmt.Errorf("export: %w", err)
 	}
 	if _, err := e.w.Write(append(b, '\n')); err != nil {
-		return fmt.Errorf("batches: export: %w", err)
+		return fmt.Errorf("export: %w", err)
 	}
 	return nil
 }
 
 func (e *jsonlExporter) Close() error {
 	if err := e.w.Flush(); err != nil {
-		return fmt.Errorf("batches: export: %w", err)
+		return fmt.Errorf("export: %w", err)
 	}
 	return nil
 }
@@ -92,7 +94,7 @@ func (e *csvExporter) Write(line int, rec *results.Record) error {
 	if !e.header {
 		e.header = true
 		if err := e.w.Write(CSVColumns); err != nil {
-			return fmt.Errorf("batches: export: %w", err)
+			return fmt.Errorf("export: %w", err)
 		}
 	}
 	row := []string{strconv.Itoa(line), rec.BatchID, rec.Method, rec.TransactionID, string(rec.State),
@@ -113,7 +115,7 @@ func (e *csvExporter) Write(line int, rec *results.Record) error {
 		row[i] = cell(row[i])
 	}
 	if err := e.w.Write(row); err != nil {
-		return fmt.Errorf("batches: export: %w", err)
+		return fmt.Errorf("export: %w", err)
 	}
 	return nil
 }
@@ -125,7 +127,7 @@ func (e *csvExporter) Close() error {
 	}
 	e.w.Flush()
 	if err := e.w.Error(); err != nil {
-		return fmt.Errorf("batches: export: %w", err)
+		return fmt.Errorf("export: %w", err)
 	}
 	return nil
 }

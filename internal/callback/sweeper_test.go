@@ -1,4 +1,4 @@
-package batches
+package callback
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/zhimaq/zhimaq/internal/batches"
 	"github.com/zhimaq/zhimaq/internal/results"
 )
 
@@ -29,7 +30,7 @@ func sweeperFor(tb testing.TB, f *fixture) *Sweeper {
 // and one rejected line.
 func callbackBatch(tb testing.TB, f *fixture, tids ...string) string {
 	tb.Helper()
-	id := NewID(time.Now())
+	id := batches.NewID(time.Now())
 	writeCallbackBatch(tb, f, id, "https://example.com/hook", tids...)
 	return id
 }
@@ -39,13 +40,13 @@ func callbackBatch(tb testing.TB, f *fixture, tids ...string) string {
 func writeCallbackBatch(tb testing.TB, f *fixture, id, callbackURL string, tids ...string) {
 	tb.Helper()
 	ctx := context.Background()
-	w := f.store.Writer(Meta{ID: id, AppID: testApp, CreatedAt: time.Now(), CallbackURL: callbackURL})
+	w := f.store.Writer(batches.Meta{ID: id, AppID: testApp, CreatedAt: time.Now(), CallbackURL: callbackURL})
 	for _, tid := range tids {
-		if err := w.Add(ctx, Line{Method: testMethod, TransactionID: tid}); err != nil {
+		if err := w.Add(ctx, batches.Line{Method: testMethod, TransactionID: tid}); err != nil {
 			tb.Fatal(err)
 		}
 	}
-	if err := w.Add(ctx, Line{Rejected: rejected("name: bad")}); err != nil {
+	if err := w.Add(ctx, batches.Line{Rejected: rejected("name: bad")}); err != nil {
 		tb.Fatal(err)
 	}
 	if err := w.Close(ctx); err != nil {
@@ -68,8 +69,8 @@ func TestSweeperEnqueuesTheCallbackOnceFinished(t *testing.T) {
 		t.Fatalf("Sweep while running = %d, %v; want 0", sent, err)
 	}
 	m, _ := f.store.Meta(ctx, id)
-	if m.cursor != 1 {
-		t.Errorf("cursor = %d, want 1 (S1 finished)", m.cursor)
+	if m.Cursor != 1 {
+		t.Errorf("cursor = %d, want 1 (S1 finished)", m.Cursor)
 	}
 	if sent, _ := s.Sweep(ctx); sent != 0 {
 		t.Fatal("a batch was checked again before its interval")
@@ -82,10 +83,10 @@ func TestSweeperEnqueuesTheCallbackOnceFinished(t *testing.T) {
 	if err != nil || sent != 1 {
 		t.Fatalf("Sweep once finished = %d, %v; want 1", sent, err)
 	}
-	if n := f.rdb.ZCard(ctx, f.store.pendingKey()).Val(); n != 0 {
+	if n := f.rdb.ZCard(ctx, f.keys.BatchCallbacks()).Val(); n != 0 {
 		t.Errorf("%d batches still pending", n)
 	}
-	info, err := asynq.NewInspectorFromRedisClient(f.rdb).GetTaskInfo(f.srv.Queue, CallbackTaskType+":"+id)
+	info, err := asynq.NewInspectorFromRedisClient(f.rdb).GetTaskInfo(f.srv.Queue, TaskType+":"+id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +96,7 @@ func TestSweeperEnqueuesTheCallbackOnceFinished(t *testing.T) {
 		t.Fatalf("payload %s: %v", info.Payload, err)
 	}
 	want := Summary{BatchID: id, Lines: 4, Succeeded: 2, Failed: 1, Rejected: 1, FinishedAt: at.Add(2 * time.Second)}
-	if sum != want || p.URL != "https://example.com/hook" || info.MaxRetry != CallbackMaxRetry {
+	if sum != want || p.URL != "https://example.com/hook" || info.MaxRetry != MaxRetry {
 		t.Errorf("summary %+v to %s (max retry %d), want %+v", sum, p.URL, info.MaxRetry, want)
 	}
 }
@@ -140,11 +141,11 @@ func TestSweeperDropsExpiredBatches(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	id := callbackBatch(t, f, "E1")
-	f.rdb.Del(ctx, f.store.metaKey(id), f.store.linesKey(id))
+	f.rdb.Del(ctx, f.keys.Batch(id), f.keys.BatchLines(id))
 	if sent, err := sweeperFor(t, f).Sweep(ctx); err != nil || sent != 0 {
 		t.Fatalf("Sweep = %d, %v", sent, err)
 	}
-	if n := f.rdb.ZCard(ctx, f.store.pendingKey()).Val(); n != 0 {
+	if n := f.rdb.ZCard(ctx, f.keys.BatchCallbacks()).Val(); n != 0 {
 		t.Errorf("%d batches still pending after their batch expired", n)
 	}
 }
@@ -199,7 +200,7 @@ func TestSealedCallbackURLStaysSealedInRedis(t *testing.T) {
 	const token = "tok-in-redis-0123456789"
 	hookURL := recv.URL + "/hook/lender-42?token=" + token
 	keys := keyring(t, dataKey(t, "k1"))
-	id := NewID(time.Now())
+	id := batches.NewID(time.Now())
 	stored := sealed(t, keys, id, hookURL)
 	f.putRecord(t, "SEALED1", results.Succeeded, "", time.Now())
 	writeCallbackBatch(t, f, id, stored, "SEALED1")
@@ -207,7 +208,7 @@ func TestSealedCallbackURLStaysSealedInRedis(t *testing.T) {
 	if sent, err := sweeperFor(t, f).Sweep(ctx); err != nil || sent != 1 {
 		t.Fatalf("Sweep = %d, %v; want 1", sent, err)
 	}
-	info, err := asynq.NewInspectorFromRedisClient(f.rdb).GetTaskInfo(f.srv.Queue, CallbackTaskType+":"+id)
+	info, err := asynq.NewInspectorFromRedisClient(f.rdb).GetTaskInfo(f.srv.Queue, TaskType+":"+id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +226,7 @@ func TestSealedCallbackURLStaysSealedInRedis(t *testing.T) {
 		}
 	}
 	d := &Deliverer{Secret: secret, Keys: keys, Hosts: mustHosts(t, "127.0.0.1")}
-	if err := d.ProcessTask(ctx, asynq.NewTask(CallbackTaskType, info.Payload)); err != nil {
+	if err := d.ProcessTask(ctx, asynq.NewTask(TaskType, info.Payload)); err != nil {
 		t.Fatalf("ProcessTask = %v", err)
 	}
 	if gotQuery.Load() != "token="+token {

@@ -1,4 +1,4 @@
-package batches
+package hosts
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 
 // errNonPublic is what the dial guard returns, wrapped in the dial's
 // error, for an address that is not public.
-var errNonPublic = errors.New("batches: dial guard: the address is not public; list the host in CALLBACK_HOSTS to allow it")
+var ErrNonPublic = errors.New("hosts: dial guard: the address is not public; list the host in CALLBACK_HOSTS to allow it")
 
 // nonPublic are the special-purpose ranges of the IANA IPv4 and IPv6
 // registries that netip.Addr's own methods (loopback, private, link-local,
@@ -78,11 +78,11 @@ func publicAddr(a netip.Addr) bool {
 // refuses those that are not public.
 func refuseNonPublic(_ context.Context, network, address string, _ syscall.RawConn) error {
 	if network != "tcp4" && network != "tcp6" {
-		return fmt.Errorf("%w: network %s", errNonPublic, network)
+		return fmt.Errorf("%w: network %s", ErrNonPublic, network)
 	}
 	ap, err := netip.ParseAddrPort(address)
 	if err != nil || !publicAddr(ap.Addr()) {
-		return errNonPublic
+		return ErrNonPublic
 	}
 	return nil
 }
@@ -93,7 +93,7 @@ func refuseNonPublic(_ context.Context, network, address string, _ syscall.RawCo
 // a failure), no keep-alives (callbacks are rare), a 10s timeout. With
 // guard, it connects to public addresses only. resolver nil means
 // net.DefaultResolver.
-func newCallbackClient(guard bool, resolver *net.Resolver) *http.Client {
+func NewClient(guard bool, resolver *net.Resolver) *http.Client {
 	d := &net.Dialer{Timeout: 5 * time.Second, Resolver: resolver}
 	if guard {
 		d.ControlContext = refuseNonPublic

@@ -1,4 +1,4 @@
-package batches
+package jsonl
 
 import (
 	"bufio"
@@ -30,7 +30,7 @@ func TestLineReader(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			// A 16-byte buffer makes long lines arrive in pieces.
-			lr := &LineReader{r: bufio.NewReaderSize(iotest.OneByteReader(strings.NewReader(tt.input)), 16), max: 10}
+			lr := &Reader{r: bufio.NewReaderSize(iotest.OneByteReader(strings.NewReader(tt.input)), 16), max: 10}
 			var got []string
 			for {
 				line, n, err := lr.Next()
@@ -58,7 +58,7 @@ func TestLineReader(t *testing.T) {
 func TestLineReaderError(t *testing.T) {
 	t.Parallel()
 	boom := errors.New("boom")
-	lr := NewLineReader(io.MultiReader(strings.NewReader("a\nb"), iotest.ErrReader(boom)), 10)
+	lr := NewReader(io.MultiReader(strings.NewReader("a\nb"), iotest.ErrReader(boom)), 10)
 	if line, _, err := lr.Next(); string(line) != "a" || err != nil {
 		t.Fatalf("first line %q, %v", line, err)
 	}

@@ -1,4 +1,4 @@
-package batches
+package hosts
 
 import (
 	"errors"
@@ -7,9 +7,9 @@ import (
 )
 
 // mustHosts parses a CALLBACK_HOSTS value that the test knows is good.
-func mustHosts(tb testing.TB, s string) Hosts {
+func mustList(tb testing.TB, s string) List {
 	tb.Helper()
-	h, err := ParseHosts(s)
+	h, err := Parse(s)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -17,7 +17,7 @@ func mustHosts(tb testing.TB, s string) Hosts {
 }
 
 func TestHostsAllow(t *testing.T) {
-	h := mustHosts(t, " hooks.lender.example , *.ops.example:8443,,127.0.0.1:9000, [::1]:8080, HTTPS.Upper.Example, [::ffff:10.0.0.9], *.example.com")
+	h := mustList(t, " hooks.lender.example , *.ops.example:8443,,127.0.0.1:9000, [::1]:8080, HTTPS.Upper.Example, [::ffff:10.0.0.9], *.example.com")
 	if got, want := h.String(), "hooks.lender.example,*.ops.example:8443,127.0.0.1:9000,[::1]:8080,https.upper.example,10.0.0.9,*.example.com"; got != want {
 		t.Errorf("String() = %q, want %q", got, want)
 	}
@@ -65,13 +65,13 @@ func TestHostsAllow(t *testing.T) {
 			}
 		})
 	}
-	if h, err := ParseHosts(" , "); err != nil || h != nil {
+	if h, err := Parse(" , "); err != nil || h != nil {
 		t.Errorf("ParseHosts of blanks = %v, %v; want nil, nil", h, err)
 	}
 }
 
 func TestNilHostsAllowPublicHostsOnly(t *testing.T) {
-	var all Hosts
+	var all List
 	if all.String() != "any public address" {
 		t.Errorf("String() of nil = %q", all.String())
 	}
@@ -119,7 +119,7 @@ func TestNilHostsAllowPublicHostsOnly(t *testing.T) {
 // TestHostsOpenInternalOnlyForExactEntries checks the rule the dial guard
 // follows: an exact entry opens internal addresses, a wildcard never does.
 func TestHostsOpenInternalOnlyForExactEntries(t *testing.T) {
-	h := mustHosts(t, "hooks.lender.example,10.0.0.7:8443,*.example.com")
+	h := mustList(t, "hooks.lender.example,10.0.0.7:8443,*.example.com")
 	tests := []struct {
 		name       string
 		url        string
@@ -129,23 +129,23 @@ func TestHostsOpenInternalOnlyForExactEntries(t *testing.T) {
 		{"exact_name_opens_internal", "https://hooks.lender.example/x", true, nil},
 		{"exact_ip_opens_internal", "https://10.0.0.7:8443/x", true, nil},
 		{"wildcard_keeps_public_only", "https://a.example.com/x", false, nil},
-		{"unlisted_host_refused", "https://other.example/x", false, errNotListed},
+		{"unlisted_host_refused", "https://other.example/x", false, ErrNotListed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tgt, err := parseTarget(tt.url)
+			tgt, err := ParseTarget(tt.url)
 			if err != nil {
 				t.Fatal(err)
 			}
-			listed, err := h.check(tgt)
+			listed, err := h.Check(tgt)
 			if listed != tt.wantListed || !errors.Is(err, tt.wantErr) || (err == nil) != (tt.wantErr == nil) {
 				t.Errorf("check(%q) = %v, %v; want %v, %v", tt.url, listed, err, tt.wantListed, tt.wantErr)
 			}
 		})
 	}
-	var all Hosts
-	tgt, _ := parseTarget("https://hooks.lender.example/x")
-	if listed, err := all.check(tgt); listed || err != nil {
+	var all List
+	tgt, _ := ParseTarget("https://hooks.lender.example/x")
+	if listed, err := all.Check(tgt); listed || err != nil {
 		t.Errorf("nil Hosts: check = %v, %v; want a public-only delivery", listed, err)
 	}
 }
@@ -179,12 +179,44 @@ func TestParseHostsErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run("refused_"+tt.name, func(t *testing.T) {
-			_, err := ParseHosts(tt.value)
+			_, err := Parse(tt.value)
 			if err == nil {
 				t.Fatalf("ParseHosts(%q) accepted it", tt.value)
 			}
 			if !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("ParseHosts(%q) = %v; want an error saying %q", tt.value, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestValidURL(t *testing.T) {
+	tests := []struct {
+		name string
+		url  string
+		want bool
+	}{
+		{"valid_https", "https://example.com/hook", true},
+		{"valid_ip_and_query", "http://10.0.0.1:8080/x?y=1", true},
+		{"valid_ipv6", "http://[2001:4860::8888]:8080/x", true},
+		{"refused_empty", "", false},
+		{"refused_relative", "/hook", false},
+		{"refused_ftp", "ftp://example.com/x", false},
+		{"refused_no_host", "https://", false},
+		{"refused_no_scheme", "example.com/hook", false},
+		{"refused_too_long", "https://example.com/" + strings.Repeat("a", 2048), false},
+		{"refused_zone_id", "http://[::ffff:127.0.0.1%25.example.com]:18184/x", false},
+		{"refused_zone_id_of_loopback", "http://[::1%25.example.com]:18184/x", false},
+		{"refused_userinfo", "https://hooks.example.com@evil.example/x", false},
+		{"refused_user_and_password", "https://u:p@hooks.example.com/x", false},
+		{"refused_underscore_host", "https://a_b.example.com/x", false},
+		{"refused_bracketed_ipv4", "http://[127.0.0.1]/x", false},
+		{"refused_port_out_of_range", "http://example.com:65536/x", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ValidURL(tt.url); got != tt.want {
+				t.Errorf("ValidURL(%q) = %v, want %v", tt.url, got, tt.want)
 			}
 		})
 	}

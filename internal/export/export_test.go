@@ -1,4 +1,4 @@
-package batches
+package export
 
 import (
 	"bytes"
@@ -11,6 +11,8 @@ import (
 
 	"github.com/zhimaq/zhimaq/internal/results"
 )
+
+const testMethod = "zhima.credit.score.brief.get"
 
 func TestExportCSV(t *testing.T) {
 	at := time.Date(2026, 11, 26, 3, 15, 0, 500_000_000, time.UTC)
@@ -25,7 +27,7 @@ func TestExportCSV(t *testing.T) {
 			Error: &results.ErrorInfo{Source: "transport", Msg: "HTTP 502"}},
 	}
 	var buf bytes.Buffer
-	e, err := NewExporter(&buf, "csv")
+	e, err := New(&buf, "csv")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,12 +62,12 @@ func TestExportCSV(t *testing.T) {
 
 func TestExportEmptyAndJSONL(t *testing.T) {
 	var buf bytes.Buffer
-	e, _ := NewExporter(&buf, "csv")
+	e, _ := New(&buf, "csv")
 	if err := e.Close(); err != nil || buf.String() != strings.Join(CSVColumns, ",")+"\n" {
 		t.Errorf("empty CSV = %q, %v; want the header", buf.String(), err)
 	}
 	buf.Reset()
-	e, _ = NewExporter(&buf, "jsonl")
+	e, _ = New(&buf, "jsonl")
 	rec := &results.Record{Method: testMethod, TransactionID: "T1", State: results.Succeeded, BatchID: "b_x",
 		Response: json.RawMessage(`{"biz_no":"a\/b<&>"}`)}
 	if err := e.Write(1, rec); err != nil {
@@ -75,7 +77,7 @@ func TestExportEmptyAndJSONL(t *testing.T) {
 	if !strings.Contains(buf.String(), `"response":{"biz_no":"a\/b<&>"}`) || !strings.HasSuffix(buf.String(), `"batch_id":"b_x"}`+"\n") {
 		t.Errorf("JSONL = %s", buf.String())
 	}
-	if _, err := NewExporter(&buf, "xml"); err != ErrUnknownFormat {
+	if _, err := New(&buf, "xml"); err != ErrUnknownFormat {
 		t.Errorf("NewExporter(xml) = %v", err)
 	}
 }
@@ -130,7 +132,7 @@ func TestExportCSVNeutralisesFormulas(t *testing.T) {
 func exportRow(t *testing.T, rec *results.Record) []string {
 	t.Helper()
 	var buf bytes.Buffer
-	e, err := NewExporter(&buf, "csv")
+	e, err := New(&buf, "csv")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,25 +1,23 @@
-package batches
+package callback
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/zhimaq/zhimaq/internal/batches"
 	"github.com/zhimaq/zhimaq/internal/results"
 )
 
 // Sweeper finds the batches with a callback that have finished and enqueues
 // their callbacks. Every worker runs one; each batch awaiting its callback
-// is checked by one sweeper at a time: a sweep claims the batches that are
-// due with one Lua script that pushes their next check a lease into the
-// future, so no two workers check (or enqueue the callback of) one batch at
-// once, and a worker that dies mid-check only delays the batch by the lease.
+// is checked by one sweeper at a time (Store.ClaimDue leases it), so no two
+// workers check (or enqueue the callback of) one batch at once, and a
+// worker that dies mid-check only delays the batch by the lease.
 //
 // A check reads the batch's lines from its cursor, the first line whose job
 // had not finished at the last check, in chunks, and stops at the first
@@ -31,7 +29,7 @@ import (
 // sealed by the producer (SealCallbackURL) or in clear: a sweeper never
 // opens it, only the Deliverer does.
 type Sweeper struct {
-	Store *Store
+	Store *batches.Store
 	// Queue enqueues the callback tasks onto QueueName.
 	Queue     *asynq.Client
 	QueueName string
@@ -49,17 +47,6 @@ const sweepLimit = 100
 
 // lease is how long a claimed batch is left to its sweeper before another may check it.
 const lease = time.Minute
-
-// claimScript: KEYS[1] the pending set; ARGV[1] now (ms), ARGV[2] lease
-// (ms), ARGV[3] limit. Returns the ids that were due, now claimed.
-var claimScript = redis.NewScript(`
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-local due = tonumber(ARGV[1]) + tonumber(ARGV[2])
-for _, id in ipairs(ids) do
-  redis.call('ZADD', KEYS[1], 'XX', due, id)
-end
-return ids
-`)
 
 func (s *Sweeper) now() time.Time {
 	if s.Now != nil {
@@ -102,10 +89,9 @@ func (s *Sweeper) Run(ctx context.Context) {
 // many callbacks it enqueued, and the errors of the checks that failed.
 func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 	now := s.now()
-	ids, err := claimScript.Run(ctx, s.Store.rdb, []string{s.Store.pendingKey()},
-		now.UnixMilli(), lease.Milliseconds(), sweepLimit).StringSlice()
+	ids, err := s.Store.ClaimDue(ctx, now, lease, sweepLimit)
 	if err != nil {
-		return 0, fmt.Errorf("batches: sweep: claim: %w", err)
+		return 0, fmt.Errorf("callback: sweep: claim: %w", err)
 	}
 	sent := 0
 	var errs []error
@@ -125,16 +111,15 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 // check checks one claimed batch: it enqueues its callback and drops it from
 // the set when it has finished, else moves its cursor and its next check.
 func (s *Sweeper) check(ctx context.Context, id string) (bool, error) {
-	pending := s.Store.pendingKey()
 	m, err := s.Store.Meta(ctx, id)
-	if errors.Is(err, ErrNotFound) {
-		return false, s.Store.rdb.ZRem(ctx, pending, id).Err() // expired
+	if errors.Is(err, batches.ErrNotFound) {
+		return false, s.Store.Settle(ctx, id) // expired
 	}
 	if err != nil {
 		return false, err
 	}
-	cursor := m.cursor
-	for e, err := range s.Store.Entries(ctx, m, m.cursor) {
+	cursor := m.Cursor
+	for e, err := range s.Store.Entries(ctx, m, m.Cursor) {
 		if err != nil {
 			return false, err
 		}
@@ -144,17 +129,8 @@ func (s *Sweeper) check(ctx context.Context, id string) (bool, error) {
 		cursor = e.Index + 1
 	}
 	if cursor < m.Lines || !m.Complete {
-		// HSET keeps the batch's expiry: the sweeper's bookkeeping does not
-		// keep an abandoned batch alive.
-		_, err := s.Store.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			if cursor > m.cursor {
-				p.HSet(ctx, s.Store.metaKey(id), "cursor", strconv.Itoa(cursor))
-			}
-			p.ZAddXX(ctx, pending, redis.Z{Score: float64(s.now().Add(s.interval()).UnixMilli()), Member: id})
-			return nil
-		})
-		if err != nil {
-			return false, fmt.Errorf("batches: sweep %s: %w", id, err)
+		if err := s.Store.Postpone(ctx, m, cursor, s.now().Add(s.interval())); err != nil {
+			return false, fmt.Errorf("callback: sweep %s: %w", id, err)
 		}
 		return false, nil
 	}
@@ -168,15 +144,15 @@ func (s *Sweeper) check(ctx context.Context, id string) (bool, error) {
 	}
 	sum := Summary{BatchID: id, Lines: t.Lines, Succeeded: t.Counts[results.Succeeded], Failed: t.Counts[results.Failed],
 		Rejected: t.Counts[results.Rejected], FinishedAt: finished.UTC()}
-	task, err := CallbackTask(m.CallbackURL, sum, s.QueueName, s.Store.ttl)
+	task, err := Task(m.CallbackURL, sum, s.QueueName, s.Store.TTL())
 	if err != nil {
 		return false, err
 	}
 	if _, err := s.Queue.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
-		return false, fmt.Errorf("batches: sweep %s: enqueue callback: %w", id, err)
+		return false, fmt.Errorf("callback: sweep %s: enqueue callback: %w", id, err)
 	}
-	if err := s.Store.rdb.ZRem(ctx, pending, id).Err(); err != nil {
-		return false, fmt.Errorf("batches: sweep %s: %w", id, err)
+	if err := s.Store.Settle(ctx, id); err != nil {
+		return false, fmt.Errorf("callback: sweep %s: %w", id, err)
 	}
 	s.log().Info("batch finished; callback enqueued", zap.String("batch_id", id), zap.Int("lines", sum.Lines),
 		zap.Int("succeeded", sum.Succeeded), zap.Int("failed", sum.Failed), zap.Int("rejected", sum.Rejected))

@@ -1,0 +1,59 @@
+// Package keyspace names every Redis key zhimaq keeps beside asynq's own,
+// all under one prefix (ZHIMAQ_KEY_PREFIX, "zhimaq:" by default):
+//
+//	<prefix>claim:<app_id>:<method>:<transaction_id>   string: the transaction's claim (package idempotency)
+//	<prefix>result:<app_id>:<method>:<transaction_id>  string: the job's record (package results)
+//	<prefix>batch:<id>                                 hash: a batch's metadata (package batches)
+//	<prefix>batch:<id>:lines                           list: a batch's lines
+//	<prefix>batches:callbacks                          sorted set: batches awaiting their callback
+//	<prefix>rate:<app_id>                              the app's rate limit (package ratelimit)
+//
+// The parts of a job's key are validated by idempotency.Key; a batch id by
+// batches.ValidID. asynq keeps its own keys under asynq:{<queue>}:.
+package keyspace
+
+// DefaultPrefix is the prefix when none is given (ZHIMAQ_KEY_PREFIX's default).
+const DefaultPrefix = "zhimaq:"
+
+// Space is the keys under one prefix.
+type Space struct{ prefix string }
+
+// New returns the keys under prefix; "" means DefaultPrefix.
+func New(prefix string) Space {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	return Space{prefix: prefix}
+}
+
+// Prefix is the prefix every key of s starts with.
+func (s Space) Prefix() string { return s.prefix }
+
+// Claim is the key of a transaction's claim.
+func (s Space) Claim(appID, method, transactionID string) string {
+	return s.job("claim", appID, method, transactionID)
+}
+
+// Result is the key of a job's record.
+func (s Space) Result(appID, method, transactionID string) string {
+	return s.job("result", appID, method, transactionID)
+}
+
+func (s Space) job(kind, appID, method, transactionID string) string {
+	return s.prefix + kind + ":" + appID + ":" + method + ":" + transactionID
+}
+
+// Batch is the key of a batch's metadata.
+func (s Space) Batch(id string) string { return s.prefix + "batch:" + id }
+
+// BatchLines is the key of a batch's lines.
+func (s Space) BatchLines(id string) string { return s.prefix + "batch:" + id + ":lines" }
+
+// BatchCallbacks is the key of the batches awaiting their callback.
+func (s Space) BatchCallbacks() string { return s.prefix + "batches:callbacks" }
+
+// Rate is the key of an app's rate limit.
+func (s Space) Rate(appID string) string { return s.prefix + "rate:" + appID }
+
+// Queue is the pattern of asynq's keys for queue name.
+func Queue(name string) string { return "asynq:{" + name + "}:*" }
