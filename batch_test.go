@@ -36,14 +36,14 @@ func (p *pipeline) waitBatch(tb testing.TB, id string) *zhimaq.BatchStatus {
 	}
 }
 
-// batchRecords reads every record of a batch of p.
-func batchRecords(tb testing.TB, p *zhimaq.Producer, id string) []*zhimaq.Record {
+// batchRecords reads every line of a batch of p.
+func batchRecords(tb testing.TB, p *zhimaq.Producer, id string) []*zhimaq.Submission {
 	tb.Helper()
 	seq, err := p.BatchRecords(context.Background(), id)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	var out []*zhimaq.Record
+	var out []*zhimaq.Submission
 	for rec, err := range seq {
 		if err != nil {
 			tb.Fatal(err)
@@ -58,7 +58,7 @@ func TestSubmitBatchRunsAndReadsBackInOrder(t *testing.T) {
 	ctx := context.Background()
 	bad := scoreJob("SB_BAD", 200) // admittance_score below 350
 	jobs := []zhimaq.Job{scoreJob("SB_1", 600), relationJob("SB_2"), bad, scoreJob("SB_1", 600), certificationJob("SB_3"), scoreJob("SB_1", 700)}
-	id, recs, err := p.producer.SubmitBatch(ctx, jobs, zhimaq.BatchOptions{})
+	id, recs, err := p.producer.SubmitBatch(ctx, jobs, zhimaq.BatchOptions{}, zhimaq.SubmitOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func TestSubmitBatchRunsAndReadsBackInOrder(t *testing.T) {
 		state zhimaq.State
 		dup   bool
 	}
-	check := func(name string, recs []*zhimaq.Record, wants []want) {
+	check := func(name string, recs []*zhimaq.Submission, wants []want) {
 		t.Helper()
 		if len(recs) != len(wants) {
 			t.Fatalf("%s: %d records, want %d", name, len(recs), len(wants))
@@ -103,7 +103,7 @@ func TestSubmitBatchRunsAndReadsBackInOrder(t *testing.T) {
 
 	// The same job in a second batch: read through that batch it names it;
 	// its stored record keeps the first.
-	id2, recs2, err := p.producer.SubmitBatch(ctx, jobs[:1], zhimaq.BatchOptions{})
+	id2, recs2, err := p.producer.SubmitBatch(ctx, jobs[:1], zhimaq.BatchOptions{}, zhimaq.SubmitOptions{})
 	if err != nil || id2 == id || len(recs2) != 1 || recs2[0].BatchID != id2 || !recs2[0].Duplicate || recs2[0].State != zhimaq.Succeeded {
 		t.Fatalf("second batch %s: %+v, %v", id2, recs2, err)
 	}
@@ -111,8 +111,10 @@ func TestSubmitBatchRunsAndReadsBackInOrder(t *testing.T) {
 		t.Errorf("second batch read back: %+v", got)
 	}
 	stored, err := p.producer.Result(ctx, zhimaq.Ref{Method: zhimaq.MethodScoreBriefGet, TransactionID: "SB_1"})
-	if err != nil || stored.BatchID != id || stored.Duplicate {
+	if err != nil || stored.BatchID != id {
 		t.Errorf("stored record: %+v, %v; want batch %s", stored, err, id)
+	} else if js, err := json.Marshal(stored); err != nil || !strings.Contains(string(js), `"duplicate":false`) {
+		t.Errorf("stored record's JSON %s, %v; want \"duplicate\":false", js, err)
 	}
 	if st := p.waitBatch(t, id2); st.Total != 1 || st.Finished != 1 {
 		t.Errorf("second batch status = %+v", st)
@@ -127,9 +129,10 @@ func TestSubmitJSONL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var emitted []*zhimaq.Record
-	if err := b.SubmitJSONL(ctx, strings.NewReader(input), func(r *zhimaq.Record) error { emitted = append(emitted, r); return nil }); err != nil {
-		t.Fatal(err)
+	var emitted []*zhimaq.Submission
+	last, err := b.SubmitJSONL(ctx, strings.NewReader(input), zhimaq.SubmitOptions{Emit: func(s *zhimaq.Submission) error { emitted = append(emitted, s); return nil }})
+	if err != nil || last != 6 {
+		t.Fatalf("SubmitJSONL = line %d, %v; want line 6, nil", last, err)
 	}
 	if err := b.Close(ctx); err != nil {
 		t.Fatal(err)
@@ -148,7 +151,7 @@ func TestSubmitJSONL(t *testing.T) {
 
 	boom := errors.New("stop here")
 	b2, _ := p.producer.NewBatch(zhimaq.BatchOptions{})
-	if err := b2.SubmitJSONL(ctx, strings.NewReader(input), func(*zhimaq.Record) error { return boom }); !errors.Is(err, boom) {
+	if _, err := b2.SubmitJSONL(ctx, strings.NewReader(input), zhimaq.SubmitOptions{Emit: func(*zhimaq.Submission) error { return boom }}); !errors.Is(err, boom) {
 		t.Errorf("SubmitJSONL = %v, want emit's error", err)
 	}
 }
@@ -159,10 +162,10 @@ func TestBatchNotFoundAndBadCallback(t *testing.T) {
 	if _, err := p.producer.NewBatch(zhimaq.BatchOptions{CallbackURL: "hook.example.com/x"}); !errors.Is(err, zhimaq.ErrInvalidCallbackURL) {
 		t.Errorf("NewBatch with a relative callback = %v", err)
 	}
-	if _, _, err := p.producer.SubmitBatch(ctx, nil, zhimaq.BatchOptions{CallbackURL: "ftp://x/y"}); !errors.Is(err, zhimaq.ErrInvalidCallbackURL) {
+	if _, _, err := p.producer.SubmitBatch(ctx, nil, zhimaq.BatchOptions{CallbackURL: "ftp://x/y"}, zhimaq.SubmitOptions{}); !errors.Is(err, zhimaq.ErrInvalidCallbackURL) {
 		t.Errorf("SubmitBatch with an ftp callback = %v", err)
 	}
-	id, _, err := p.producer.SubmitBatch(ctx, []zhimaq.Job{scoreJob("NF_1", 600)}, zhimaq.BatchOptions{})
+	id, _, err := p.producer.SubmitBatch(ctx, []zhimaq.Job{scoreJob("NF_1", 600)}, zhimaq.BatchOptions{}, zhimaq.SubmitOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +246,7 @@ func TestBatchLineLimit(t *testing.T) {
 		input := jobLine(scoreJob("LL_1", 600)) + "\n{}\n\n" + jobLine(scoreJob("LL_2", 600)) + "\n" + jobLine(scoreJob("LL_3", 600)) + "\n" + jobLine(scoreJob("LL_4", 600)) + "\n"
 		b, _ := p.NewBatch(zhimaq.BatchOptions{})
 		var emitted []string
-		err := b.SubmitJSONL(ctx, strings.NewReader(input), func(r *zhimaq.Record) error { emitted = append(emitted, r.TransactionID); return nil })
+		_, err := b.SubmitJSONL(ctx, strings.NewReader(input), zhimaq.SubmitOptions{Emit: func(s *zhimaq.Submission) error { emitted = append(emitted, s.TransactionID); return nil }})
 		tooMany(t, err, b.ID())
 		if err := b.Close(ctx); err != nil {
 			t.Fatal(err)
@@ -261,20 +264,20 @@ func TestBatchLineLimit(t *testing.T) {
 		p := newBatchProducer(t, 3)
 		b, _ := p.NewBatch(zhimaq.BatchOptions{})
 		input := jobLine(scoreJob("LE_1", 600)) + "\n{}\n" + jobLine(scoreJob("LE_2", 600)) + "\n\n  \n"
-		if err := b.SubmitJSONL(ctx, strings.NewReader(input), nil); err != nil || b.Counts().Lines != 3 {
+		if _, err := b.SubmitJSONL(ctx, strings.NewReader(input), zhimaq.SubmitOptions{}); err != nil || b.Counts().Lines != 3 {
 			t.Errorf("SubmitJSONL = %v with %d lines; want nil with 3", err, b.Counts().Lines)
 		}
 	})
 	t.Run("submit_batch_beyond_the_limit_submits_nothing", func(t *testing.T) {
 		p := newBatchProducer(t, 3)
 		jobs := []zhimaq.Job{scoreJob("LB_1", 600), scoreJob("LB_2", 600), scoreJob("LB_3", 600), scoreJob("LB_4", 600)}
-		id, recs, err := p.SubmitBatch(ctx, jobs, zhimaq.BatchOptions{})
+		id, recs, err := p.SubmitBatch(ctx, jobs, zhimaq.BatchOptions{}, zhimaq.SubmitOptions{})
 		tooMany(t, err, "")
 		if id != "" || recs != nil {
 			t.Errorf("SubmitBatch = %q, %d records; want none", id, len(recs))
 		}
 		p.notSubmitted(t, "LB_1", "LB_2", "LB_3", "LB_4")
-		if id, recs, err := p.SubmitBatch(ctx, jobs[:3], zhimaq.BatchOptions{}); err != nil || len(recs) != 3 {
+		if id, recs, err := p.SubmitBatch(ctx, jobs[:3], zhimaq.BatchOptions{}, zhimaq.SubmitOptions{}); err != nil || len(recs) != 3 {
 			t.Errorf("SubmitBatch of 3 = %q, %d records, %v; want all 3", id, len(recs), err)
 		}
 	})
@@ -283,7 +286,7 @@ func TestBatchLineLimit(t *testing.T) {
 		b, _ := p.NewBatch(zhimaq.BatchOptions{})
 		for i := range 4 {
 			_, rec := zhimaq.ParseJob([]byte("{}"))
-			err := b.Add(ctx, rec)
+			err := b.Add(ctx, &zhimaq.Submission{Record: rec})
 			switch {
 			case i < 3 && err != nil:
 				t.Fatalf("Add %d: %v", i+1, err)
@@ -306,12 +309,12 @@ func TestBatchLineLimit(t *testing.T) {
 		tooMany(t, b.Reserve(), b.ID())
 		for i := range 3 {
 			_, rec := zhimaq.ParseJob([]byte("{}"))
-			if err := b.Add(ctx, rec); err != nil {
+			if err := b.Add(ctx, &zhimaq.Submission{Record: rec}); err != nil {
 				t.Fatalf("Add of reserved line %d: %v", i+1, err)
 			}
 		}
 		_, rec := zhimaq.ParseJob([]byte("{}"))
-		tooMany(t, b.Add(ctx, rec), b.ID())
+		tooMany(t, b.Add(ctx, &zhimaq.Submission{Record: rec}), b.ID())
 	})
 }
 
@@ -321,8 +324,8 @@ func TestRejectedLinesReadBackAsSubmitted(t *testing.T) {
 	input := strings.Join([]string{"{}", "{not json", jobLine(scoreJob("RB_1", 600)), jobLine(scoreJob("RB_BAD", 200)), jobLine(scoreJob("RB_1", 700)),
 		`{"method":"zhima.credit.score.brief.get","biz_content":[]}`}, "\n")
 	b, _ := p.NewBatch(zhimaq.BatchOptions{})
-	var submitted []*zhimaq.Record
-	if err := b.SubmitJSONL(ctx, strings.NewReader(input), func(r *zhimaq.Record) error { submitted = append(submitted, r); return nil }); err != nil {
+	var submitted []*zhimaq.Submission
+	if _, err := b.SubmitJSONL(ctx, strings.NewReader(input), zhimaq.SubmitOptions{Emit: func(s *zhimaq.Submission) error { submitted = append(submitted, s); return nil }}); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Close(ctx); err != nil {
@@ -344,8 +347,10 @@ func TestRejectedLinesReadBackAsSubmitted(t *testing.T) {
 		if late := sent.UpdatedAt.Sub(rec.UpdatedAt); late < 0 || late >= time.Second || rec.UpdatedAt.Before(st.CreatedAt) {
 			t.Errorf("line %d: updated_at %s read back as %s (batch created %s)", i+1, sent.UpdatedAt, rec.UpdatedAt, st.CreatedAt)
 		}
+		wantRec := *sent.Record // a copy: sent's record stays as submitted
+		wantRec.UpdatedAt = st.CreatedAt.Add(sent.UpdatedAt.Sub(st.CreatedAt).Truncate(time.Second))
 		want := *sent
-		want.UpdatedAt = st.CreatedAt.Add(sent.UpdatedAt.Sub(st.CreatedAt).Truncate(time.Second))
+		want.Record = &wantRec
 		wantJSON, _ := want.MarshalJSON()
 		gotJSON, _ := rec.MarshalJSON()
 		if string(gotJSON) != string(wantJSON) {
@@ -369,7 +374,7 @@ func BenchmarkSubmitJSONLRejectedLines(b *testing.B) {
 	input := strings.Repeat("{}\n", b.N)
 	bt, _ := p.NewBatch(zhimaq.BatchOptions{})
 	b.ResetTimer()
-	if err := bt.SubmitJSONL(ctx, strings.NewReader(input), nil); err != nil {
+	if _, err := bt.SubmitJSONL(ctx, strings.NewReader(input), zhimaq.SubmitOptions{}); err != nil {
 		b.Fatal(err)
 	}
 	if err := bt.Close(ctx); err != nil {

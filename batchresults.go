@@ -73,7 +73,7 @@ func (p *Producer) BatchStatus(ctx context.Context, id string) (*BatchStatus, er
 	st := &BatchStatus{ID: m.ID, Lines: t.Lines, Counts: make(map[State]int, len(t.Counts)), Total: t.Total, Finished: t.Finished,
 		CreatedAt: m.CreatedAt, Complete: m.Complete, ETA: -1}
 	for s, n := range t.Counts {
-		st.Counts[s] = n
+		st.Counts[State(s)] = n
 	}
 	st.Done = m.Complete && t.Finished == t.Total
 	switch {
@@ -90,28 +90,28 @@ func (p *Producer) BatchStatus(ctx context.Context, id string) (*BatchStatus, er
 	return st, nil
 }
 
-// BatchRecords returns an iterator over the records of the batch's lines,
-// in input order, read 1,000 at a time (two round trips each): a rejected
-// line's record as it was, an accepted line's job record as it stands now.
-// Each carries this batch's id and whether its line was a duplicate. A job
-// whose record has expired comes back failed, with error source "local"
-// and msg saying so.
+// BatchRecords returns an iterator over the batch's lines, in input order,
+// read 1,000 at a time (two round trips each): each line's submission, with
+// a rejected line's record as it was and an accepted line's job record as
+// it stands now, this batch's id and whether the line was a duplicate. A
+// job whose record has expired comes back failed, with error source
+// "local" and msg saying so.
 //
 // The error is ErrNotFound (wrapped) for a batch that does not exist, or
 // Redis's; the iterator yields Redis's errors, or a corrupt record's, and
 // then stops.
-func (p *Producer) BatchRecords(ctx context.Context, id string) (iter.Seq2[*Record, error], error) {
+func (p *Producer) BatchRecords(ctx context.Context, id string) (iter.Seq2[*Submission, error], error) {
 	m, err := p.batchMeta(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	return func(yield func(*Record, error) bool) {
+	return func(yield func(*Submission, error) bool) {
 		for e, err := range p.batches.Entries(ctx, m, 0) {
 			if err != nil {
 				yield(nil, fmt.Errorf("zhimaq: batch records: %w", err))
 				return
 			}
-			if !yield(e.Record, nil) {
+			if !yield(&Submission{Record: recordOf(e.Record), Duplicate: e.Line.Duplicate, BatchID: m.ID}, nil) {
 				return
 			}
 		}

@@ -51,8 +51,8 @@ func ExampleProducer_Submit() {
 	fmt.Println(rec.TransactionID, rec.State, rec.Error.SubCode, rec.Error.SubMsg)
 
 	// A worker now runs the queued job; callers poll its record:
-	rec, _ = producer.Result(ctx, zhimaq.Ref{Method: job.Method, TransactionID: "LOAN_20261126_0001"})
-	fmt.Println(rec.State)
+	stored, _ := producer.Result(ctx, zhimaq.Ref{Method: job.Method, TransactionID: "LOAN_20261126_0001"})
+	fmt.Println(stored.State)
 	// Output:
 	// LOAN_20261126_0001 queued duplicate: false
 	// LOAN_20261126_0001 queued duplicate: true

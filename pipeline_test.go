@@ -11,15 +11,13 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
-
 	"github.com/redis/go-redis/v9"
 	"github.com/zhimaq/zhimaq"
 	"github.com/zhimaq/zhimaq/internal/config"
 	"github.com/zhimaq/zhimaq/internal/redistest"
 	"github.com/zhimaq/zhimaq/internal/sandbox"
 	"github.com/zhimaq/zhimaq/internal/worker"
+	"github.com/zhimaq/zhimaq/internal/workertest"
 	"github.com/zhimaq/zhimaq/internal/zhimatest"
 )
 
@@ -56,36 +54,24 @@ type pipeline struct {
 // worker's configuration.
 func startPipeline(tb testing.TB, faults sandbox.Faults, change func(*config.Config)) *pipeline {
 	tb.Helper()
-	srv := redistest.New(tb)
 	clk := &clock{}
-	gw, url := zhimatest.StartGateway(tb, sandbox.Config{Faults: faults, Seed: 7, Now: clk.Now})
-	cfg := zhimatest.WorkerConfig(tb, srv, gw, url)
-	if change != nil {
-		change(&cfg)
-	}
-	logs := new(zhimatest.SyncBuffer)
-	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(logs), zap.DebugLevel))
-	w, err := worker.New(worker.Options{Config: cfg, Log: log, PollInterval: 20 * time.Millisecond, Now: clk.Now})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := w.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(w.Close)
-
-	rdb := srv.Client(tb)
-	p, err := zhimaq.NewProducer(rdb, zhimaq.ProducerConfig{AppID: zhimatest.AppID, DataKeys: cfg.DataKeys, Queue: cfg.Queue, KeyPrefix: cfg.KeyPrefix,
-		DedupWindow: cfg.DedupWindow, MaxAttempts: cfg.RetryMaxAttempts, Now: clk.Now})
+	s := workertest.Start(tb, workertest.Options{
+		Gateway: sandbox.Config{Faults: faults, Seed: 7, Now: clk.Now},
+		Change:  change,
+		Worker:  worker.Options{Now: clk.Now},
+	})
+	cfg := s.Config
+	p, err := zhimaq.NewProducer(s.RDB, zhimaq.ProducerConfig{AppID: zhimatest.AppID, DataKeys: cfg.DataKeys, Queue: cfg.Queue, KeyPrefix: cfg.KeyPrefix,
+		DedupWindow: cfg.DedupWindow, Now: clk.Now})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { p.Close() })
-	return &pipeline{producer: p, gateway: gw, clock: clk, logs: logs, redis: srv, rdb: rdb}
+	return &pipeline{producer: p, gateway: s.Gateway, clock: clk, logs: s.Logs, redis: s.Redis, rdb: s.RDB}
 }
 
 // submit submits a job that must be accepted.
-func (p *pipeline) submit(tb testing.TB, job zhimaq.Job) *zhimaq.Record {
+func (p *pipeline) submit(tb testing.TB, job zhimaq.Job) *zhimaq.Submission {
 	tb.Helper()
 	rec, err := p.producer.Submit(context.Background(), job)
 	if err != nil {
@@ -103,7 +89,7 @@ func (p *pipeline) wait(tb testing.TB, jobs ...zhimaq.Job) []*zhimaq.Record {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	recs, err := p.producer.Wait(ctx, refs, 20*time.Millisecond, nil)
+	recs, err := p.producer.Wait(ctx, refs, zhimaq.WaitOptions{Interval: 20 * time.Millisecond})
 	if err != nil {
 		tb.Fatalf("wait: %v", err)
 	}
@@ -245,7 +231,7 @@ func TestPipelineDeduplicatesByTransactionID(t *testing.T) {
 	}
 	t.Run("concurrent producers: one claim wins", func(t *testing.T) {
 		var wg sync.WaitGroup
-		recs := make([]*zhimaq.Record, 8)
+		recs := make([]*zhimaq.Submission, 8)
 		for i := range recs {
 			wg.Add(1)
 			go func() {

@@ -35,9 +35,6 @@ type ProducerConfig struct {
 	DedupWindow time.Duration
 	// ResultTTL is how long records stay readable; default 168h.
 	ResultTTL time.Duration
-	// MaxAttempts bounds gateway calls per job; default 12. The worker's
-	// own setting decides; this one sizes asynq's retry budget.
-	MaxAttempts int
 	// KeyPrefix prefixes zhimaq's own Redis keys; default "zhimaq:".
 	KeyPrefix string
 	// CallbackHosts are the hosts a batch's CallbackURL may name, in
@@ -60,6 +57,7 @@ type ProducerConfig struct {
 // Producer submits jobs and reads their records. It is safe for concurrent use.
 type Producer struct {
 	cfg           ProducerConfig
+	rdb           redis.UniversalClient
 	keys          *seal.Keyring
 	callbackHosts hosts.List
 	queue         *asynq.Client
@@ -91,9 +89,6 @@ func NewProducer(rdb redis.UniversalClient, cfg ProducerConfig) (*Producer, erro
 	if cfg.DedupWindow == 0 {
 		cfg.DedupWindow = config.Defaults.DedupWindow
 	}
-	if cfg.MaxAttempts == 0 {
-		cfg.MaxAttempts = config.Defaults.RetryMaxAttempts
-	}
 	if cfg.MaxBatchLines <= 0 {
 		cfg.MaxBatchLines = config.Defaults.BatchMaxLines
 	}
@@ -102,6 +97,7 @@ func NewProducer(rdb redis.UniversalClient, cfg ProducerConfig) (*Producer, erro
 	}
 	return &Producer{
 		cfg:           cfg,
+		rdb:           rdb,
 		keys:          keys,
 		callbackHosts: hosts,
 		queue:         asynq.NewClientFromRedisClient(rdb),
@@ -114,34 +110,46 @@ func NewProducer(rdb redis.UniversalClient, cfg ProducerConfig) (*Producer, erro
 // Close releases the producer's queue client; rdb stays open.
 func (p *Producer) Close() error { return p.queue.Close() }
 
-// Submit validates a job, claims its transaction_id and enqueues it. It
-// returns the job's record: Queued for a new job; the first job's record
-// with Duplicate set for a repeat with the same parameters; Rejected for bad
+// Submit validates a job, claims its transaction_id and enqueues it. The
+// submission's record is Queued for a new job; the first job's, with
+// Duplicate set, for a repeat with the same parameters; Rejected for bad
 // input or a transaction_id already used with other parameters (nothing is
 // enqueued then). The error is non-nil only when Redis fails.
-func (p *Producer) Submit(ctx context.Context, job Job) (*Record, error) {
-	return p.submit(ctx, job, "")
+func (p *Producer) Submit(ctx context.Context, job Job) (*Submission, error) {
+	return p.submit(ctx, prepare(job), "")
+}
+
+// preparedJob is a job decoded and validated once for its submission.
+type preparedJob struct {
+	job Job
+	req zhima.Request // nil when err is set
+	err error         // why the job is invalid: a *zhima.Error
+}
+
+func prepare(job Job) preparedJob {
+	req, err := payload.Request(job.Method, job.BizContent)
+	return preparedJob{job: job, req: req, err: err}
+}
+
+// transaction is the job's transaction_id when it is a well-formed one.
+func (pj preparedJob) transaction() string {
+	if pj.err != nil {
+		return transactionOf(pj.job.BizContent)
+	}
+	return pj.req.Transaction()
 }
 
 // submit is Submit for a job of batch batchID ("" for none): a record it
-// creates carries batchID, and so does every record it returns.
-func (p *Producer) submit(ctx context.Context, job Job, batchID string) (*Record, error) {
-	rec, err := p.submitJob(ctx, job, batchID)
-	if rec != nil && batchID != "" {
-		rec.BatchID = batchID
+// creates carries batchID, and so does the submission.
+func (p *Producer) submit(ctx context.Context, pj preparedJob, batchID string) (*Submission, error) {
+	job := pj.job
+	if pj.err != nil {
+		return &Submission{Record: rejection(job, pj.transaction(), pj.err), BatchID: batchID}, nil
 	}
-	return rec, err
-}
-
-func (p *Producer) submitJob(ctx context.Context, job Job, batchID string) (*Record, error) {
-	req, err := payload.Request(job.Method, job.BizContent)
-	if err != nil {
-		return rejection(job, transactionOf(job.BizContent), err), nil
-	}
-	key := idempotency.Key{AppID: p.cfg.AppID, Method: job.Method, TransactionID: req.Transaction()}
+	key := idempotency.Key{AppID: p.cfg.AppID, Method: job.Method, TransactionID: pj.req.Transaction()}
 	fp, err := idempotency.Fingerprint(job.BizContent, job.AppAuthToken)
 	if err != nil {
-		return rejection(job, key.TransactionID, zhima.InvalidParameter(job.Method, "biz_content: "+err.Error())), nil
+		return &Submission{Record: rejection(job, key.TransactionID, zhima.InvalidParameter(job.Method, "biz_content: "+err.Error())), BatchID: batchID}, nil
 	}
 	// With data keys, Redis holds a keyed digest of the fingerprint: a plain
 	// hash of an ID number and a name could be matched against guesses.
@@ -150,7 +158,7 @@ func (p *Producer) submitJob(ctx context.Context, job Job, batchID string) (*Rec
 		fp, previous = digests[0], digests[1:]
 	}
 	now := p.cfg.Now().UTC()
-	rec := &Record{Method: job.Method, TransactionID: key.TransactionID, State: Queued, EnqueuedAt: &now, UpdatedAt: now, BatchID: batchID}
+	rec := &results.Record{Method: job.Method, TransactionID: key.TransactionID, State: results.Queued, EnqueuedAt: &now, UpdatedAt: now, BatchID: batchID}
 	first, err := p.results.Companion(key, rec)
 	if err != nil {
 		return nil, fmt.Errorf("zhimaq: submit %s: %w", key, err)
@@ -164,32 +172,32 @@ func (p *Producer) submitJob(ctx context.Context, job Job, batchID string) (*Rec
 	switch outcome {
 	case idempotency.Conflict:
 		p.dedup(job.Method, "conflict")
-		return rejection(job, key.TransactionID,
-			zhima.TransactionIDRepeat(job.Method, "transaction_id was already used with other parameters within the window")), nil
+		return &Submission{Record: rejection(job, key.TransactionID,
+			zhima.TransactionIDRepeat(job.Method, "transaction_id was already used with other parameters within the window")), BatchID: batchID}, nil
 	case idempotency.Duplicate:
 		p.dedup(job.Method, "duplicate")
 		return p.resume(ctx, key, job, batchID)
 	case idempotency.Lapsed:
 		// The claim has expired but the record of the first use lives on:
 		// the gateway's one-day window for this transaction_id is over.
-		return rejection(job, key.TransactionID,
-			zhima.TransactionIDExpired(job.Method, "transaction_id was first used more than the de-duplication window ago; use a new one")), nil
+		return &Submission{Record: rejection(job, key.TransactionID,
+			zhima.TransactionIDExpired(job.Method, "transaction_id was first used more than the de-duplication window ago; use a new one")), BatchID: batchID}, nil
 	}
 	if err := p.enqueue(ctx, key, job); err != nil {
 		return nil, err
 	}
-	return rec, nil
+	return &Submission{Record: recordOf(rec), BatchID: batchID}, nil
 }
 
 // resume answers a duplicate submission with the first job's record, and
 // re-enqueues the job if an earlier producer stopped between claim and
 // enqueue. A claim without a record (one made before records were written
 // with claims, or whose record was lost) gets its record back.
-func (p *Producer) resume(ctx context.Context, key idempotency.Key, job Job, batchID string) (*Record, error) {
+func (p *Producer) resume(ctx context.Context, key idempotency.Key, job Job, batchID string) (*Submission, error) {
 	rec, err := p.results.Get(ctx, key)
 	if errors.Is(err, ErrNotFound) {
 		now := p.cfg.Now().UTC()
-		rec = &Record{Method: job.Method, TransactionID: key.TransactionID, State: Queued, EnqueuedAt: &now, UpdatedAt: now, BatchID: batchID}
+		rec = &results.Record{Method: job.Method, TransactionID: key.TransactionID, State: results.Queued, EnqueuedAt: &now, UpdatedAt: now, BatchID: batchID}
 		if _, err := p.results.Create(ctx, key, rec); err != nil {
 			return nil, fmt.Errorf("zhimaq: submit %s: record: %w", key, err)
 		}
@@ -201,8 +209,7 @@ func (p *Producer) resume(ctx context.Context, key idempotency.Key, job Job, bat
 			return nil, err
 		}
 	}
-	rec.Duplicate = true
-	return rec, nil
+	return &Submission{Record: recordOf(rec), Duplicate: true, BatchID: batchID}, nil
 }
 
 // enqueue puts the job's task in the queue; a task already there is fine.
@@ -212,7 +219,7 @@ func (p *Producer) enqueue(ctx context.Context, key idempotency.Key, job Job) er
 	if err := pl.Seal(p.keys); err != nil {
 		return err
 	}
-	task, err := payload.NewTask(pl, asynq.Queue(p.cfg.Queue), asynq.MaxRetry(p.cfg.MaxAttempts+retrySlack))
+	task, err := payload.NewTask(pl, asynq.Queue(p.cfg.Queue), asynq.MaxRetry(payload.MaxDeliveries))
 	if err != nil {
 		return err
 	}
@@ -222,11 +229,6 @@ func (p *Producer) enqueue(ctx context.Context, key idempotency.Key, job Job) er
 	}
 	return nil
 }
-
-// retrySlack lets asynq redeliver a few times more than MaxAttempts, for
-// deliveries that end before a gateway call (Redis hiccups); the handler's
-// own count of calls is what ends a job.
-const retrySlack = 8
 
 // Ref names one job of this producer's app.
 type Ref struct {
@@ -240,7 +242,8 @@ func (p *Producer) key(r Ref) idempotency.Key {
 
 // Result returns a job's record, or ErrNotFound.
 func (p *Producer) Result(ctx context.Context, r Ref) (*Record, error) {
-	return p.results.Get(ctx, p.key(r))
+	rec, err := p.results.Get(ctx, p.key(r))
+	return recordOf(rec), err
 }
 
 // Results returns the records of many jobs in few round trips; nil where a
@@ -250,57 +253,16 @@ func (p *Producer) Results(ctx context.Context, refs []Ref) ([]*Record, error) {
 	for i, r := range refs {
 		keys[i] = p.key(r)
 	}
-	return p.results.GetMany(ctx, keys)
+	got, err := p.results.GetMany(ctx, keys)
+	recs := make([]*Record, len(got))
+	for i, r := range got {
+		recs[i] = recordOf(r)
+	}
+	return recs, err
 }
 
-// Wait polls until every job in refs has finished (succeeded, failed or
-// rejected) or ctx ends, calling progress (when not nil) after each poll
-// with how many have finished. It returns the last records read; on ctx's
-// end it returns them with ctx's error. A job with no record counts as
-// unfinished. interval 0 means 200ms.
-func (p *Producer) Wait(ctx context.Context, refs []Ref, interval time.Duration, progress func(done, total int)) ([]*Record, error) {
-	if interval <= 0 {
-		interval = 200 * time.Millisecond
-	}
-	recs := make([]*Record, len(refs))
-	pending := make([]int, len(refs))
-	for i := range refs {
-		pending[i] = i
-	}
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		keys := make([]idempotency.Key, len(pending))
-		for j, i := range pending {
-			keys[j] = p.key(refs[i])
-		}
-		got, err := p.results.GetMany(ctx, keys)
-		if err != nil && ctx.Err() == nil {
-			return recs, fmt.Errorf("zhimaq: wait: %w", err)
-		}
-		still := pending[:0]
-		for j, i := range pending {
-			if j < len(got) && got[j] != nil {
-				recs[i] = got[j]
-			}
-			if recs[i] == nil || !recs[i].State.Terminal() {
-				still = append(still, i)
-			}
-		}
-		pending = still
-		if progress != nil {
-			progress(len(refs)-len(pending), len(refs))
-		}
-		if len(pending) == 0 {
-			return recs, nil
-		}
-		select {
-		case <-ctx.Done():
-			return recs, ctx.Err()
-		case <-tick.C:
-		}
-	}
-}
+// ping checks that Redis answers.
+func (p *Producer) ping(ctx context.Context) error { return p.rdb.Ping(ctx).Err() }
 
 // rejection is the record of a job that was never enqueued for err, a
 // *zhima.Error made by one of zhima's constructors.
@@ -310,7 +272,17 @@ func rejection(job Job, transactionID string, err error) *Record {
 	if slices.Contains(zhima.Methods, job.Method) {
 		method = job.Method
 	}
-	return &Record{Method: method, TransactionID: transactionID, State: Rejected, UpdatedAt: now, Error: payload.ErrorInfo(err)}
+	return &Record{Method: method, TransactionID: transactionID, State: Rejected, UpdatedAt: now, Error: errorInfo(err)}
+}
+
+// errorInfo is the record's error object for err (see payload.ErrorInfo).
+func errorInfo(err error) *ErrorInfo {
+	e := payload.ErrorInfo(err)
+	if e == nil {
+		return nil
+	}
+	pub := ErrorInfo(*e)
+	return &pub
 }
 
 // transactionOf reads biz_content.transaction_id when it is a well-formed

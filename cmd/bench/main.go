@@ -1,5 +1,5 @@
 // Command bench measures zhimaq against its references on this machine,
-// prints a table of ratios and writes bench/RESULTS.md (package bench).
+// prints a table of ratios and writes bench/RESULTS.md (package internal/bench).
 // Run it from the module's directory: `make bench`, or
 // `go run ./cmd/bench [-scale F] [-rounds N] [-only 1,2,3,4,5,6,sign]`.
 // BENCH_SCALE, when set, is the default of -scale.
@@ -14,7 +14,7 @@ import (
 	"strconv"
 	"syscall"
 
-	"github.com/zhimaq/zhimaq/bench"
+	"github.com/zhimaq/zhimaq/internal/bench"
 )
 
 func main() {

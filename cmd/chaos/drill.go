@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/zhimaq/zhimaq"
+	"github.com/zhimaq/zhimaq/internal/launch"
 	"github.com/zhimaq/zhimaq/internal/procs"
 )
 
@@ -35,14 +36,13 @@ const leaseRecovery = 2 * time.Minute
 // env is what every drill shares: programs, keys, Redis, directories.
 type env struct {
 	bins     map[string]string
-	reg      *procs.Group
+	l        *launch.Launcher
 	work     string // removed at the end
 	logs     string // kept
 	appPriv  string
 	appPub   string
 	dataKeys string
-	redis    redisBackend
-	redisSrv *redisServer // nil when Redis is embedded
+	redis    *launch.Redis
 	rdb      *redis.Client
 	jobs     int
 	seed     uint64
@@ -156,7 +156,7 @@ func (d *drill) startGateway(ctx context.Context, args ...string) error {
 		return err
 	}
 	d.gw = g
-	d.watch(g.sandbox)
+	d.watch(g.sb.Child)
 	return nil
 }
 
@@ -172,7 +172,7 @@ func (d *drill) watch(c *procs.Child) {
 
 func (d *drill) commonEnv() []string {
 	return append(procs.CleanEnv(),
-		"REDIS_URL=redis://"+d.redis.Addr()+"/0",
+		"REDIS_URL="+d.redis.URL(),
 		"ZHIMA_APP_ID="+appID,
 		"ZHIMAQ_QUEUE="+d.queue,
 		"ZHIMAQ_KEY_PREFIX="+d.prefix,
@@ -186,7 +186,7 @@ func (d *drill) workerEnv() []string {
 	return append(d.commonEnv(),
 		"ZHIMA_GATEWAY_URL="+d.gw.URL(),
 		"ZHIMA_APP_PRIVATE_KEY_FILE="+d.appPriv,
-		"ZHIMA_ALIPAY_PUBLIC_KEY_FILE="+filepath.Join(d.dir, "alipay_public.pem"),
+		"ZHIMA_ALIPAY_PUBLIC_KEY_FILE="+d.gw.sb.AlipayPublicKey,
 		"ZHIMA_TIMEOUT="+d.wcfg.Timeout.String(),
 		"WORKER_CONCURRENCY="+strconv.Itoa(d.wcfg.Concurrency),
 		"RETRY_BASE_DELAY="+d.wcfg.BaseDelay.String(),
@@ -211,7 +211,7 @@ func (d *drill) startWorker(ctx context.Context, name string) (*procs.Child, err
 			once.Do(func() { close(up) })
 		}
 	})
-	c, err := d.reg.Start(name, d.bins["worker"], nil, d.workerEnv(), tap, tap)
+	c, err := d.l.Children.Start(name, d.bins["worker"], nil, d.workerEnv(), tap, tap)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -287,7 +287,7 @@ func (d *drill) startProducer(name, file string, wait bool, flags ...string) (*p
 		args = append(args, "--wait", "--timeout", "8m")
 	}
 	args = append(append(args, flags...), file)
-	c, err := d.reg.Start(name, d.bins["enqueue"], args, d.commonEnv(), tap, errLog)
+	c, err := d.l.Children.Start(name, d.bins["enqueue"], args, d.commonEnv(), tap, errLog)
 	if err != nil {
 		out.Close()
 		errLog.Close()
@@ -313,7 +313,7 @@ func (d *drill) startPacedProducer(ctx context.Context, name string, jobs []job,
 	}
 	tap := procs.NewLineTap(out, func([]byte) { pr.lines.Add(1) })
 	args := append(append([]string{"batch"}, flags...), "-")
-	c, err := d.reg.StartIn(name, d.bins["enqueue"], args, d.commonEnv(), r, tap, errLog)
+	c, err := d.l.Children.StartIn(name, d.bins["enqueue"], args, d.commonEnv(), r, tap, errLog)
 	r.Close()
 	if err != nil {
 		w.Close()
@@ -352,7 +352,7 @@ func (d *drill) startPacedProducer(ctx context.Context, name string, jobs []job,
 
 // finish waits for the producer to exit and returns its records and exit
 // status. The status is not an error: 1 means some line was rejected.
-func (pr *producerRun) finish(ctx context.Context) ([]*zhimaq.Record, int, error) {
+func (pr *producerRun) finish(ctx context.Context) ([]*zhimaq.Submission, int, error) {
 	select {
 	case <-pr.child.Done():
 	case <-ctx.Done():
@@ -370,7 +370,7 @@ func (pr *producerRun) finish(ctx context.Context) ([]*zhimaq.Record, int, error
 }
 
 // readRecords reads enqueue's JSONL output.
-func readRecords(path string) ([]*zhimaq.Record, error) {
+func readRecords(path string) ([]*zhimaq.Submission, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -381,8 +381,8 @@ func readRecords(path string) ([]*zhimaq.Record, error) {
 
 // parseRecords reads result records, one JSON object a line; blank lines
 // are skipped.
-func parseRecords(r io.Reader) ([]*zhimaq.Record, error) {
-	var recs []*zhimaq.Record
+func parseRecords(r io.Reader) ([]*zhimaq.Submission, error) {
+	var recs []*zhimaq.Submission
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
 	for n := 1; sc.Scan(); n++ {
@@ -390,7 +390,7 @@ func parseRecords(r io.Reader) ([]*zhimaq.Record, error) {
 		if len(line) == 0 {
 			continue
 		}
-		rec := new(zhimaq.Record)
+		rec := new(zhimaq.Submission)
 		if err := json.Unmarshal(line, rec); err != nil {
 			return recs, fmt.Errorf("output line %d is not a result record: %v", n, err)
 		}
@@ -404,7 +404,7 @@ func parseRecords(r io.Reader) ([]*zhimaq.Record, error) {
 
 // accept adds the jobs the records say were accepted (not rejected) to the
 // drill's jobs in.
-func (d *drill) accept(recs []*zhimaq.Record) {
+func (d *drill) accept(recs []*zhimaq.Submission) {
 	for _, r := range recs {
 		if r.State == zhimaq.Rejected {
 			continue
@@ -514,8 +514,8 @@ func (d *drill) close() {
 	}
 	wg.Wait()
 	if d.gw != nil {
-		if d.gw.sandbox.UnexpectedExit() {
-			d.problem("zhima-sandbox exited by itself: %s", procs.DescribeExit(d.gw.sandbox.Err()))
+		if d.gw.sb.Child.UnexpectedExit() {
+			d.problem("zhima-sandbox exited by itself: %s", procs.DescribeExit(d.gw.sb.Child.Err()))
 		}
 		_ = d.gw.close()
 	}

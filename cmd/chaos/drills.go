@@ -11,6 +11,7 @@ import (
 
 	"github.com/zhimaq/zhimaq"
 	"github.com/zhimaq/zhimaq/internal/procs"
+	"github.com/zhimaq/zhimaq/internal/sandbox"
 )
 
 // drillSpec is one drill: a name for --drill, a short transaction_id
@@ -84,7 +85,7 @@ func (d *drill) startBatch() (*producerRun, []job, error) {
 }
 
 // rejectedCounts counts the rejected records by error.
-func rejectedCounts(recs []*zhimaq.Record) map[string]int {
+func rejectedCounts(recs []*zhimaq.Submission) map[string]int {
 	rejected := map[string]int{}
 	for _, r := range recs {
 		if r.State == zhimaq.Rejected {
@@ -96,7 +97,7 @@ func rejectedCounts(recs []*zhimaq.Record) map[string]int {
 
 // submitted waits for a producer and takes in its records; every line is
 // expected to be accepted.
-func (d *drill) submitted(ctx context.Context, pr *producerRun, lines int) ([]*zhimaq.Record, error) {
+func (d *drill) submitted(ctx context.Context, pr *producerRun, lines int) ([]*zhimaq.Submission, error) {
 	recs, code, err := pr.finish(ctx)
 	if err != nil {
 		return nil, err
@@ -189,7 +190,7 @@ func drillKillWorker(ctx context.Context, d *drill) error {
 
 // 2. restart-redis
 func drillRestartRedis(ctx context.Context, d *drill) error {
-	srv := d.redisSrv
+	srv := d.redis
 	if err := d.startProcesses(ctx, 2, "--latency", "50ms"); err != nil {
 		return err
 	}
@@ -214,18 +215,18 @@ func drillRestartRedis(ctx context.Context, d *drill) error {
 	done, _, _ := d.finished(ctx, refs)
 	submittedAt := pr.lines.Load()
 	down := time.Now()
-	if err := srv.shutdown(); err != nil {
+	if err := srv.Shutdown(); err != nil {
 		return err
 	}
 	if err := sleep(ctx, 3*time.Second); err != nil {
 		return err
 	}
-	if err := srv.start(ctx); err != nil {
+	if err := srv.Restart(ctx); err != nil {
 		return fmt.Errorf("start redis-server again: %w", err)
 	}
 	up := time.Now()
 	d.logf("redis SHUTDOWN with %d of %d lines submitted (enqueue-1 reads them from a pipe, %d a second) and %d jobs finished; started again (pid %d) after %s",
-		submittedAt, len(jobs), rate, done, srv.child.Pid(), up.Sub(down).Round(time.Millisecond))
+		submittedAt, len(jobs), rate, done, srv.Child().Pid(), up.Sub(down).Round(time.Millisecond))
 
 	// enqueue batch stops when Redis is unreachable; running the file again
 	// is the documented way on (lines already accepted come back as duplicates).
@@ -300,7 +301,7 @@ func drillGatewayOutage(ctx context.Context, d *drill) error {
 	if err != nil {
 		return err
 	}
-	if err := d.gw.setFaults(ctx, map[string]any{"unavailable_rate": 1, "latency": "20ms"}); err != nil {
+	if err := d.gw.sb.SetFaults(ctx, sandbox.Faults{UnavailableRate: 1, Latency: sandbox.Duration(20 * time.Millisecond)}); err != nil {
 		return err
 	}
 	d.logf("gateway outage: every call answers 20000 for %s (%d of %d jobs finished)", d.outage, done, len(refs))
@@ -313,7 +314,7 @@ func drillGatewayOutage(ctx context.Context, d *drill) error {
 			d.logf("outage: %d of %d jobs finished, %s to go", n, len(refs), time.Until(end).Round(time.Second))
 		}
 	}
-	if err := d.gw.setFaults(ctx, map[string]any{"latency": "20ms"}); err != nil {
+	if err := d.gw.sb.SetFaults(ctx, sandbox.Faults{Latency: sandbox.Duration(20 * time.Millisecond)}); err != nil {
 		return err
 	}
 	recovered := time.Now()
@@ -413,7 +414,7 @@ func drillRacingProducers(ctx context.Context, d *drill) error {
 	d.accept(recsB)
 
 	// What each pair of lines must show.
-	type pair struct{ a, b *zhimaq.Record }
+	type pair struct{ a, b *zhimaq.Submission }
 	pairs := map[string]*pair{}
 	for i, r := range recsA {
 		pairs[fileA[i].TxID] = &pair{a: r}
@@ -425,7 +426,7 @@ func drillRacingProducers(ctx context.Context, d *drill) error {
 			pairs[fileB[i].TxID] = &pair{b: r}
 		}
 	}
-	isRepeat := func(r *zhimaq.Record) bool {
+	isRepeat := func(r *zhimaq.Submission) bool {
 		return r.State == zhimaq.Rejected && r.Error != nil && r.Error.Source == "local" && r.Error.SubCode == "TRANSACTION_ID_REPEAT"
 	}
 	var badConflict, badDup, badSingle int
@@ -523,8 +524,8 @@ func drillRacingProducers(ctx context.Context, d *drill) error {
 }
 
 // pairText describes the records of one transaction_id in a and b.
-func pairText(a, b *zhimaq.Record) string {
-	one := func(r *zhimaq.Record) string {
+func pairText(a, b *zhimaq.Submission) string {
+	one := func(r *zhimaq.Submission) string {
 		switch {
 		case r == nil:
 			return "none"

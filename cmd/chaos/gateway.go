@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -11,70 +9,35 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"os"
-	"regexp"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/zhimaq/zhimaq/internal/procs"
+	"github.com/zhimaq/zhimaq/internal/launch"
 )
 
 // gateway is one drill's zhima-sandbox process with a counting reverse
 // proxy in front of it: the workers call the proxy, chaos calls the
 // sandbox's admin endpoints directly.
 type gateway struct {
-	sandbox  *procs.Child
-	logPath  string
-	adminURL string // http://host:port of the sandbox
-	proxy    *countingProxy
-	client   *http.Client
+	sb    *launch.Sandbox
+	proxy *countingProxy
 }
 
-var gatewayURLField = regexp.MustCompile(`gateway_url="?([^"\s]+)`)
-
-// startGateway starts zhima-sandbox with args (besides its address, app id
-// and keys) and the proxy in front of it.
+// startGateway starts zhima-sandbox with args (besides its address, app id,
+// keys and seed) and the proxy in front of it.
 func startGateway(ctx context.Context, e *env, dir, logDir string, seed int64, args []string) (*gateway, error) {
-	logPath := logDir + "/sandbox.log"
-	f, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	found := make(chan string, 1)
-	var once sync.Once
-	tap := procs.NewLineTap(f, func(line []byte) {
-		if m := gatewayURLField.FindSubmatch(line); m != nil {
-			once.Do(func() { found <- string(m[1]) })
-		}
+	sb, err := e.l.StartSandbox(ctx, launch.SandboxConfig{
+		Program: e.bins["zhima-sandbox"], AppID: appID, AppPublicKey: e.appPub,
+		AlipayPublicKey: filepath.Join(dir, "alipay_public.pem"), Log: filepath.Join(logDir, "sandbox.log"),
+		Seed: seed, Args: args,
 	})
-	all := append([]string{"--addr", "127.0.0.1:0", "--app-id", appID, "--app-public-key-file", e.appPub,
-		"--write-alipay-public-key", dir + "/alipay_public.pem", "--seed", fmt.Sprint(seed)}, args...)
-	sb, err := e.reg.Start("zhima-sandbox", e.bins["zhima-sandbox"], all, procs.CleanEnv(), tap, tap)
 	if err != nil {
-		f.Close()
 		return nil, err
 	}
-	g := &gateway{sandbox: sb, logPath: logPath, client: &http.Client{Timeout: 10 * time.Second,
-		Transport: &http.Transport{MaxIdleConnsPerHost: 16}}}
-	var gwURL string
-	select {
-	case gwURL = <-found:
-	case <-sb.Done():
-		return nil, fmt.Errorf("zhima-sandbox exited at start-up (%s):\n%s", procs.DescribeExit(sb.Err()), procs.Tail(logPath, 8))
-	case <-time.After(20 * time.Second):
-		g.close()
-		return nil, fmt.Errorf("zhima-sandbox printed no gateway_url within 20s:\n%s", procs.Tail(logPath, 8))
-	case <-ctx.Done():
-		g.close()
-		return nil, ctx.Err()
-	}
-	u, err := url.Parse(gwURL)
-	if err != nil || u.Host == "" {
-		g.close()
-		return nil, fmt.Errorf("zhima-sandbox printed an unusable gateway_url %q", gwURL)
-	}
-	g.adminURL = "http://" + u.Host
+	g := &gateway{sb: sb}
+	u, _ := url.Parse(sb.AdminURL)
 	if g.proxy, err = newCountingProxy(u); err != nil {
 		g.close()
 		return nil, err
@@ -90,67 +53,7 @@ func (g *gateway) close() error {
 	if g.proxy != nil {
 		g.proxy.close()
 	}
-	return g.sandbox.Stop(10 * time.Second)
-}
-
-// sandboxStats is GET /admin/stats.
-type sandboxStats struct {
-	Calls  int64            `json:"calls"`
-	Billed int64            `json:"billed"`
-	Codes  map[string]int64 `json:"codes"`
-}
-
-func (g *gateway) stats(ctx context.Context) (sandboxStats, error) {
-	var st sandboxStats
-	err := g.admin(ctx, http.MethodGet, "/admin/stats", nil, &st)
-	return st, err
-}
-
-// setFaults replaces the sandbox's faults (PUT /admin/faults).
-func (g *gateway) setFaults(ctx context.Context, faults map[string]any) error {
-	b, err := json.Marshal(faults)
-	if err != nil {
-		return err
-	}
-	return g.admin(ctx, http.MethodPut, "/admin/faults", b, nil)
-}
-
-// calls is how many gateway calls the sandbox counted for one transaction.
-func (g *gateway) calls(ctx context.Context, method, txid string) (int64, error) {
-	var out struct {
-		Calls int64 `json:"calls"`
-	}
-	q := url.Values{"method": {method}, "transaction_id": {txid}}
-	err := g.admin(ctx, http.MethodGet, "/admin/calls?"+q.Encode(), nil, &out)
-	return out.Calls, err
-}
-
-func (g *gateway) admin(ctx context.Context, method, path string, body []byte, out any) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, g.adminURL+path, rd)
-	if err != nil {
-		return err
-	}
-	resp, err := g.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("sandbox %s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("sandbox %s %s: HTTP %s: %s", method, path, resp.Status, bytes.TrimSpace(b))
-	}
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			return fmt.Errorf("sandbox %s %s: %w", method, path, err)
-		}
-	}
-	return nil
+	return g.sb.Stop(10 * time.Second)
 }
 
 // countingProxy forwards gateway calls to the sandbox and counts those in

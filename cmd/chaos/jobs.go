@@ -8,14 +8,7 @@ import (
 	"os"
 
 	"github.com/zhimaq/zhimaq"
-	"github.com/zhimaq/zhimaq/internal/zhima"
-)
-
-// Product codes of the three methods.
-const (
-	productScore         = "w1010100000000002733"
-	productRelation      = "w1010100001000001200"
-	productCertification = "w1010100000000002978"
+	"github.com/zhimaq/zhimaq/internal/zhimatest"
 )
 
 // job is one line of a batch file: fake but well-formed personal data.
@@ -23,6 +16,7 @@ type job struct {
 	Method string
 	TxID   string
 	Line   []byte
+	params params
 }
 
 func (j job) ref() zhimaq.Ref { return zhimaq.Ref{Method: j.Method, TransactionID: j.TxID} }
@@ -62,83 +56,55 @@ func (g *jobGen) batch(prefix string, from, n int) []job {
 // conflicting returns a job with j's method and transaction_id but other
 // parameters, which the producer must refuse with TRANSACTION_ID_REPEAT.
 func (g *jobGen) conflicting(j job) job {
-	var biz map[string]any
-	var probe struct {
-		BizContent json.RawMessage `json:"biz_content"`
-	}
-	if err := json.Unmarshal(j.Line, &probe); err != nil {
-		panic("chaos: a generated job does not parse: " + err.Error())
-	}
-	dec := json.NewDecoder(bytes.NewReader(probe.BizContent))
-	dec.UseNumber()
-	if err := dec.Decode(&biz); err != nil {
-		panic("chaos: a generated job does not parse: " + err.Error())
-	}
+	p := j.params
 	switch j.Method {
 	case zhimaq.MethodScoreBriefGet:
-		s, _ := biz["admittance_score"].(json.Number).Int64()
-		biz["admittance_score"] = 350 + (s-350+50)%601
+		p.score = 350 + (p.score-350+50)%601
 	case zhimaq.MethodRelationQuery:
-		biz["relation_phone"] = g.phone()
+		p.phone = g.phone()
 	default:
-		biz["identity_param"] = g.identityParam(g.name(), g.residentID())
+		p.name, p.certNo = g.name(), g.residentID()
 	}
-	return job{Method: j.Method, TxID: j.TxID, Line: jobLine(j.Method, biz)}
+	return p.job(j.Method, j.TxID)
 }
 
 // job makes one job of method. score, when not 0, is the admittance score.
 func (g *jobGen) job(method, txid string, score int) job {
-	var biz any
+	var p params
 	switch method {
 	case zhimaq.MethodScoreBriefGet:
 		if score == 0 {
 			score = 350 + 50*g.rng.IntN(13)
 		}
-		biz = struct {
-			TransactionID   string `json:"transaction_id"`
-			ProductCode     string `json:"product_code"`
-			CertType        string `json:"cert_type"`
-			CertNo          string `json:"cert_no"`
-			Name            string `json:"name"`
-			AdmittanceScore int    `json:"admittance_score"`
-		}{txid, productScore, "IDENTITY_CARD", g.residentID(), g.name(), score}
+		p = params{score: score, certNo: g.residentID(), name: g.name()}
 	case zhimaq.MethodRelationQuery:
-		biz = struct {
-			ProductCode   string `json:"product_code"`
-			TransactionID string `json:"transaction_id"`
-			CertNo        string `json:"cert_no"`
-			Name          string `json:"name"`
-			RelationPhone string `json:"relation_phone"`
-			RelationName  string `json:"relation_name"`
-			Relation      string `json:"relation"`
-		}{productRelation, txid, g.residentID(), g.name(), g.phone(), g.name(),
-			[]string{"family", "workmate", "schoolmate", "friend"}[g.rng.IntN(4)]}
+		p = params{certNo: g.residentID(), name: g.name(), phone: g.phone(), relationName: g.name(),
+			relation: []string{"family", "workmate", "schoolmate", "friend"}[g.rng.IntN(4)]}
 	default:
-		biz = struct {
-			TransactionID string `json:"transaction_id"`
-			ProductCode   string `json:"product_code"`
-			BizCode       string `json:"biz_code"`
-			IdentityParam string `json:"identity_param"`
-		}{txid, productCertification, "FACE", g.identityParam(g.name(), g.residentID())}
+		p.name = g.name()
+		p.certNo = g.residentID()
 	}
-	return job{Method: method, TxID: txid, Line: jobLine(method, biz)}
+	return p.job(method, txid)
 }
 
-func jobLine(method string, biz any) []byte {
-	b, err := json.Marshal(struct {
-		Method     string `json:"method"`
-		BizContent any    `json:"biz_content"`
-	}{method, biz})
-	if err != nil {
-		panic("chaos: encode a job: " + err.Error())
-	}
-	return b
+// params are the made-up personal data of one job; a method uses some.
+type params struct {
+	certNo, name                  string
+	score                         int
+	phone, relationName, relation string
 }
 
-func (g *jobGen) identityParam(name, certNo string) string {
-	b, _ := json.Marshal(map[string]string{"identity_type": "CERT_INFO", "cert_type": "IDENTITY_CARD",
-		"cert_name": name, "cert_no": certNo})
-	return string(b)
+func (p params) job(method, txid string) job {
+	var biz json.RawMessage
+	switch method {
+	case zhimaq.MethodScoreBriefGet:
+		biz = zhimatest.ScoreBiz(txid, p.certNo, p.name, p.score)
+	case zhimaq.MethodRelationQuery:
+		biz = zhimatest.RelationBiz(txid, p.certNo, p.name, p.phone, p.relationName, p.relation)
+	default:
+		biz = zhimatest.CertificationBiz(txid, p.certNo, p.name, "")
+	}
+	return job{Method: method, TxID: txid, Line: zhimatest.JobLine(method, biz), params: p}
 }
 
 // Area codes of a few mainland districts.
@@ -150,8 +116,7 @@ func (g *jobGen) residentID() string {
 	year := 1950 + g.rng.IntN(54)
 	month := 1 + g.rng.IntN(12)
 	day := 1 + g.rng.IntN(28)
-	first17 := fmt.Sprintf("%s%04d%02d%02d%03d", areaCodes[g.rng.IntN(len(areaCodes))], year, month, day, g.rng.IntN(1000))
-	return first17 + string(zhima.ResidentIDCheckDigit(first17))
+	return zhimatest.ResidentID(fmt.Sprintf("%s%04d%02d%02d%03d", areaCodes[g.rng.IntN(len(areaCodes))], year, month, day, g.rng.IntN(1000)))
 }
 
 // phone returns a mainland mobile number: 1, then 3–9, then nine digits.

@@ -55,6 +55,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/zhimaq/zhimaq/internal/launch"
 	"github.com/zhimaq/zhimaq/internal/procs"
 )
 
@@ -177,11 +179,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // runDrills sets up what the drills share, runs them and prints their
 // summary; every process it started has ended when it returns.
 func runDrills(ctx context.Context, o options, out io.Writer) (results []*result, logDir string, err error) {
-	bins := map[string]string{}
-	for _, name := range []string{"worker", "enqueue", "zhima-sandbox"} {
-		if bins[name], err = procs.Find(o.binDir, name); err != nil {
-			return nil, "", err
-		}
+	bins, err := launch.Programs(o.binDir, "worker", "enqueue", "zhima-sandbox")
+	if err != nil {
+		return nil, "", err
 	}
 	work, err := os.MkdirTemp("", "zhimaq-chaos-")
 	if err != nil {
@@ -196,10 +196,10 @@ func runDrills(ctx context.Context, o options, out io.Writer) (results []*result
 	} else if err := os.MkdirAll(logDir, 0o755); err != nil {
 		return nil, "", err
 	}
-	reg := &procs.Group{}
-	defer reg.StopAll(10 * time.Second)
+	l := &launch.Launcher{}
+	defer l.Close(10 * time.Second)
 
-	e := &env{bins: bins, reg: reg, work: work, logs: logDir, jobs: o.jobs, seed: o.seed, outage: o.outage, out: out}
+	e := &env{bins: bins, l: l, work: work, logs: logDir, jobs: o.jobs, seed: o.seed, outage: o.outage, out: out}
 	if e.appPriv, e.appPub, err = procs.WriteAppKeys(work); err != nil {
 		return nil, logDir, err
 	}
@@ -210,31 +210,28 @@ func runDrills(ctx context.Context, o options, out io.Writer) (results []*result
 	rand.Read(id[:])
 	e.runID = hex.EncodeToString(id[:])
 
-	var noRedisServer string
-	if path, lerr := lookRedisServer(o.redisServer); lerr == nil {
+	var noRedisServer, redisText string
+	if path, lerr := launch.FindRedisServer(o.redisServer); lerr == nil {
 		dir := filepath.Join(work, "redis")
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, logDir, err
 		}
-		srv, err := startRedisServer(ctx, reg, path, dir, filepath.Join(logDir, "redis-server.log"))
-		if err != nil {
+		if e.redis, err = l.StartRedisServer(ctx, launch.RedisServer{Program: path, Dir: dir, Log: filepath.Join(logDir, "redis-server.log"), AOF: true}); err != nil {
 			return nil, logDir, err
 		}
-		e.redis, e.redisSrv = srv, srv
+		redisText = fmt.Sprintf("private redis-server %s (pid %d, --appendonly yes --save \"\", dir %s)", e.redis.Addr(), e.redis.Child().Pid(), dir)
 	} else {
 		noRedisServer = "redis-server is not installed (" + lerr.Error() + "); install it with `apt-get install redis-server` (or pass --redis-server PATH)"
-		emb, err := startEmbeddedRedis()
-		if err != nil {
+		if e.redis, err = l.StartEmbeddedRedis(); err != nil {
 			return nil, logDir, err
 		}
-		e.redis = emb
+		redisText = "embedded miniredis " + e.redis.Addr() + " (redis-server is not installed)"
 	}
-	defer e.redis.Close()
 	e.rdb = redis.NewClient(&redis.Options{Addr: e.redis.Addr(), DialTimeout: time.Second, PoolSize: 16})
 	defer e.rdb.Close()
 
 	fmt.Fprintf(out, "zhimaq chaos: %d jobs a drill, seed %d, run %s\n", o.jobs, o.seed, e.runID)
-	fmt.Fprintf(out, "redis: %s\n", e.redis.Describe())
+	fmt.Fprintf(out, "redis: %s\n", redisText)
 	if noRedisServer != "" {
 		fmt.Fprintf(out, "note: %s\n", noRedisServer)
 	}
@@ -246,7 +243,7 @@ func runDrills(ctx context.Context, o options, out io.Writer) (results []*result
 		}
 		fmt.Fprintf(out, "\n== %s: %s\n", spec.name, spec.about)
 		var r *result
-		if spec.needsRedisServer && e.redisSrv == nil {
+		if spec.needsRedisServer && e.redis.Embedded() {
 			r = &result{Name: spec.name, Skipped: noRedisServer}
 		} else {
 			r = runDrill(ctx, e, spec, i)

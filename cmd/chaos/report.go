@@ -109,7 +109,7 @@ func (d *drill) account(ctx context.Context) {
 		d.problem("%d jobs failed although no fault of this drill is permanent: %s", r.Failed, countsText(failedBy))
 	}
 
-	st, err := d.gw.stats(ctx)
+	st, err := d.gw.sb.Stats(ctx)
 	if err != nil {
 		d.problem("cannot read the sandbox's stats: %v", err)
 		return
@@ -193,7 +193,7 @@ func (d *drill) callsPerTransaction(ctx context.Context) (map[zhimaq.Ref]int64, 
 		go func() {
 			defer wg.Done()
 			for ref := range refs {
-				n, err := d.gw.calls(ctx, ref.Method, ref.TransactionID)
+				n, err := d.gw.sb.Calls(ctx, ref.Method, ref.TransactionID)
 				mu.Lock()
 				if err != nil && firstErr == nil {
 					firstErr = err

@@ -34,25 +34,21 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
 
+	"github.com/zhimaq/zhimaq/internal/launch"
 	"github.com/zhimaq/zhimaq/internal/procs"
 	"github.com/zhimaq/zhimaq/internal/seal"
 )
@@ -62,7 +58,7 @@ const (
 	systemErrorRate = "0.3"
 	unavailableRate = "0.1"
 	stopGrace       = 15 * time.Second
-	startTimeout    = 15 * time.Second
+	workerStartup   = 15 * time.Second
 )
 
 var errInterrupted = errors.New("interrupted")
@@ -122,11 +118,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return err
 	}
 
-	bins := map[string]string{}
-	for _, name := range []string{"zhima-sandbox", "worker", "enqueue"} {
-		if bins[name], err = procs.Find(o.binDir, name); err != nil {
-			return err
-		}
+	bins, err := launch.Programs(o.binDir, "zhima-sandbox", "worker", "enqueue")
+	if err != nil {
+		return err
 	}
 	jobsPath, nJobs, err := findJobs(o.jobs)
 	if err != nil {
@@ -154,58 +148,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			fmt.Fprintf(stderr, "demo: logs of the worker and the sandbox: %s\n", logDir)
 		}
 	}()
+	var l launch.Launcher
+	defer l.Close(stopGrace)
 
 	// 1. Embedded Redis, in this process, on a free loopback port.
-	mr := miniredis.NewMiniRedis()
-	if err := mr.StartAddr("127.0.0.1:0"); err != nil {
-		return fmt.Errorf("start embedded Redis: %w", err)
+	rds, err := l.StartEmbeddedRedis()
+	if err != nil {
+		return err
 	}
-	defer mr.Close()
-	stopClock := runRedisClock(mr)
-	defer stopClock()
-	redisURL := "redis://" + mr.Addr() + "/0"
 
 	// 2. A throwaway app key pair.
 	appPriv, appPub, err := procs.WriteAppKeys(work)
 	if err != nil {
 		return err
 	}
-	alipayPub := filepath.Join(work, "alipay_public.pem")
 
 	// 3. The sandbox gateway.
-	sbLog, err := os.Create(sandboxLog)
-	if err != nil {
-		return err
-	}
-	defer sbLog.Close()
-	var children procs.Group
-	found := make(chan string, 1)
-	var once sync.Once
-	watch := procs.NewLineTap(sbLog, func(line []byte) {
-		if m := gatewayURLField.FindSubmatch(line); m != nil {
-			once.Do(func() { found <- string(m[1]) })
-		}
+	sb, err := l.StartSandbox(ctx, launch.SandboxConfig{
+		Program: bins["zhima-sandbox"], AppID: demoAppID, AppPublicKey: appPub,
+		AlipayPublicKey: filepath.Join(work, "alipay_public.pem"), Log: sandboxLog, Seed: o.seed,
+		Args: []string{"--system-error-rate", systemErrorRate, "--unavailable-rate", unavailableRate},
 	})
-	sbArgs := []string{"--addr", "127.0.0.1:0", "--app-id", demoAppID, "--app-public-key-file", appPub,
-		"--write-alipay-public-key", alipayPub,
-		"--system-error-rate", systemErrorRate, "--unavailable-rate", unavailableRate}
-	if o.seed != 0 {
-		sbArgs = append(sbArgs, "--seed", strconv.FormatInt(o.seed, 10))
-	}
-	sandbox, err := children.Start("zhima-sandbox", bins["zhima-sandbox"], sbArgs, procs.CleanEnv(), sbLog, watch)
 	if err != nil {
-		return err
-	}
-	defer sandbox.Stop(stopGrace)
-	gatewayURL, err := waitGatewayURL(ctx, sandbox, found)
-	if err != nil {
-		return interrupted(fmt.Errorf("%w\n%s", err, procs.Tail(sandboxLog, 10)))
-	}
-	statsURL, err := adminURL(gatewayURL, "/admin/stats")
-	if err != nil {
-		return err
-	}
-	if _, err := waitSandbox(ctx, sandbox, statsURL); err != nil {
 		return interrupted(err)
 	}
 
@@ -217,11 +181,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 	env := append(procs.CleanEnv(),
 		"DATA_KEYS="+dataKeys,
-		"REDIS_URL="+redisURL,
-		"ZHIMA_GATEWAY_URL="+gatewayURL,
+		"REDIS_URL="+rds.URL(),
+		"ZHIMA_GATEWAY_URL="+sb.URL,
 		"ZHIMA_APP_ID="+demoAppID,
 		"ZHIMA_APP_PRIVATE_KEY_FILE="+appPriv,
-		"ZHIMA_ALIPAY_PUBLIC_KEY_FILE="+alipayPub,
+		"ZHIMA_ALIPAY_PUBLIC_KEY_FILE="+sb.AlipayPublicKey,
 		"LOG_FORMAT=console",
 	)
 	workerEnv := append(env[:len(env):len(env)],
@@ -234,18 +198,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if err != nil {
 		return err
 	}
-	defer wLog.Close()
-	worker, err := children.Start("worker", bins["worker"], nil, workerEnv, wLog, wLog)
+	worker, err := l.Children.Start("worker", bins["worker"], nil, workerEnv, wLog, wLog)
 	if err != nil {
+		wLog.Close()
 		return err
 	}
-	defer worker.Stop(stopGrace)
-	if err := waitWorker(ctx, worker, mr); err != nil {
+	if err := waitWorker(ctx, worker, rds); err != nil {
 		return interrupted(fmt.Errorf("%w\n%s", err, procs.Tail(workerLog, 10)))
 	}
 
 	fmt.Fprintf(stdout, "zhimaq demo: embedded Redis %s · sandbox %s (faults: %s%% SYSTEM_ERROR, %s%% 20000) · worker up\n",
-		mr.Addr(), gatewayURL, percent(systemErrorRate), percent(unavailableRate))
+		rds.Addr(), sb.URL, percent(systemErrorRate), percent(unavailableRate))
 	fmt.Fprintf(stdout, "enqueue batch --wait %s (%d lines)…\n", jobsPath, nJobs)
 
 	// 5. The producer, waiting for every job.
@@ -261,7 +224,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return fmt.Errorf("%w (enqueue exit status %d)", err, code)
 	}
 	s := summarize(recs)
-	st, err := fetchStats(ctx, statsURL)
+	st, err := sb.Stats(ctx)
 	if err != nil {
 		return interrupted(err)
 	}
@@ -276,7 +239,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 
 	// 7. Stop everything, in order.
 	werr := stop(worker, stopGrace)
-	serr := stop(sandbox, stopGrace)
+	serr := stop(sb.Child, stopGrace)
 	fmt.Fprintf(stdout, "worker log: %s\nsandbox log: %s\n", workerLog, sandboxLog)
 	switch {
 	case s.unfinished > 0:
@@ -329,27 +292,6 @@ func findJobs(path string) (string, int, error) {
 	return "", 0, errors.New("cannot find demo/jobs.jsonl; run from the module root or pass --jobs")
 }
 
-// runRedisClock makes the embedded Redis expire keys in real time (miniredis
-// only moves TTLs when told); it returns a func that stops it.
-func runRedisClock(mr *miniredis.Miniredis) func() {
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(250 * time.Millisecond)
-		defer t.Stop()
-		last := time.Now()
-		for {
-			select {
-			case <-done:
-				return
-			case now := <-t.C:
-				mr.FastForward(now.Sub(last))
-				last = now
-			}
-		}
-	}()
-	return func() { close(done) }
-}
-
 // stop asks c to end with SIGTERM, kills it after grace, and reports
 // anything but a clean exit 0 after SIGTERM. A child that had already ended
 // is reported as having exited early.
@@ -364,81 +306,14 @@ func stop(c *procs.Child, grace time.Duration) error {
 	return err
 }
 
-var gatewayURLField = regexp.MustCompile(`gateway_url="?([^"\s]+)`)
-
-// waitGatewayURL waits for the sandbox to log its gateway URL.
-func waitGatewayURL(ctx context.Context, sb *procs.Child, found <-chan string) (string, error) {
-	timer := time.NewTimer(startTimeout)
-	defer timer.Stop()
-	select {
-	case u := <-found:
-		return u, nil
-	case <-sb.Done():
-		return "", fmt.Errorf("zhima-sandbox exited at start-up (%s)", procs.DescribeExit(sb.Err()))
-	case <-timer.C:
-		return "", fmt.Errorf("zhima-sandbox printed no gateway_url within %s", startTimeout)
-	case <-ctx.Done():
-		return "", ctx.Err()
-	}
-}
-
-func adminURL(gatewayURL, path string) (string, error) {
-	u, err := url.Parse(gatewayURL)
-	if err != nil || u.Host == "" {
-		return "", fmt.Errorf("zhima-sandbox printed an unusable gateway_url %q", gatewayURL)
-	}
-	u.Path, u.RawQuery = path, ""
-	return u.String(), nil
-}
-
-// waitSandbox polls the sandbox's stats until it answers.
-func waitSandbox(ctx context.Context, sb *procs.Child, statsURL string) (sandboxStats, error) {
-	deadline := time.Now().Add(startTimeout)
-	for {
-		st, err := fetchStats(ctx, statsURL)
-		if err == nil {
-			return st, nil
-		}
-		switch {
-		case sb.Exited():
-			return st, fmt.Errorf("zhima-sandbox exited at start-up (%s)", procs.DescribeExit(sb.Err()))
-		case ctx.Err() != nil:
-			return st, ctx.Err()
-		case time.Now().After(deadline):
-			return st, fmt.Errorf("zhima-sandbox does not answer at %s: %w", statsURL, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func fetchStats(ctx context.Context, statsURL string) (sandboxStats, error) {
-	var st sandboxStats
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, statsURL, nil)
-	if err != nil {
-		return st, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return st, fmt.Errorf("sandbox stats: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("sandbox stats: HTTP %s", resp.Status)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return st, fmt.Errorf("sandbox stats: %w", err)
-	}
-	return st, nil
-}
-
 // waitWorker waits until the worker has registered with asynq in Redis. A
-// worker that exits fails the demo; one not seen within startTimeout is
+// worker that exits fails the demo; one not seen within workerStartup is
 // given the benefit of the doubt (enqueue --wait still watches it).
-func waitWorker(ctx context.Context, w *procs.Child, mr *miniredis.Miniredis) error {
-	deadline := time.Now().Add(startTimeout)
-	for !mr.Exists("asynq:servers") && time.Now().Before(deadline) {
+func waitWorker(ctx context.Context, w *procs.Child, rds *launch.Redis) error {
+	rdb := redis.NewClient(&redis.Options{Addr: rds.Addr()})
+	defer rdb.Close()
+	deadline := time.Now().Add(workerStartup)
+	for rdb.Exists(ctx, "asynq:servers").Val() == 0 && time.Now().Before(deadline) {
 		select {
 		case <-w.Done():
 			return fmt.Errorf("worker exited at start-up (%s)", procs.DescribeExit(w.Err()))

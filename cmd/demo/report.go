@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/zhimaq/zhimaq/internal/sandbox"
 )
 
 // record is the part of enqueue's result record (DESIGN.md "A result
@@ -27,13 +29,6 @@ type record struct {
 		SubCode string `json:"sub_code"`
 		SubMsg  string `json:"sub_msg"`
 	} `json:"error"`
-}
-
-// sandboxStats is GET /admin/stats of the sandbox.
-type sandboxStats struct {
-	Calls  int64            `json:"calls"`
-	Billed int64            `json:"billed"`
-	Codes  map[string]int64 `json:"codes"`
 }
 
 // parseRecords reads enqueue's JSONL output: exactly want records, each
@@ -184,7 +179,7 @@ func printTable(w io.Writer, recs []record) error {
 
 // printSummary writes the counts and the sandbox's, and reports whether
 // billed equals the distinct succeeded transactions.
-func printSummary(w io.Writer, s summary, st sandboxStats) bool {
+func printSummary(w io.Writer, s summary, st sandbox.Stats) bool {
 	fmt.Fprintf(w, "%d jobs · %d succeeded · %d failed · %d rejected · %d retried (attempts > 1) · %d duplicate",
 		s.jobs, s.succeeded, s.failed, s.rejected, s.retried, s.duplicates)
 	if s.unfinished > 0 {

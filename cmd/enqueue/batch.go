@@ -10,14 +10,10 @@ import (
 	"io"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/zhimaq/zhimaq"
 	"github.com/zhimaq/zhimaq/internal/hosts"
-	"github.com/zhimaq/zhimaq/internal/jsonl"
-	"github.com/zhimaq/zhimaq/internal/payload"
-	"github.com/zhimaq/zhimaq/internal/zhima"
 )
 
 var batchUsage = `enqueue batch — submits jobs from a JSON Lines file and prints their result records.
@@ -93,12 +89,8 @@ error.
 
 var maxJobBytesText = fmt.Sprint(zhimaq.MaxJobBytes)
 
-// submitTimeout bounds one line's submission, which is a few Redis round
-// trips; it guards against a Redis that accepts connections but never answers.
-const submitTimeout = 30 * time.Second
-
-// pingTimeout bounds the check made after a failed submission.
-const pingTimeout = 3 * time.Second
+// closeTimeout bounds the write that closes the batch.
+const closeTimeout = 30 * time.Second
 
 // batchFlags are the settings of one batch run.
 type batchFlags struct {
@@ -116,8 +108,8 @@ func runBatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	var f batchFlags
 	fs.BoolVar(&f.wait, "wait", false, "")
 	fs.DurationVar(&f.timeout, "timeout", 0, "")
-	fs.IntVar(&f.parallel, "parallel", 16, "")
-	fs.DurationVar(&f.patience, "redis-patience", 30*time.Second, "")
+	fs.IntVar(&f.parallel, "parallel", zhimaq.DefaultParallel, "")
+	fs.DurationVar(&f.patience, "redis-patience", zhimaq.DefaultRedisPatience, "")
 	fs.StringVar(&f.callback, "callback", "", "")
 	files, code, err := parseArgs(fs, args, batchUsage, stdout, stderr)
 	if err != nil {
@@ -198,33 +190,25 @@ type batch struct {
 	stderr io.Writer
 	now    func() time.Time
 
-	// With --wait: every line's record, and which of them were accepted.
-	recs []*zhimaq.Record
+	// With --wait: every line's submission, and which of them were accepted.
+	subs []*zhimaq.Submission
 	refs []int
-}
-
-// slot is one non-blank line on its way to the output. rec is set before
-// done is closed.
-type slot struct {
-	rec  *zhimaq.Record
-	done chan struct{}
-}
-
-// lineRead is what the input goroutine hands over: one line or an error.
-type lineRead struct {
-	line []byte
-	n    int
-	err  error
 }
 
 func (b *batch) run(ctx context.Context, in io.Reader, stdout io.Writer) int {
 	out := bufio.NewWriterSize(stdout, 64<<10)
-	lastLine, readAll, stopErr := b.submit(ctx, in, out)
+	lastLine, stopErr := b.batch.SubmitJSONL(ctx, in, zhimaq.SubmitOptions{
+		Parallel:      b.flags.parallel,
+		RedisPatience: b.patience(),
+		Emit:          func(sub *zhimaq.Submission) error { return b.emit(out, sub) },
+		Flush:         out.Flush,
+	})
 	if err := out.Flush(); err != nil && stopErr == nil {
 		stopErr = fmt.Errorf("write output: %w", err)
 	}
+	readAll := stopErr == nil
 	// The batch is complete with the lines read, whatever stopped it.
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), submitTimeout)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeTimeout)
 	if err := b.batch.Close(cctx); err != nil && stopErr == nil {
 		stopErr = fmt.Errorf("store the batch: %w", err)
 		readAll = true // every line was read; the batch is what failed
@@ -234,13 +218,13 @@ func (b *batch) run(ctx context.Context, in io.Reader, stdout io.Writer) int {
 	if b.batch.Counts().Rejected > 0 {
 		code = exitFailed
 	}
-	switch {
-	case stopErr != nil && !readAll:
-		fmt.Fprintf(b.stderr, "enqueue: %v; stopped after line %d, later lines were not read\n", stopErr, lastLine)
+	if stopErr != nil {
 		code = exitFailed
-	case stopErr != nil:
-		fmt.Fprintf(b.stderr, "enqueue: %v\n", stopErr)
-		code = exitFailed
+		if readAll {
+			fmt.Fprintf(b.stderr, "enqueue: %v\n", stopErr)
+		} else {
+			fmt.Fprintf(b.stderr, "enqueue: %s; stopped after line %d, later lines were not read\n", b.why(stopErr), lastLine)
+		}
 	}
 	if !b.flags.wait {
 		b.summary(nil)
@@ -258,8 +242,8 @@ func (b *batch) run(ctx context.Context, in io.Reader, stdout io.Writer) int {
 			code = exitFailed
 		}
 	}
-	for _, rec := range b.recs {
-		if err := writeRecord(out, rec); err != nil {
+	for _, sub := range b.subs {
+		if err := writeRecord(out, sub); err != nil {
 			break
 		}
 	}
@@ -271,223 +255,48 @@ func (b *batch) run(ctx context.Context, in io.Reader, stdout io.Writer) int {
 	return code
 }
 
-// submit reads and submits every line, up to b.flags.parallel at once, and
-// hands their records to out in input order: written at once, or kept in
-// b.recs with --wait. It returns the number of the last line read, whether
-// that was the last of the input, and what went wrong if anything: an
-// interrupt before the end of input, a read or write error, Redis
-// unreachable, or a line beyond BATCH_MAX_LINES (the last line read is then
-// the one before it).
-func (b *batch) submit(ctx context.Context, in io.Reader, out *bufio.Writer) (lastLine int, readAll bool, err error) {
-	stopCtx, stop := context.WithCancelCause(ctx)
-	defer stop(nil)
-
-	// The input goroutine only reads, so a read that blocks (a terminal on
-	// stdin) never holds up an interrupt; it ends when quit closes.
-	lines := make(chan lineRead)
-	quit := make(chan struct{})
-	defer close(quit)
-	go func() {
-		lr := jsonl.NewReader(in, zhimaq.MaxJobBytes)
-		for {
-			line, n, err := lr.Next()
-			select {
-			case lines <- lineRead{line, n, err}:
-			case <-quit:
-				return
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-
-	slots := make(chan *slot, 2*b.flags.parallel)
-	var wg sync.WaitGroup
-	go func() {
-		defer close(slots)
-		defer wg.Wait()
-		sem := make(chan struct{}, b.flags.parallel)
-		chain := map[string]*slot{}
-		for {
-			var l lineRead
-			select {
-			case <-stopCtx.Done():
-				return
-			case l = <-lines:
-			}
-			if l.err == io.EOF {
-				readAll = true
-				return
-			}
-			if l.err != nil {
-				stop(fmt.Errorf("read input: %w", l.err))
-				return
-			}
-			if jsonl.Blank(l.line) {
-				lastLine = l.n
-				continue
-			}
-			// Room in the batch before anything else: a line beyond
-			// BATCH_MAX_LINES is not submitted, and no later line is read.
-			if err := b.batch.Reserve(); err != nil {
-				stop(fmt.Errorf("batch holds BATCH_MAX_LINES=%d lines", b.batch.MaxLines()))
-				return
-			}
-			lastLine = l.n
-			s := &slot{done: make(chan struct{})}
-			job, rej := zhimaq.ParseJob(l.line)
-			if rej != nil {
-				s.rec = rej
-				close(s.done)
-				slots <- s
-				continue
-			}
-			// Lines with the same (method, transaction_id) are submitted one
-			// after the other, so the earlier line is the one that counts.
-			tid := transactionID(job)
-			var prev *slot
-			if tid != "" {
-				key := job.Method + "\x00" + tid
-				prev = chain[key]
-				chain[key] = s
-				if len(chain) >= 4096+4*b.flags.parallel {
-					pruneChain(chain)
-				}
-			}
-			sem <- struct{}{}
-			slots <- s
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { <-sem }()
-				if prev != nil {
-					<-prev.done
-				}
-				if cause := context.Cause(stopCtx); errors.As(cause, new(*redisDownError)) {
-					// Another line found Redis down: don't try.
-					s.rec = b.localRejection(job, tid, "not submitted: "+cause.Error())
-				} else {
-					s.rec = b.submitOne(ctx, job, tid, stop)
-				}
-				close(s.done)
-			}()
-		}
-	}()
-
-	for s := range slots {
-		select {
-		case <-s.done:
-		default:
-			// Nothing more is ready: let what is written so far out first.
-			if err := out.Flush(); err != nil {
-				stop(fmt.Errorf("write output: %w", err))
-			}
-			<-s.done
-		}
-		if err := b.batch.Add(context.WithoutCancel(ctx), s.rec); err != nil {
-			stop(fmt.Errorf("store the batch: %w", err))
-		}
-		if b.flags.wait {
-			b.recs = append(b.recs, s.rec)
-			if s.rec.State != zhimaq.Rejected {
-				b.refs = append(b.refs, len(b.recs)-1)
-			}
-			continue
-		}
-		if err := writeRecord(out, s.rec); err != nil {
-			stop(fmt.Errorf("write output: %w", err))
-		}
+// patience is --redis-patience as SubmitOptions takes it: 0 means no retry.
+func (b *batch) patience() time.Duration {
+	if b.flags.patience == 0 {
+		return -1
 	}
-	// slots is closed after the dispatcher's last write to lastLine and readAll.
+	return b.flags.patience
+}
+
+// emit hands one line's submission on: written at once, or kept with --wait.
+func (b *batch) emit(out io.Writer, sub *zhimaq.Submission) error {
+	if !b.flags.wait {
+		if err := writeRecord(out, sub); err != nil {
+			return fmt.Errorf("write output: %w", err)
+		}
+		return nil
+	}
+	b.subs = append(b.subs, sub)
+	if sub.State != zhimaq.Rejected {
+		b.refs = append(b.refs, len(b.subs)-1)
+	}
+	return nil
+}
+
+// why says in enqueue's words what stopped the submission before the end
+// of the input.
+func (b *batch) why(err error) string {
+	var re *zhimaq.ReadError
 	switch {
-	case stopCtx.Err() == nil:
-		return lastLine, readAll, nil
-	case ctx.Err() != nil && readAll:
-		return lastLine, readAll, nil // an interrupt after the input: await sees it
-	case ctx.Err() != nil:
-		return lastLine, readAll, errors.New("interrupted")
+	case errors.As(err, &re):
+		return "read input: " + re.Err.Error()
+	case errors.Is(err, zhimaq.ErrTooManyLines):
+		return fmt.Sprintf("batch holds BATCH_MAX_LINES=%d lines", b.batch.MaxLines())
+	case errors.Is(err, context.Canceled):
+		return "interrupted"
 	}
-	return lastLine, readAll, context.Cause(stopCtx)
-}
-
-// submitOne submits one parsed job. Its context is not cancelled by an
-// interrupt, so a line read is always answered with a true record. When
-// Redis fails it tries again with backoff for up to --redis-patience (a Redis
-// restart, a failover): a submission is idempotent, so a retry of one that
-// did reach Redis answers as the first did. After that it returns a
-// rejected record carrying the error and, if Redis does not answer a ping
-// either, calls stop.
-func (b *batch) submitOne(ctx context.Context, job zhimaq.Job, tid string, stop context.CancelCauseFunc) *zhimaq.Record {
-	var err error
-	deadline := time.Now().Add(b.flags.patience)
-	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 4*time.Second) {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), submitTimeout)
-		var rec *zhimaq.Record
-		rec, err = b.batch.Submit(sctx, job)
-		cancel()
-		if err == nil {
-			return rec
-		}
-		if time.Now().Add(wait).After(deadline) || ctx.Err() != nil {
-			break
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(wait):
-		}
-	}
-	pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), pingTimeout)
-	defer pcancel()
-	if perr := b.p.rdb.Ping(pctx).Err(); perr != nil {
-		stop(&redisDownError{perr})
-	}
-	return b.localRejection(job, tid, err.Error())
-}
-
-// redisDownError stops a batch: a submission failed and Redis did not
-// answer a ping either.
-type redisDownError struct{ err error }
-
-func (e *redisDownError) Error() string { return "Redis is unreachable (" + e.err.Error() + ")" }
-func (e *redisDownError) Unwrap() error { return e.err }
-
-// localRejection is the record of a job that was not enqueued for a reason
-// of enqueue's own, such as Redis failing: a zhima.LocalFailure, source
-// "local" and msg only.
-func (b *batch) localRejection(job zhimaq.Job, tid, msg string) *zhimaq.Record {
-	return &zhimaq.Record{Method: job.Method, TransactionID: tid, State: zhimaq.Rejected,
-		Error: payload.ErrorInfo(zhima.LocalFailure(job.Method, msg)), UpdatedAt: b.now().UTC()}
-}
-
-// pruneChain forgets the lines that are submitted already.
-func pruneChain(chain map[string]*slot) {
-	for k, s := range chain {
-		select {
-		case <-s.done:
-			delete(chain, k)
-		default:
-		}
-	}
-}
-
-// transactionID reads biz_content.transaction_id; "" when it is missing,
-// not a string or not of a transaction id's form (Submit rejects such a job
-// without reaching Redis, and a record must not quote it).
-func transactionID(job zhimaq.Job) string {
-	var probe struct {
-		TransactionID string `json:"transaction_id"`
-	}
-	if json.Unmarshal(job.BizContent, &probe) != nil || !zhima.IsTransactionID(probe.TransactionID) {
-		return ""
-	}
-	return probe.TransactionID
+	return err.Error()
 }
 
 // writeRecord writes rec as one JSON line. It calls MarshalJSON directly:
 // json.Marshal would re-escape <, > and & inside the gateway's response,
 // which must reach the caller byte for byte.
-func writeRecord(w io.Writer, rec *zhimaq.Record) error {
+func writeRecord(w io.Writer, rec json.Marshaler) error {
 	line, err := rec.MarshalJSON()
 	if err != nil {
 		return fmt.Errorf("encode record: %w", err)

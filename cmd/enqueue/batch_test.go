@@ -23,7 +23,7 @@ type want struct {
 	subMsg    string // a part of the error's sub_msg or msg
 }
 
-func checkRecords(t *testing.T, got []zhimaq.Record, wants []want) {
+func checkRecords(t *testing.T, got []zhimaq.Submission, wants []want) {
 	t.Helper()
 	if len(got) != len(wants) {
 		t.Fatalf("%d records, want %d", len(got), len(wants))

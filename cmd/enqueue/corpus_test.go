@@ -131,7 +131,7 @@ func TestBatchBadJobsCorpus(t *testing.T) {
 	if r.code != exitFailed {
 		t.Errorf("exit %d, want 1", r.code)
 	}
-	var records []zhimaq.Record
+	var records []zhimaq.Submission
 	var nonBlank []corpusLine
 	for _, l := range lines {
 		if l.outcome != outcomeBlank {
@@ -139,7 +139,7 @@ func TestBatchBadJobsCorpus(t *testing.T) {
 		}
 	}
 	for i, out := range strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n") {
-		var rec zhimaq.Record
+		var rec zhimaq.Submission
 		if err := json.Unmarshal([]byte(out), &rec); err != nil {
 			t.Fatalf("output line %d is not a record: %v\n%.500s", i+1, err, out)
 		}
@@ -220,7 +220,7 @@ func TestBatchBadJobsCorpus(t *testing.T) {
 }
 
 // checkCorpusRecord lists what is wrong with rec as the record of l.
-func checkCorpusRecord(l corpusLine, rec zhimaq.Record) []string {
+func checkCorpusRecord(l corpusLine, rec zhimaq.Submission) []string {
 	var problems []string
 	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 	if l.good() {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/zhimaq/zhimaq"
 	"github.com/zhimaq/zhimaq/internal/config"
+	"github.com/zhimaq/zhimaq/internal/wire"
 )
 
 // Exit statuses.
@@ -180,17 +181,7 @@ func newProducer(getenv func(string) string) (*producer, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := zhimaq.NewProducer(rdb, zhimaq.ProducerConfig{
-		AppID:         cfg.AppID,
-		DataKeys:      cfg.DataKeys,
-		Queue:         cfg.Queue,
-		KeyPrefix:     cfg.KeyPrefix,
-		DedupWindow:   cfg.DedupWindow,
-		ResultTTL:     cfg.ResultTTL,
-		MaxAttempts:   cfg.RetryMaxAttempts,
-		CallbackHosts: cfg.CallbackHosts,
-		MaxBatchLines: cfg.BatchMaxLines,
-	})
+	p, err := zhimaq.NewProducer(rdb, wire.ProducerConfig(cfg))
 	if err != nil {
 		rdb.Close()
 		return nil, err

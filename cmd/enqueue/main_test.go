@@ -56,14 +56,14 @@ func enqueueCtx(t *testing.T, ctx context.Context, env map[string]string, stdin 
 }
 
 // records reads the command's JSONL output.
-func records(t *testing.T, stdout string) []zhimaq.Record {
+func records(t *testing.T, stdout string) []zhimaq.Submission {
 	t.Helper()
-	var recs []zhimaq.Record
+	var recs []zhimaq.Submission
 	for i, line := range strings.Split(strings.TrimSuffix(stdout, "\n"), "\n") {
 		if line == "" && stdout == "" {
 			break
 		}
-		var rec zhimaq.Record
+		var rec zhimaq.Submission
 		if err := json.Unmarshal([]byte(line), &rec); err != nil {
 			t.Fatalf("output line %d is not a record: %v\n%s", i+1, err, line)
 		}
@@ -72,36 +72,33 @@ func records(t *testing.T, stdout string) []zhimaq.Record {
 	return recs
 }
 
-// residentID completes 17 digits with their check digit.
-func residentID(first17 string) string {
-	return first17 + string(zhima.ResidentIDCheckDigit(first17))
-}
-
 // testID is a valid resident ID number, different for each n.
-func testID(n int) string { return residentID(fmt.Sprintf("110105194912%05d", n)) }
+func testID(n int) string { return zhimatest.ResidentID(fmt.Sprintf("110105194912%05d", n)) }
 
-const testName = "张三"
+// The personal data of the tests' jobs besides their ID numbers: no output
+// may quote it.
+const (
+	testName     = "张三"
+	testPhone    = "13800138000"
+	testRelative = "李四"
+)
 
 func scoreLine(tid, certNo string, admittance int) string {
-	return fmt.Sprintf(`{"method":"zhima.credit.score.brief.get","biz_content":{"transaction_id":%q,"product_code":"w1010100000000002733","cert_type":"IDENTITY_CARD","cert_no":%q,"name":%q,"admittance_score":%d}}`,
-		tid, certNo, testName, admittance)
+	return string(zhimatest.JobLine(zhima.MethodScoreBriefGet, zhimatest.ScoreBiz(tid, certNo, testName, admittance)))
 }
 
 func relationLine(tid, certNo string) string {
-	return fmt.Sprintf(`{"method":"zhima.credit.relation.query","biz_content":{"product_code":"w1010100001000001200","transaction_id":%q,"cert_no":%q,"name":%q,"relation_phone":"13800138000","relation_name":"李四","relation":"family"}}`,
-		tid, certNo, testName)
+	return string(zhimatest.JobLine(zhima.MethodRelationQuery, zhimatest.RelationBiz(tid, certNo, testName, testPhone, testRelative, "family")))
 }
 
 func certificationLine(tid, certNo, picture string) string {
-	identity := fmt.Sprintf(`{"identity_type":"CERT_INFO","cert_type":"IDENTITY_CARD","cert_name":%q,"cert_no":%q}`, testName, certNo)
-	return fmt.Sprintf(`{"method":"zhima.customer.certification.initialize","biz_content":{"transaction_id":%q,"product_code":"w1010100000000002978","biz_code":"FACE","identity_param":%q,"face_contrast_picture":%q}}`,
-		tid, identity, picture)
+	return string(zhimatest.JobLine(zhima.MethodCertificationInitialize, zhimatest.CertificationBiz(tid, certNo, testName, picture)))
 }
 
 // assertNoPersonalData fails when out quotes a name or ID number of the tests.
 func assertNoPersonalData(t *testing.T, out string, ids ...string) {
 	t.Helper()
-	for _, s := range append(ids, testName, "李四", "13800138000") {
+	for _, s := range append(ids, testName, testRelative, testPhone) {
 		if strings.Contains(out, s) {
 			t.Errorf("output holds personal data %q", s)
 		}

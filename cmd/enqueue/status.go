@@ -42,6 +42,14 @@ interrupted; 2 on a usage or configuration error.
 
 // Watch pacing: a redraw a second at a terminal (slower for batches over
 // 10,000 lines, at most every 10s), a line every 5 seconds elsewhere.
+// Each poll reads every record of the batch, about watchRate a second; a
+// watch gives up after watchFailures failed polls in a row.
+const (
+	watchRate     = 10000
+	watchMax      = 10 * time.Second
+	watchFailures = 5
+)
+
 var (
 	watchTerminal = time.Second
 	watchLines    = 5 * time.Second
@@ -114,7 +122,7 @@ func watchBatch(ctx context.Context, p *producer, st *zhimaq.BatchStatus, out io
 	var bar *progressLine
 	if isTerminal(out) {
 		// Each poll reads every record of the batch: big ones more slowly.
-		every = min(max(watchTerminal, time.Duration(st.Lines)*time.Second/pollRate), pollMax*5)
+		every = min(max(watchTerminal, time.Duration(st.Lines)*time.Second/watchRate), watchMax)
 		bar = newProgressLine(out, time.Now)
 		defer bar.end()
 	}
@@ -142,7 +150,7 @@ func watchBatch(ctx context.Context, p *producer, st *zhimaq.BatchStatus, out io
 		case errors.Is(err, zhimaq.ErrNotFound):
 			return st, err
 		case err != nil:
-			if failures++; failures >= pollFailures {
+			if failures++; failures >= watchFailures {
 				return st, fmt.Errorf("watching: reading the batch failed %d times in a row: %w", failures, err)
 			}
 			continue

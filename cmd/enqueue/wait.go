@@ -3,21 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/zhimaq/zhimaq"
 )
-
-// Polling while waiting: every pollMin, slower for big batches so that
-// Redis reads about pollRate records a second, at most every pollMax.
-const (
-	pollMin  = 200 * time.Millisecond
-	pollMax  = 2 * time.Second
-	pollRate = 10000
-)
-
-// pollFailures is how many polls in a row may fail before waiting gives up.
-const pollFailures = 5
 
 // tally counts the accepted jobs of a batch by how they stand.
 type tally struct {
@@ -26,12 +14,11 @@ type tally struct {
 
 func (t tally) done() int { return t.succeeded + t.failed }
 
-// await polls the records of the accepted lines (b.refs) until every job has
-// finished, replacing b.recs with the latest records (a line that was a
-// duplicate stays marked as one, and every record names this batch). It
-// returns the final tally and, when it gave up, why: --timeout, an
-// interrupt, or Redis failing poll after poll.
-// Progress goes to stderr when stderr is a terminal.
+// await waits with Producer.Wait until every accepted line's job (b.refs)
+// has finished, keeping each line's submission with its job's latest
+// record. It returns the final tally and, when it gave up, why: --timeout,
+// an interrupt, or Redis failing poll after poll. Progress goes to stderr
+// when stderr is a terminal.
 func (b *batch) await(ctx context.Context) (*tally, error) {
 	parent := ctx
 	if b.flags.timeout > 0 {
@@ -44,69 +31,37 @@ func (b *batch) await(ctx context.Context) (*tally, error) {
 		bar = newProgressLine(b.stderr, b.now)
 		defer bar.end()
 	}
-	pending := make([]int, 0, len(b.refs))
-	for _, i := range b.refs {
-		if !b.recs[i].State.Terminal() {
-			pending = append(pending, i)
-		}
-	}
 	t := b.tally()
 	bar.draw(t)
-	failures := 0
-	for len(pending) > 0 {
-		timer := time.NewTimer(min(max(time.Duration(len(pending))*time.Second/pollRate, pollMin), pollMax))
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return &t, b.waitError(parent, t)
-		case <-timer.C:
-		}
-		refs := make([]zhimaq.Ref, len(pending))
-		for j, i := range pending {
-			refs[j] = zhimaq.Ref{Method: b.recs[i].Method, TransactionID: b.recs[i].TransactionID}
-		}
-		got, err := b.p.Results(ctx, refs)
-		if err != nil {
-			if ctx.Err() != nil {
-				return &t, b.waitError(parent, t)
-			}
-			if failures++; failures >= pollFailures {
-				return &t, fmt.Errorf("waiting: reading records failed %d times in a row: %w", failures, err)
-			}
-			continue
-		}
-		failures = 0
-		still := pending[:0]
-		for j, i := range pending {
-			if j < len(got) && got[j] != nil {
-				got[j].Duplicate, got[j].BatchID = b.recs[i].Duplicate, b.batch.ID()
-				b.recs[i] = got[j]
-			}
-			if !b.recs[i].State.Terminal() {
-				still = append(still, i)
+	refs := make([]zhimaq.Ref, len(b.refs))
+	for j, i := range b.refs {
+		refs[j] = zhimaq.Ref{Method: b.subs[i].Method, TransactionID: b.subs[i].TransactionID}
+	}
+	_, err := b.p.Wait(ctx, refs, zhimaq.WaitOptions{Progress: func(recs []*zhimaq.Record) {
+		for j, rec := range recs {
+			if rec != nil {
+				b.subs[b.refs[j]].Record = rec
 			}
 		}
-		pending = still
 		t = b.tally()
 		bar.draw(t)
+	}})
+	switch {
+	case err == nil:
+		return &t, nil
+	case parent.Err() != nil:
+		return &t, fmt.Errorf("interrupted with %d of %d jobs unfinished", t.unfinished, t.total)
+	case ctx.Err() != nil:
+		return &t, fmt.Errorf("--timeout %v passed with %d of %d jobs unfinished", b.flags.timeout, t.unfinished, t.total)
 	}
-	return &t, nil
-}
-
-// waitError says why waiting ended early: parent, the command's context,
-// ended (an interrupt), or else --timeout passed.
-func (b *batch) waitError(parent context.Context, t tally) error {
-	if parent.Err() != nil {
-		return fmt.Errorf("interrupted with %d of %d jobs unfinished", t.unfinished, t.total)
-	}
-	return fmt.Errorf("--timeout %v passed with %d of %d jobs unfinished", b.flags.timeout, t.unfinished, t.total)
+	return &t, fmt.Errorf("waiting: %w", err)
 }
 
 // tally counts the accepted lines' records.
 func (b *batch) tally() tally {
 	t := tally{total: len(b.refs)}
 	for _, i := range b.refs {
-		switch b.recs[i].State {
+		switch b.subs[i].State {
 		case zhimaq.Succeeded:
 			t.succeeded++
 		case zhimaq.Failed, zhimaq.Rejected:

@@ -10,38 +10,29 @@ import (
 	"github.com/zhimaq/zhimaq/internal/config"
 	"github.com/zhimaq/zhimaq/internal/sandbox"
 	"github.com/zhimaq/zhimaq/internal/worker"
-	"github.com/zhimaq/zhimaq/internal/zhimatest"
+	"github.com/zhimaq/zhimaq/internal/workertest"
 )
 
 // startWorker runs a real worker in-process against a sandbox gateway with
-// faults, adds the worker's settings to env, and returns the gateway.
+// faults, on the Redis, queue, key prefix and producer settings that env
+// gives the command, and returns the gateway.
 func startWorker(t *testing.T, env map[string]string, faults sandbox.Faults) *sandbox.Server {
 	t.Helper()
-	sb, url := zhimatest.StartGateway(t, sandbox.Config{AppID: testAppID, Faults: faults})
-	env["ZHIMA_GATEWAY_URL"] = url
-	env["ZHIMA_APP_PRIVATE_KEY_FILE"] = zhimatest.KeyFile("app_private_pkcs1.pem")
-	env["ZHIMA_ALIPAY_PUBLIC_KEY"] = string(sb.AlipayPublicKeyPEM())
-	env["ZHIMA_TIMEOUT"] = "5s"
-	env["RETRY_BASE_DELAY"] = "10ms"
-	env["RETRY_MAX_DELAY"] = "50ms"
-	env["HTTP_ADDR"] = "off"
-	env["WORKER_CONCURRENCY"] = "8"
-	cfg, err := config.Load(func(k string) string { return env[k] })
+	shared, err := config.Load(func(k string) string { return env[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := worker.New(worker.Options{Config: cfg, PollInterval: 50 * time.Millisecond, ShutdownTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		sb.Close() // lets hung calls go first
-		w.Close()
+	s := workertest.Start(t, workertest.Options{
+		Gateway: sandbox.Config{AppID: testAppID, Faults: faults},
+		Change: func(c *config.Config) {
+			c.RedisURL, c.Queue, c.KeyPrefix = shared.RedisURL, shared.Queue, shared.KeyPrefix
+			c.AppID, c.DataKeys, c.DedupWindow, c.ResultTTL = shared.AppID, shared.DataKeys, shared.DedupWindow, shared.ResultTTL
+			c.CallbackHosts, c.BatchMaxLines = shared.CallbackHosts, shared.BatchMaxLines
+			c.WorkerConcurrency, c.RetryMaxDelay = 8, 50*time.Millisecond
+		},
+		Worker: worker.Options{PollInterval: 50 * time.Millisecond, ShutdownTimeout: time.Second},
 	})
-	return sb
+	return s.Gateway
 }
 
 func TestBatchWait(t *testing.T) {

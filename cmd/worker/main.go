@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/zhimaq/zhimaq/internal/api"
 	"github.com/zhimaq/zhimaq/internal/config"
 	"github.com/zhimaq/zhimaq/internal/logging"
 	"github.com/zhimaq/zhimaq/internal/worker"
@@ -47,7 +48,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	defer log.Sync()
 	redis.SetLogger(logging.RedisLogger(log))
-	w, err := worker.New(worker.Options{Config: cfg, Log: log})
+	w, err := worker.New(worker.Options{Config: cfg, Log: log, API: api.FromConfig})
 	if err != nil {
 		fmt.Fprintf(stderr, "worker: %v\n", err)
 		return 2

@@ -48,38 +48,81 @@ func TestRunRefusesBadConfigurationInOneLine(t *testing.T) {
 }
 
 func TestRunStopsCleanlyWhenSignalled(t *testing.T) {
+	stderr, stop := startRun(t, nil)
+	checkEndpoints(t, stderr.String())
+	if code := stop(); code != 0 || !strings.Contains(stderr.String(), `"worker stopped"`) {
+		t.Fatalf("exit %d, log:\n%s", code, stderr.String())
+	}
+}
+
+func TestRunServesTheAPIWhenTokensAreSet(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		tokens string
+		status int
+	}{
+		{"with_tokens_the_API_asks_for_one", "8c1f4e7a2b9d06e3f5a1c7b48d2e9f60", http.StatusUnauthorized},
+		{"without_tokens_there_is_none", "", http.StatusNotFound},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			stderr, stop := startRun(t, map[string]string{"API_TOKENS": tt.tokens})
+			defer stop()
+			resp, err := http.Get("http://" + listenerAddr(t, stderr.String()) + "/v1/jobs/zhima.credit.score.brief.get/T1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.status {
+				t.Errorf("GET /v1/jobs/…: %d, want %d", resp.StatusCode, tt.status)
+			}
+		})
+	}
+}
+
+// startRun runs the command in the background against the sandbox and a
+// test Redis, with env's variables added, until it logs that it started.
+// stop signals it and returns its exit status.
+func startRun(t *testing.T, env map[string]string) (*zhimatest.SyncBuffer, func() int) {
+	t.Helper()
 	gw, url := zhimatest.StartGateway(t, sandbox.Config{})
 	srv := redistest.New(t)
-	env := map[string]string{
+	vars := map[string]string{
 		"REDIS_URL": srv.URL, "ZHIMA_GATEWAY_URL": url, "ZHIMA_APP_ID": zhimatest.AppID,
 		"ZHIMA_APP_PRIVATE_KEY_FILE": zhimatest.KeyFile("app_private_pkcs8.pem"), "ZHIMA_ALIPAY_PUBLIC_KEY": string(gw.AlipayPublicKeyPEM()),
 		"HTTP_ADDR": "127.0.0.1:0", "DATA_KEYS": zhimatest.DataKeys, "ZHIMAQ_QUEUE": srv.Queue, "ZHIMAQ_KEY_PREFIX": srv.Prefix,
 	}
+	for k, v := range env {
+		vars[k] = v
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	stderr := new(zhimatest.SyncBuffer)
 	done := make(chan int)
-	go func() { done <- run(ctx, nil, func(k string) string { return env[k] }, stderr) }()
+	go func() { done <- run(ctx, nil, func(k string) string { return vars[k] }, stderr) }()
 	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), `"worker started"`); {
 		if time.Now().After(deadline) {
+			cancel()
 			t.Fatalf("worker did not start:\n%s", stderr.String())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	checkEndpoints(t, stderr.String())
-	cancel()
-	select {
-	case code := <-done:
-		if code != 0 || !strings.Contains(stderr.String(), `"worker stopped"`) {
-			t.Fatalf("exit %d, log:\n%s", code, stderr.String())
+	stopped, code := false, 0
+	return stderr, func() int {
+		if stopped {
+			return code
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("worker did not stop within 30s of its signal")
+		stopped = true
+		cancel()
+		select {
+		case code = <-done:
+		case <-time.After(30 * time.Second):
+			t.Fatal("worker did not stop within 30s of its signal")
+		}
+		return code
 	}
 }
 
-// checkEndpoints reads the listener's address from the start-up log line and
-// checks /healthz, /readyz and /metrics.
-func checkEndpoints(t *testing.T, log string) {
+// listenerAddr reads the listener's address from the start-up log line.
+func listenerAddr(t *testing.T, log string) string {
 	t.Helper()
 	var started struct {
 		HTTP string `json:"http"`
@@ -92,8 +135,15 @@ func checkEndpoints(t *testing.T, log string) {
 	if started.HTTP == "" {
 		t.Fatalf("no listener address in the log:\n%s", log)
 	}
+	return started.HTTP
+}
+
+// checkEndpoints checks /healthz, /readyz and /metrics.
+func checkEndpoints(t *testing.T, log string) {
+	t.Helper()
+	addr := listenerAddr(t, log)
 	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "ready", "/metrics": "zhimaq_breaker_state"} {
-		resp, err := http.Get("http://" + started.HTTP + path)
+		resp, err := http.Get("http://" + addr + path)
 		if err != nil {
 			t.Fatal(err)
 		}

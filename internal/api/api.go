@@ -8,10 +8,8 @@
 // most once per AuthLogInterval. A worker serves Options.MaxRequests
 // authenticated requests at once; more are answered 503 busy at once.
 // Errors are JSON, {"error":{"code":"…","message":"…"}}, and never quote
-// the request's data.
-//
-// StallHandler puts the listener's per-read and per-write deadlines
-// (HTTP_STALL_TIMEOUT) around every route of the worker's listener.
+// the request's data. The worker's listener, not this package, holds the
+// deadlines of slow clients (HTTP_STALL_TIMEOUT, 408 timeout).
 package api
 
 import (
@@ -21,16 +19,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/zhimaq/zhimaq"
 	"github.com/zhimaq/zhimaq/internal/config"
 	"github.com/zhimaq/zhimaq/internal/metrics"
+	"github.com/zhimaq/zhimaq/internal/wire"
 )
 
 // DefaultMaxBatchBytes bounds the body of POST /v1/batches when
@@ -118,6 +119,21 @@ func New(p *zhimaq.Producer, opts Options) *Server {
 	return s
 }
 
+// FromConfig builds a worker's API from its configuration: a
+// zhimaq.Producer on rdb for the app, queue and limits of cfg, counting
+// de-duplication hits in m, and the Server over it with API_TOKENS and
+// API_MAX_REQUESTS. It is a worker.APIFunc. The closer closes the producer,
+// not rdb. Errors name the setting.
+func FromConfig(rdb redis.UniversalClient, cfg config.Config, m *metrics.Metrics, log *zap.Logger, now func() time.Time) (http.Handler, io.Closer, error) {
+	pc := wire.ProducerConfig(cfg)
+	pc.Now, pc.OnDedup = now, m.Dedup
+	p, err := zhimaq.NewProducer(rdb, pc)
+	if err != nil {
+		return nil, nil, err
+	}
+	return New(p, Options{Tokens: cfg.APITokens, MaxRequests: cfg.APIMaxRequests, Metrics: m, Log: log, Now: now}), p, nil
+}
+
 // ServeHTTP checks the bearer token, takes one of MaxRequests slots (or
 // answers 503 busy at once), then serves the request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -203,7 +219,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // writeRecord answers with a record, its response bytes as the gateway sent them.
-func writeRecord(w http.ResponseWriter, status int, rec *zhimaq.Record) {
+func writeRecord(w http.ResponseWriter, status int, rec json.Marshaler) {
 	b, err := rec.MarshalJSON()
 	if err != nil {
 		writeError(w, kindInternal, "the record cannot be encoded")

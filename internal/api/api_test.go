@@ -5,14 +5,12 @@ import (
 	"bytes"
 	"encoding/csv"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -21,9 +19,6 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
-
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/zhimaq/zhimaq"
 	"github.com/zhimaq/zhimaq/internal/api"
@@ -34,6 +29,7 @@ import (
 	"github.com/zhimaq/zhimaq/internal/redistest"
 	"github.com/zhimaq/zhimaq/internal/sandbox"
 	"github.com/zhimaq/zhimaq/internal/worker"
+	"github.com/zhimaq/zhimaq/internal/workertest"
 	"github.com/zhimaq/zhimaq/internal/zhimatest"
 )
 
@@ -49,28 +45,20 @@ const (
 // base URL and the worker's log.
 func startWorker(tb testing.TB, faults sandbox.Faults, change func(*config.Config)) (string, *zhimatest.SyncBuffer) {
 	tb.Helper()
-	srv := redistest.New(tb)
-	gw, gwURL := zhimatest.StartGateway(tb, sandbox.Config{Faults: faults, Seed: 3})
-	cfg := zhimatest.WorkerConfig(tb, srv, gw, gwURL)
-	cfg.HTTPAddr = "127.0.0.1:0"
-	cfg.APITokens = []string{"another-token-0123456789", token}
-	cfg.CallbackSecret = secret
-	cfg.CallbackHosts = "127.0.0.1" // the test's receiver, any port
-	if change != nil {
-		change(&cfg)
-	}
-	logs := new(zhimatest.SyncBuffer)
-	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(logs), zap.DebugLevel))
-	w, err := worker.New(worker.Options{Config: cfg, Log: log, PollInterval: 20 * time.Millisecond, SweepInterval: 50 * time.Millisecond,
-		ShutdownTimeout: time.Second})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := w.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(w.Close)
-	return "http://" + w.Addr(), logs
+	s := workertest.Start(tb, workertest.Options{
+		Gateway: sandbox.Config{Faults: faults, Seed: 3},
+		Change: func(cfg *config.Config) {
+			cfg.HTTPAddr = "127.0.0.1:0"
+			cfg.APITokens = []string{"another-token-0123456789", token}
+			cfg.CallbackSecret = secret
+			cfg.CallbackHosts = "127.0.0.1" // the test's receiver, any port
+			if change != nil {
+				change(cfg)
+			}
+		},
+		Worker: worker.Options{SweepInterval: 50 * time.Millisecond, ShutdownTimeout: time.Second, API: api.FromConfig},
+	})
+	return "http://" + s.Worker.Addr(), s.Logs
 }
 
 // client sends requests through a spec check.
@@ -87,9 +75,9 @@ type answer struct {
 	body   []byte
 }
 
-func (a answer) record(tb testing.TB) zhimaq.Record {
+func (a answer) record(tb testing.TB) zhimaq.Submission {
 	tb.Helper()
-	var rec zhimaq.Record
+	var rec zhimaq.Submission
 	if err := json.Unmarshal(a.body, &rec); err != nil {
 		tb.Fatalf("answer %d is not a record: %v\n%s", a.status, err, a.body)
 	}
@@ -567,7 +555,7 @@ func TestAPIStalledBodies(t *testing.T) {
 	}
 	t.Run("batch_body_that_trickles_is_answered_408", func(t *testing.T) {
 		// A byte every 20 ms, never a pause of HTTP_STALL_TIMEOUT, but far
-		// below api.MinBodyRate: it must not hold its slot for long.
+		// below worker.MinBodyRate: it must not hold its slot for long.
 		body := scoreJob("TRICKLE", 600) + "\n"
 		conn, r := sendHead(t, base, "/v1/batches", len(body))
 		done := make(chan struct{})
@@ -583,7 +571,7 @@ func TestAPIStalledBodies(t *testing.T) {
 		req, resp, a := readAnswer(t, conn, r, base, "/v1/batches")
 		spec.checkAnswer(req, resp)
 		if a.status != http.StatusRequestTimeout || a.errorCode(t) != "timeout" {
-			t.Errorf("answer %d %s, want 408 timeout for a body far below %d bytes/s", a.status, a.body, api.MinBodyRate)
+			t.Errorf("answer %d %s, want 408 timeout for a body far below %d bytes/s", a.status, a.body, worker.MinBodyRate)
 		}
 		conn.Close()
 		<-done
@@ -757,78 +745,6 @@ func TestAPIRefusedLogins(t *testing.T) {
 					t.Fatalf("the log holds %q, part of a token:\n%s", tok[i:i+5], logs.String())
 				}
 			}
-		}
-	})
-}
-
-func TestStallHandler(t *testing.T) {
-	const stall = 200 * time.Millisecond
-
-	t.Run("client_that_takes_nothing_is_dropped", func(t *testing.T) {
-		logs := new(zhimatest.SyncBuffer)
-		log, err := logging.New("json", "debug", logs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		wrote := make(chan error, 1)
-		srv := httptest.NewServer(api.StallHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			chunk := bytes.Repeat([]byte("x"), 1<<20)
-			for {
-				if _, err := w.Write(chunk); err != nil {
-					wrote <- err
-					return
-				}
-			}
-		}), stall, log))
-		defer srv.Close()
-		conn, err := net.Dial("tcp", srv.Listener.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		fmt.Fprint(conn, "GET /export HTTP/1.1\r\nHost: zhimaq\r\n\r\n") // and read nothing
-		select {
-		case err := <-wrote:
-			if !errors.Is(err, os.ErrDeadlineExceeded) {
-				t.Errorf("the write failed with %v, want a deadline", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("the handler still writes to a client that takes nothing")
-		}
-		if !strings.Contains(logs.String(), "took no byte of the answer") || !strings.Contains(logs.String(), `"remote":"127.0.0.1:`) {
-			t.Errorf("no log line naming the client:\n%s", logs.String())
-		}
-	})
-
-	t.Run("flush_and_deadlines_reach_the_server", func(t *testing.T) {
-		read := make(chan struct{})
-		srv := httptest.NewServer(api.StallHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			rc := http.NewResponseController(w)
-			if err := rc.SetWriteDeadline(time.Now().Add(time.Minute)); err != nil {
-				t.Errorf("SetWriteDeadline: %v", err)
-			}
-			io.WriteString(w, "first\n")
-			if err := rc.Flush(); err != nil {
-				t.Errorf("Flush: %v", err)
-				return
-			}
-			<-read // the client has the first line before the second is written
-			io.WriteString(w, "second\n")
-		}), stall, nil))
-		defer srv.Close()
-		resp, err := http.Get(srv.URL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		br := bufio.NewReader(resp.Body)
-		if line, err := br.ReadString('\n'); line != "first\n" {
-			close(read)
-			t.Fatalf("first line %q, %v", line, err)
-		}
-		close(read)
-		if rest, _ := io.ReadAll(br); string(rest) != "second\n" {
-			t.Errorf("rest %q", rest)
 		}
 	})
 }

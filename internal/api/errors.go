@@ -4,7 +4,8 @@ import "net/http"
 
 // errorKind is a kind of failed request: the code of its answer's error
 // body. statuses maps each kind to its HTTP status, the one place the API
-// decides one.
+// decides one. (The worker's listener answers 408 "timeout" for a body that
+// stalls, before a request reaches the API.)
 type errorKind string
 
 const (
@@ -13,7 +14,6 @@ const (
 	kindBadFormat      errorKind = "bad_format"      // an export format other than jsonl or csv
 	kindUnauthorized   errorKind = "unauthorized"    // no bearer token, or a wrong one
 	kindNotFound       errorKind = "not_found"       // no such endpoint, method, job or batch
-	kindTimeout        errorKind = "timeout"         // the request body stalled
 	kindLengthRequired errorKind = "length_required" // a batch without Content-Length
 	kindTooLarge       errorKind = "too_large"       // a job or batch over its limit
 	kindRejected       errorKind = "rejected"        // a job not enqueued: answered with its record, not an error body
@@ -28,7 +28,6 @@ var statuses = map[errorKind]int{
 	kindBadFormat:      http.StatusBadRequest,
 	kindUnauthorized:   http.StatusUnauthorized,
 	kindNotFound:       http.StatusNotFound,
-	kindTimeout:        http.StatusRequestTimeout,
 	kindLengthRequired: http.StatusLengthRequired,
 	kindTooLarge:       http.StatusRequestEntityTooLarge,
 	kindRejected:       http.StatusUnprocessableEntity,

@@ -38,26 +38,26 @@ func (s *Server) postJob(w http.ResponseWriter, r *http.Request) {
 	}
 	job, rej := zhimaq.ParseJob(bytes.TrimSpace(body))
 	if rej != nil {
-		writeRecord(w, kindRejected.status(), rej)
+		writeRecord(w, kindRejected.status(), zhimaq.Submission{Record: rej})
 		return
 	}
 	ctx, cancel := detached(r, submitTimeout)
 	defer cancel()
-	rec, err := s.p.Submit(ctx, job)
+	sub, err := s.p.Submit(ctx, job)
 	if err != nil {
 		s.unavailable(w, "submit", err, "the job could not be submitted (Redis failed); send it again")
 		return
 	}
 	status := http.StatusCreated
 	switch {
-	case rec.State == zhimaq.Rejected:
-		writeRecord(w, kindRejected.status(), rec)
+	case sub.Record.State == zhimaq.Rejected:
+		writeRecord(w, kindRejected.status(), sub)
 		return
-	case rec.Duplicate:
+	case sub.Duplicate:
 		status = http.StatusOK
 	}
-	w.Header().Set("Location", "/v1/jobs/"+rec.Method+"/"+rec.TransactionID)
-	writeRecord(w, status, rec)
+	w.Header().Set("Location", "/v1/jobs/"+sub.Record.Method+"/"+sub.Record.TransactionID)
+	writeRecord(w, status, sub)
 }
 
 // getJob answers a job's record, or 404.
@@ -116,15 +116,15 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := detached(r, batchTimeout)
 	defer cancel()
-	body := &readRecorder{r: http.MaxBytesReader(w, r.Body, s.maxBatch)}
-	err = b.SubmitJSONL(ctx, body, nil)
+	body := http.MaxBytesReader(w, r.Body, s.maxBatch)
+	_, err = b.SubmitJSONL(ctx, body, zhimaq.SubmitOptions{})
 	if cerr := b.Close(ctx); err == nil {
 		err = cerr
 	}
 	c := b.Counts()
 	log := s.log.With(zap.String("batch_id", b.ID()), zap.Int("lines", c.Lines))
 	switch {
-	case err != nil && tooLarge(body.err):
+	case tooLarge(err):
 		writeError(w, kindTooLarge,
 			fmt.Sprintf("a batch may hold at most %s; batch %s holds the %d lines before the limit", bytesText(s.maxBatch), b.ID(), c.Lines))
 		return
@@ -132,8 +132,8 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, kindTooLarge,
 			fmt.Sprintf("a batch may hold at most %d lines (BATCH_MAX_LINES); batch %s holds the %d lines before the limit", b.MaxLines(), b.ID(), c.Lines))
 		return
-	case err != nil && body.err != nil:
-		log.Warn("api: batch body could not be read", zap.Error(body.err))
+	case errors.As(err, new(*zhimaq.ReadError)):
+		log.Warn("api: batch body could not be read", zap.Error(err))
 		writeError(w, kindBadBody,
 			fmt.Sprintf("the body could not be read; batch %s holds the %d lines before the problem", b.ID(), c.Lines))
 		return
@@ -144,20 +144,6 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
 	log.Info("api: batch submitted", zap.Int("accepted", c.Accepted), zap.Int("rejected", c.Rejected))
 	w.Header().Set("Location", "/v1/batches/"+b.ID())
 	writeJSON(w, http.StatusAccepted, batchAccepted{BatchID: b.ID(), Lines: c.Lines, Accepted: c.Accepted, Rejected: c.Rejected})
-}
-
-// readRecorder keeps the error its reader returned, other than io.EOF.
-type readRecorder struct {
-	r   io.Reader
-	err error
-}
-
-func (rr *readRecorder) Read(p []byte) (int, error) {
-	n, err := rr.r.Read(p)
-	if err != nil && err != io.EOF && rr.err == nil {
-		rr.err = err
-	}
-	return n, err
 }
 
 // batchStatus is the JSON of GET /v1/batches/{id}.
@@ -225,10 +211,10 @@ func (s *Server) getRecords(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s.%s"`, url.PathEscape(id), format))
 	exp, _ := export.New(w, format)
 	line := 0
-	for rec, err := range recs {
+	for sub, err := range recs {
 		if err == nil {
 			line++
-			err = exp.Write(line, rec)
+			err = exp.Write(line, sub)
 		}
 		if err != nil {
 			// The status has gone out: cut the answer short so the client

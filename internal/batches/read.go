@@ -23,11 +23,10 @@ type Entry struct {
 	Line  Line
 	// Record is the line's record, never nil: a rejected line's own record
 	// (its updated_at to the whole second after created_at, see Line), or
-	// the job's record as it stands, with BatchID set to this batch and
-	// Duplicate to whether this line was a duplicate. The record of a job
-	// that has expired from the results store (a duplicate of a job from an
-	// older batch can outlive it) comes back failed, with error source
-	// "local" saying so.
+	// the job's record as it stands (Line says whether this line was a
+	// duplicate). The record of a job that has expired from the results
+	// store (a duplicate of a job from an older batch can outlive it) comes
+	// back failed, with error source "local" saying so.
 	Record *results.Record
 }
 
@@ -92,10 +91,6 @@ func (s *Store) records(ctx context.Context, m *Meta, lines []Line) ([]*results.
 			j++
 			rec = results.Record{Method: l.Method, TransactionID: l.TransactionID, State: results.Failed, UpdatedAt: m.CreatedAt,
 				Error: payload.ErrorInfo(zhima.LocalFailure(l.Method, Expired))}
-		}
-		rec.BatchID = m.ID
-		if l.Rejected == nil {
-			rec.Duplicate = l.Duplicate
 		}
 		out[i] = &rec
 	}

@@ -118,12 +118,13 @@ type Line struct {
 	Rejected *results.Record
 }
 
-// LineOf is the line that rec, a line's record as Submit returned it, leaves in a batch.
-func LineOf(rec *results.Record) Line {
+// LineOf is the line that a submission leaves in a batch: rec is its
+// record, duplicate whether it was a duplicate.
+func LineOf(rec *results.Record, duplicate bool) Line {
 	if rec.State == results.Rejected {
 		return Line{Rejected: rec}
 	}
-	return Line{Method: rec.Method, TransactionID: rec.TransactionID, Duplicate: rec.Duplicate}
+	return Line{Method: rec.Method, TransactionID: rec.TransactionID, Duplicate: duplicate}
 }
 
 // storedLine is a Line as the batch's list holds it (the forms of the

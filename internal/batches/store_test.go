@@ -75,7 +75,7 @@ func key(tid string) idempotency.Key {
 func (f *fixture) putRecord(tb testing.TB, tid string, state results.State, batchID string, at time.Time) {
 	tb.Helper()
 	rec := &results.Record{Method: testMethod, TransactionID: tid, State: state, EnqueuedAt: &at, UpdatedAt: at, BatchID: batchID}
-	if err := f.results.Put(context.Background(), key(tid), rec); err != nil {
+	if _, err := f.results.Put(context.Background(), key(tid), rec); err != nil {
 		tb.Fatal(err)
 	}
 }
@@ -245,8 +245,8 @@ func TestEntriesInOrderWithTheirRecords(t *testing.T) {
 			t.Fatal(err)
 		}
 		w := wants[i]
-		if e.Index != i || e.Record.TransactionID != w.tid || e.Record.State != w.state || e.Record.Duplicate != w.dup || e.Record.BatchID != id {
-			t.Errorf("entry %d: %+v, want %+v in batch %s", i, e.Record, w, id)
+		if e.Index != i || e.Record.TransactionID != w.tid || e.Record.State != w.state || e.Line.Duplicate != w.dup {
+			t.Errorf("entry %d: %+v (duplicate %v), want %+v", i, e.Record, e.Line.Duplicate, w)
 		}
 		i++
 	}
@@ -366,7 +366,7 @@ func TestLinesKeepRejectionsCompactly(t *testing.T) {
 			want := *tt.line.Rejected
 			want.UpdatedAt = tt.updated
 			if tt.stored != "" {
-				want.BatchID = "" // a compact line names no batch: reading sets it
+				want.BatchID = "" // a compact line names no batch: its reader knows the batch
 			}
 			if got, wantJSON := recordJSON(t, back.Rejected), recordJSON(t, &want); got != wantJSON {
 				t.Errorf("read back %s\n     want %s", got, wantJSON)

@@ -42,7 +42,7 @@ func (f *fixture) putRecord(tb testing.TB, tid string, state results.State, batc
 	tb.Helper()
 	rec := &results.Record{Method: testMethod, TransactionID: tid, State: state, EnqueuedAt: &at, UpdatedAt: at, BatchID: batchID}
 	key := idempotency.Key{AppID: testApp, Method: testMethod, TransactionID: tid}
-	if err := f.results.Put(context.Background(), key, rec); err != nil {
+	if _, err := f.results.Put(context.Background(), key, rec); err != nil {
 		tb.Fatal(err)
 	}
 }

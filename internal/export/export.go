@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/zhimaq/zhimaq/internal/results"
+	"github.com/zhimaq/zhimaq"
 )
 
 // Formats are the export formats Exporter writes.
@@ -37,7 +37,7 @@ var answerFields = []string{"is_admittance", "relation_rank", "relation_score", 
 // Exporter writes the records of a batch, one line each, in order.
 type Exporter interface {
 	// Write writes the record of the batch's line-th line (1-based).
-	Write(line int, rec *results.Record) error
+	Write(line int, sub *zhimaq.Submission) error
 	// Close writes what is buffered (and, for CSV, the header when no
 	// record came); it does not close the underlying writer.
 	Close() error
@@ -66,8 +66,8 @@ func New(w io.Writer, format string) (Exporter, error) {
 // jsonlExporter writes records as the contract's JSON, one a line.
 type jsonlExporter struct{ w *bufio.Writer }
 
-func (e *jsonlExporter) Write(_ int, rec *results.Record) error {
-	b, err := rec.MarshalJSON() // json.Marshal would escape <, > and & in the response
+func (e *jsonlExporter) Write(_ int, sub *zhimaq.Submission) error {
+	b, err := sub.MarshalJSON() // json.Marshal would escape <, > and & in the response
 	if err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
@@ -90,15 +90,16 @@ type csvExporter struct {
 	header bool
 }
 
-func (e *csvExporter) Write(line int, rec *results.Record) error {
+func (e *csvExporter) Write(line int, sub *zhimaq.Submission) error {
+	rec := sub.Record
 	if !e.header {
 		e.header = true
 		if err := e.w.Write(CSVColumns); err != nil {
 			return fmt.Errorf("export: %w", err)
 		}
 	}
-	row := []string{strconv.Itoa(line), rec.BatchID, rec.Method, rec.TransactionID, string(rec.State),
-		strconv.Itoa(rec.Attempts), strconv.FormatBool(rec.Duplicate)}
+	row := []string{strconv.Itoa(line), sub.BatchID, rec.Method, rec.TransactionID, string(rec.State),
+		strconv.Itoa(rec.Attempts), strconv.FormatBool(sub.Duplicate)}
 	if rec.Error != nil {
 		row = append(row, rec.Error.Source, rec.Error.SubCode, firstNonEmpty(rec.Error.SubMsg, rec.Error.Msg))
 	} else {

@@ -9,22 +9,22 @@ import (
 	"testing"
 	"time"
 
-	"github.com/zhimaq/zhimaq/internal/results"
+	"github.com/zhimaq/zhimaq"
 )
 
 const testMethod = "zhima.credit.score.brief.get"
 
 func TestExportCSV(t *testing.T) {
 	at := time.Date(2026, 11, 26, 3, 15, 0, 500_000_000, time.UTC)
-	recs := []*results.Record{
-		{Method: testMethod, TransactionID: "T1", State: results.Succeeded, Attempts: 2, BatchID: "b_x", EnqueuedAt: &at, UpdatedAt: at,
+	recs := []*zhimaq.Record{
+		{Method: testMethod, TransactionID: "T1", State: zhimaq.Succeeded, Attempts: 2, BatchID: "b_x", EnqueuedAt: &at, UpdatedAt: at,
 			Response: json.RawMessage(`{"code":"10000","msg":"Success","biz_no":"ZM2026","is_admittance":"Y"}`)},
-		{Method: "zhima.credit.relation.query", TransactionID: "T2", State: results.Succeeded, Duplicate: true, BatchID: "b_x", UpdatedAt: at,
+		{Method: "zhima.credit.relation.query", TransactionID: "T2", State: zhimaq.Succeeded, BatchID: "b_x", UpdatedAt: at,
 			Response: json.RawMessage(`{"code":"10000","relation_rank":"high","relation_score":0.87,"relation_info":{"recency":"recent"}}`)},
-		{State: results.Rejected, BatchID: "b_x", UpdatedAt: at,
-			Error: &results.ErrorInfo{Source: "local", Code: "40004", SubCode: "INVALID_PARAMETER", SubMsg: "=cert_no: bad, \"quoted\""}},
-		{Method: testMethod, TransactionID: "T3", State: results.Failed, BatchID: "b_x", UpdatedAt: at,
-			Error: &results.ErrorInfo{Source: "transport", Msg: "HTTP 502"}},
+		{State: zhimaq.Rejected, BatchID: "b_x", UpdatedAt: at,
+			Error: &zhimaq.ErrorInfo{Source: "local", Code: "40004", SubCode: "INVALID_PARAMETER", SubMsg: "=cert_no: bad, \"quoted\""}},
+		{Method: testMethod, TransactionID: "T3", State: zhimaq.Failed, BatchID: "b_x", UpdatedAt: at,
+			Error: &zhimaq.ErrorInfo{Source: "transport", Msg: "HTTP 502"}},
 	}
 	var buf bytes.Buffer
 	e, err := New(&buf, "csv")
@@ -32,7 +32,8 @@ func TestExportCSV(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, r := range recs {
-		if err := e.Write(i+1, r); err != nil {
+		// The second line repeats a job submitted before.
+		if err := e.Write(i+1, &zhimaq.Submission{Record: r, Duplicate: i == 1, BatchID: r.BatchID}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -68,9 +69,9 @@ func TestExportEmptyAndJSONL(t *testing.T) {
 	}
 	buf.Reset()
 	e, _ = New(&buf, "jsonl")
-	rec := &results.Record{Method: testMethod, TransactionID: "T1", State: results.Succeeded, BatchID: "b_x",
+	rec := &zhimaq.Record{Method: testMethod, TransactionID: "T1", State: zhimaq.Succeeded, BatchID: "b_x",
 		Response: json.RawMessage(`{"biz_no":"a\/b<&>"}`)}
-	if err := e.Write(1, rec); err != nil {
+	if err := e.Write(1, &zhimaq.Submission{Record: rec, BatchID: rec.BatchID}); err != nil {
 		t.Fatal(err)
 	}
 	e.Close()
@@ -87,26 +88,26 @@ func TestExportCSVNeutralisesFormulas(t *testing.T) {
 	text := func(s string) string { b, _ := json.Marshal(s); return string(b) }
 	columns := []struct {
 		name, column string
-		set          func(r *results.Record, v string)
+		set          func(r *zhimaq.Record, v string)
 	}{
-		{"batch_id", "batch_id", func(r *results.Record, v string) { r.BatchID = v }},
-		{"method", "method", func(r *results.Record, v string) { r.Method = v }},
-		{"transaction_id", "transaction_id", func(r *results.Record, v string) { r.TransactionID = v }},
-		{"state", "state", func(r *results.Record, v string) { r.State = results.State(v) }},
-		{"error_source", "error_source", func(r *results.Record, v string) { r.Error = &results.ErrorInfo{Source: v} }},
-		{"error_sub_code", "error_sub_code", func(r *results.Record, v string) { r.Error = &results.ErrorInfo{SubCode: v} }},
-		{"error_sub_msg", "error_sub_msg", func(r *results.Record, v string) { r.Error = &results.ErrorInfo{SubMsg: v} }},
-		{"error_sub_msg from msg", "error_sub_msg", func(r *results.Record, v string) { r.Error = &results.ErrorInfo{Msg: v} }},
-		{"is_admittance", "is_admittance", func(r *results.Record, v string) { r.Response = json.RawMessage(`{"is_admittance":` + text(v) + `}`) }},
-		{"relation_rank", "relation_rank", func(r *results.Record, v string) { r.Response = json.RawMessage(`{"relation_rank":` + text(v) + `}`) }},
-		{"relation_score", "relation_score", func(r *results.Record, v string) { r.Response = json.RawMessage(`{"relation_score":` + text(v) + `}`) }},
-		{"biz_no", "biz_no", func(r *results.Record, v string) { r.Response = json.RawMessage(`{"biz_no":` + text(v) + `}`) }},
+		{"batch_id", "batch_id", func(r *zhimaq.Record, v string) { r.BatchID = v }},
+		{"method", "method", func(r *zhimaq.Record, v string) { r.Method = v }},
+		{"transaction_id", "transaction_id", func(r *zhimaq.Record, v string) { r.TransactionID = v }},
+		{"state", "state", func(r *zhimaq.Record, v string) { r.State = zhimaq.State(v) }},
+		{"error_source", "error_source", func(r *zhimaq.Record, v string) { r.Error = &zhimaq.ErrorInfo{Source: v} }},
+		{"error_sub_code", "error_sub_code", func(r *zhimaq.Record, v string) { r.Error = &zhimaq.ErrorInfo{SubCode: v} }},
+		{"error_sub_msg", "error_sub_msg", func(r *zhimaq.Record, v string) { r.Error = &zhimaq.ErrorInfo{SubMsg: v} }},
+		{"error_sub_msg from msg", "error_sub_msg", func(r *zhimaq.Record, v string) { r.Error = &zhimaq.ErrorInfo{Msg: v} }},
+		{"is_admittance", "is_admittance", func(r *zhimaq.Record, v string) { r.Response = json.RawMessage(`{"is_admittance":` + text(v) + `}`) }},
+		{"relation_rank", "relation_rank", func(r *zhimaq.Record, v string) { r.Response = json.RawMessage(`{"relation_rank":` + text(v) + `}`) }},
+		{"relation_score", "relation_score", func(r *zhimaq.Record, v string) { r.Response = json.RawMessage(`{"relation_score":` + text(v) + `}`) }},
+		{"biz_no", "biz_no", func(r *zhimaq.Record, v string) { r.Response = json.RawMessage(`{"biz_no":` + text(v) + `}`) }},
 	}
 	for _, c := range columns {
 		col := slices.Index(CSVColumns, c.column)
 		t.Run(c.name+" gets a leading apostrophe", func(t *testing.T) {
 			for _, v := range hostile {
-				rec := &results.Record{Method: testMethod, TransactionID: "T1", State: results.Failed, BatchID: "b_x"}
+				rec := &zhimaq.Record{Method: testMethod, TransactionID: "T1", State: zhimaq.Failed, BatchID: "b_x"}
 				c.set(rec, v)
 				row := exportRow(t, rec)
 				if row[col] != "'"+v {
@@ -121,7 +122,7 @@ func TestExportCSVNeutralisesFormulas(t *testing.T) {
 		})
 	}
 	t.Run("a number keeps its sign", func(t *testing.T) {
-		row := exportRow(t, &results.Record{Method: testMethod, State: results.Succeeded, Response: json.RawMessage(`{"relation_score":-0.5}`)})
+		row := exportRow(t, &zhimaq.Record{Method: testMethod, State: zhimaq.Succeeded, Response: json.RawMessage(`{"relation_score":-0.5}`)})
 		if got := row[slices.Index(CSVColumns, "relation_score")]; got != "-0.5" {
 			t.Errorf("relation_score -0.5 exported as %q", got)
 		}
@@ -129,14 +130,14 @@ func TestExportCSVNeutralisesFormulas(t *testing.T) {
 }
 
 // exportRow is the CSV row Exporter writes for rec.
-func exportRow(t *testing.T, rec *results.Record) []string {
+func exportRow(t *testing.T, rec *zhimaq.Record) []string {
 	t.Helper()
 	var buf bytes.Buffer
 	e, err := New(&buf, "csv")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.Write(1, rec); err != nil {
+	if err := e.Write(1, &zhimaq.Submission{Record: rec, BatchID: rec.BatchID}); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.Close(); err != nil {

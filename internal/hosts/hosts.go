@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Hosts are the hosts batch callbacks may go to (CALLBACK_HOSTS).
@@ -50,7 +51,24 @@ type Pattern struct {
 // only). IP addresses are kept in their canonical form, an IPv4-mapped
 // IPv6 address as IPv4. A malformed entry (not a plain DNS name or IP
 // address, a zone identifier, a bad port) is an error that quotes it.
+//
+// A value is parsed once per process: Parse keeps each list it made and
+// returns it again for the same value; callers must not change it.
 func Parse(s string) (List, error) {
+	if h, ok := parsed.Load(s); ok {
+		return h.(List), nil
+	}
+	h, err := parse(s)
+	if err == nil {
+		parsed.Store(s, h)
+	}
+	return h, err
+}
+
+// parsed holds the lists Parse has made, by the value they came from.
+var parsed sync.Map
+
+func parse(s string) (List, error) {
 	var h List
 	for e := range strings.SplitSeq(s, ",") {
 		e = strings.ToLower(strings.TrimSpace(e))

@@ -221,3 +221,14 @@ func TestValidURL(t *testing.T) {
 		})
 	}
 }
+
+// TestParseOncePerValue: the same value gives the same list, parsed once.
+func TestParseOncePerValue(t *testing.T) {
+	a, b := mustList(t, "once.example.com,*.once.example:8443"), mustList(t, "once.example.com,*.once.example:8443")
+	if &a[0] != &b[0] {
+		t.Error("the same CALLBACK_HOSTS value was parsed twice")
+	}
+	if _, err := Parse("bad host"); err == nil {
+		t.Error(`Parse("bad host") succeeded`)
+	}
+}

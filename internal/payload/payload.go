@@ -143,6 +143,16 @@ func DecodePayload(taskType string, b []byte) (*Payload, error) {
 // "CERT_NO" for "cert_no"). Errors are *zhima.Error (INVALID_PARAMETER
 // naming the field).
 func Request(method string, biz json.RawMessage) (zhima.Request, error) {
+	req, err := Decode(method, biz)
+	if err != nil {
+		return nil, err
+	}
+	return req, req.Validate()
+}
+
+// Decode is Request without the validation: for a caller that validates
+// the request itself, once (the worker, with zhima.Prepare).
+func Decode(method string, biz json.RawMessage) (zhima.Request, error) {
 	req, err := zhima.NewRequest(method)
 	if err != nil {
 		return nil, zhima.InvalidParameter(method, "method: unknown method; want one of "+strings.Join(zhima.Methods, ", "))
@@ -150,8 +160,20 @@ func Request(method string, biz json.RawMessage) (zhima.Request, error) {
 	if err := DecodeStrict(biz, req); err != nil {
 		return nil, zhima.InvalidParameter(method, "biz_content: "+err.Error())
 	}
-	return req, req.Validate()
+	return req, nil
 }
+
+// MaxDeliveries is the asynq MaxRetry of every job's task: a backstop, not
+// the attempt budget. The worker's handler counts gateway calls in the
+// job's record and ends the job itself after RETRY_MAX_ATTEMPTS of them,
+// or when the transaction_id window closes; asynq gives up on a task only
+// after this many failed deliveries beyond the first, and the worker then
+// marks its record failed. asynq counts a delivery that returns an error (a
+// transient gateway failure, a Redis failure, a data key this worker
+// lacks) or whose lease expires; not one held back by the rate limiter or
+// the breaker, nor one handed back at shutdown. With the default backoff
+// (2s doubling to 10m), 100 retries take about 12 hours.
+const MaxDeliveries = 100
 
 // ErrorInfo is the record's form of an error, the one place a record's
 // error object is made: a *zhima.Error (reached with errors.As) keeps its

@@ -1,7 +1,8 @@
 // Package procs runs the real zhimaq programs as child processes for the
-// commands that orchestrate them (demo, chaos): it finds the sibling
-// programs, gives them a clean environment, starts each in its own process
-// group, and stops them with a grace period.
+// commands that orchestrate them (demo, chaos and bench, through
+// internal/launch): it finds the sibling programs, gives them a clean
+// environment, starts each in its own process group, and stops them with a
+// grace period.
 //
 // Each child leads its own process group, so a terminal's Ctrl-C reaches
 // only the parent, which stops the children itself; on Linux the kernel

@@ -14,6 +14,8 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/zhimaq/zhimaq/internal/keyspace"
 )
 
 // DefaultURL is the server tried when REDIS_URL is unset.
@@ -63,7 +65,7 @@ func (s *Server) clean() {
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for _, pattern := range []string{s.Prefix + "*", "asynq:{" + s.Queue + "}:*"} {
+	for _, pattern := range []string{s.Prefix + "*", keyspace.Queue(s.Queue)} {
 		iter := c.Scan(ctx, 0, pattern, 1000).Iterator()
 		for iter.Next(ctx) {
 			c.Del(ctx, iter.Val())

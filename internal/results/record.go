@@ -84,11 +84,12 @@ type Record struct {
 	// that batch's id instead, even when the job was first submitted in
 	// another batch.
 	BatchID string `json:"batch_id,omitempty"`
-
-	// stored is the value this record was read from or written as, so an
-	// update can compare-and-set without reading it again.
-	stored []byte
 }
+
+// Version is the stored value a record was read from or written as:
+// UpdateFrom writes only while the store still holds it. The zero Version
+// is none: UpdateFrom reads the record afresh.
+type Version struct{ data []byte }
 
 // clone is a copy of r that changes to its fields do not reach r through.
 func (r *Record) clone() *Record {

@@ -81,6 +81,26 @@ func (s *Store) Get(ctx context.Context, k idempotency.Key) (*Record, error) {
 	return decode(k, data)
 }
 
+// GetVersion is Get for a caller that will update the record: it returns
+// the record's version too, for UpdateFrom.
+func (s *Store) GetVersion(ctx context.Context, k idempotency.Key) (*Record, Version, error) {
+	if err := k.Validate(); err != nil {
+		return nil, Version{}, fmt.Errorf("results: get: %w", err)
+	}
+	data, err := s.rdb.Get(ctx, s.key(k)).Bytes()
+	if err == redis.Nil {
+		return nil, Version{}, fmt.Errorf("%w: %s", ErrNotFound, k)
+	}
+	if err != nil {
+		return nil, Version{}, fmt.Errorf("results: get %s: %w", k, err)
+	}
+	rec, err := decode(k, data)
+	if err != nil {
+		return nil, Version{}, err
+	}
+	return rec, Version{data: data}, nil
+}
+
 // GetMany returns the records of keys, in order, with nil where there is
 // none. It reads them with MGETs of 500 keys, pipelined 20 to a round trip,
 // so all keys must live on one Redis node (no Cluster).
@@ -142,9 +162,6 @@ func (s *Store) Create(ctx context.Context, k idempotency.Key, rec *Record) (boo
 	if err != nil {
 		return false, fmt.Errorf("results: create %s: %w", k, err)
 	}
-	if ok {
-		rec.stored = data
-	}
 	return ok, nil
 }
 
@@ -156,22 +173,20 @@ func (s *Store) Companion(k idempotency.Key, rec *Record) (idempotency.Companion
 	if err != nil {
 		return idempotency.Companion{}, err
 	}
-	rec.stored = data
 	return idempotency.Companion{Key: s.key(k), Value: data, TTL: s.ttl}, nil
 }
 
 // Put writes rec as k's record whatever is there, with the TTL, in one round
-// trip. Its errors are Create's.
-func (s *Store) Put(ctx context.Context, k idempotency.Key, rec *Record) error {
+// trip, and returns the version it wrote. Its errors are Create's.
+func (s *Store) Put(ctx context.Context, k idempotency.Key, rec *Record) (Version, error) {
 	data, err := encode("put", k, rec)
 	if err != nil {
-		return err
+		return Version{}, err
 	}
 	if err := s.rdb.Set(ctx, s.key(k), data, s.ttl).Err(); err != nil {
-		return fmt.Errorf("results: put %s: %w", k, err)
+		return Version{}, fmt.Errorf("results: put %s: %w", k, err)
 	}
-	rec.stored = data
-	return nil
+	return Version{data: data}, nil
 }
 
 // Update reads k's record, applies change to it and writes it back, with the
@@ -188,58 +203,58 @@ func (s *Store) Put(ctx context.Context, k idempotency.Key, rec *Record) error {
 // conflicting write; and an error when k is invalid, change made the record
 // one of another key, or Redis fails.
 func (s *Store) Update(ctx context.Context, k idempotency.Key, change func(*Record) error) (*Record, error) {
-	return s.UpdateFrom(ctx, k, nil, change)
+	rec, _, err := s.UpdateFrom(ctx, k, nil, Version{}, change)
+	return rec, err
 }
 
-// UpdateFrom is Update starting from current, a record this store returned
-// (by Get, GetMany, Update or UpdateFrom): when the stored record is still
-// current, it costs one round trip instead of two. A nil or foreign current
-// is read afresh.
-func (s *Store) UpdateFrom(ctx context.Context, k idempotency.Key, current *Record, change func(*Record) error) (*Record, error) {
+// UpdateFrom is Update starting from current at version v (from
+// GetVersion, Put or UpdateFrom): while the store still holds v it costs
+// one round trip instead of two. A nil current or a zero v is read afresh.
+// It returns the record written and its version.
+func (s *Store) UpdateFrom(ctx context.Context, k idempotency.Key, current *Record, v Version, change func(*Record) error) (*Record, Version, error) {
 	if err := k.Validate(); err != nil {
-		return nil, fmt.Errorf("results: update: %w", err)
+		return nil, Version{}, fmt.Errorf("results: update: %w", err)
 	}
 	key := s.key(k)
 	var old []byte
 	var rec *Record
-	if current != nil && current.stored != nil {
-		old, rec = current.stored, current.clone()
+	if current != nil && v.data != nil {
+		old, rec = v.data, current.clone()
 	}
 	for range maxUpdateTries {
 		if rec == nil {
 			data, err := s.rdb.Get(ctx, key).Bytes()
 			if err == redis.Nil {
-				return nil, fmt.Errorf("%w: %s", ErrNotFound, k)
+				return nil, Version{}, fmt.Errorf("%w: %s", ErrNotFound, k)
 			}
 			if err != nil {
-				return nil, fmt.Errorf("results: update %s: %w", k, err)
+				return nil, Version{}, fmt.Errorf("results: update %s: %w", k, err)
 			}
 			if rec, err = decode(k, data); err != nil {
-				return nil, err
+				return nil, Version{}, err
 			}
 			old = data
 		}
 		if err := change(rec); err != nil {
-			return nil, err
+			return nil, Version{}, err
 		}
 		data, err := encode("update", k, rec)
 		if err != nil {
-			return nil, err
+			return nil, Version{}, err
 		}
 		swapped, err := casScript.Run(ctx, s.rdb, []string{key}, old, data, s.ttl.Milliseconds()).Int()
 		if err != nil {
-			return nil, fmt.Errorf("results: update %s: %w", k, err)
+			return nil, Version{}, fmt.Errorf("results: update %s: %w", k, err)
 		}
 		if swapped == 1 {
-			rec.stored = data
-			return rec, nil
+			return rec, Version{data: data}, nil
 		}
 		rec = nil
 		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("results: update %s: %w", k, err)
+			return nil, Version{}, fmt.Errorf("results: update %s: %w", k, err)
 		}
 	}
-	return nil, fmt.Errorf("results: update %s: %d tries met conflicting writes: %w", k, maxUpdateTries, redis.TxFailedErr)
+	return nil, Version{}, fmt.Errorf("results: update %s: %d tries met conflicting writes: %w", k, maxUpdateTries, redis.TxFailedErr)
 }
 
 // casScript: KEYS[1] record, ARGV[1] the value read, ARGV[2] the new value,
@@ -282,7 +297,6 @@ func decode(k idempotency.Key, data []byte) (*Record, error) {
 	if rec.Method != k.Method || rec.TransactionID != k.TransactionID {
 		return nil, &CorruptError{Key: k, Reason: "the record names another method or transaction_id"}
 	}
-	rec.stored = data
 	return &rec, nil
 }
 

@@ -36,7 +36,7 @@ func queued(k idempotency.Key) *Record {
 
 func put(tb testing.TB, s *Store, k idempotency.Key, rec *Record) {
 	tb.Helper()
-	if err := s.Put(context.Background(), k, rec); err != nil {
+	if _, err := s.Put(context.Background(), k, rec); err != nil {
 		tb.Fatalf("Put(%s): %v", k, err)
 	}
 }
@@ -160,7 +160,7 @@ func TestWriteRefused(t *testing.T) {
 			if _, err := s.Create(ctx, tt.key, tt.rec); err == nil {
 				t.Error("Create succeeded")
 			}
-			err := s.Put(ctx, tt.key, tt.rec)
+			_, err := s.Put(ctx, tt.key, tt.rec)
 			if err == nil {
 				t.Fatal("Put succeeded")
 			}
@@ -398,5 +398,36 @@ func TestCorrupt(t *testing.T) {
 			_, err = s.GetMany(ctx, []idempotency.Key{k})
 			check("GetMany", err)
 		})
+	}
+}
+
+// TestUpdateFromVersion: an update from the version it was read at writes
+// at once; from a version another writer has since replaced, it reads the
+// record again and applies the change to what that writer stored.
+func TestUpdateFromVersion(t *testing.T) {
+	s, _, _ := newStore(t)
+	ctx := context.Background()
+	k := key("VERSION_1")
+	v, err := s.Put(ctx, k, queued(k))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, v2, err := s.UpdateFrom(ctx, k, queued(k), v, func(r *Record) error { r.Attempts++; return nil })
+	if err != nil || rec.Attempts != 1 {
+		t.Fatalf("UpdateFrom at the current version = %+v, %v", rec, err)
+	}
+	if _, err := s.Update(ctx, k, func(r *Record) error { r.State = Retrying; r.Attempts = 5; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	rec, _, err = s.UpdateFrom(ctx, k, rec, v2, func(r *Record) error { calls++; r.Attempts++; return nil })
+	if err != nil || rec.Attempts != 6 || rec.State != Retrying || calls != 2 {
+		t.Fatalf("UpdateFrom at a replaced version = %+v, %v after %d calls; want the other writer's record changed (attempts 6, retrying), tried twice", rec, err, calls)
+	}
+	if got := get(t, s, k); got.Attempts != 6 {
+		t.Errorf("stored attempts %d, want 6", got.Attempts)
+	}
+	if _, v0, err := s.GetVersion(ctx, key("VERSION_NONE")); !errors.Is(err, ErrNotFound) || v0.data != nil {
+		t.Errorf("GetVersion of no record = %v, %v", v0, err)
 	}
 }

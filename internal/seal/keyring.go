@@ -24,6 +24,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
+	"sync"
 )
 
 // PlaintextValue is the DATA_KEYS value by which an operator opts out of
@@ -85,7 +86,25 @@ func (e *ParseError) Error() string {
 // id when well formed), never key bytes: an empty value or entry, an entry
 // without ':', an empty, malformed, over-long or duplicate id, a key that is
 // empty or not base64, a key that is not 32 bytes.
+//
+// A value is parsed once per process: Parse keeps each keyring it made and
+// returns it again for the same value, so config, the worker and its
+// producers share one.
 func Parse(s string) (*Keyring, error) {
+	if k, ok := parsed.Load(s); ok {
+		return k.(*Keyring), nil
+	}
+	k, err := parse(s)
+	if err == nil {
+		parsed.Store(s, k)
+	}
+	return k, err
+}
+
+// parsed holds the keyrings Parse has made, by the value they came from.
+var parsed sync.Map
+
+func parse(s string) (*Keyring, error) {
 	s = strings.TrimSpace(s)
 	switch s {
 	case "":

@@ -288,3 +288,21 @@ func TestDigestsAreKeyedAndSurviveRotation(t *testing.T) {
 		t.Fatal("a plaintext keyring made digests")
 	}
 }
+
+// TestParseOncePerValue: the same value gives the same keyring, parsed
+// once; another value gives another; an error is not kept.
+func TestParseOncePerValue(t *testing.T) {
+	v := "once:" + std(testKey(t, 7))
+	a, b := mustParse(t, v), mustParse(t, v)
+	if a != b {
+		t.Error("the same DATA_KEYS value was parsed twice")
+	}
+	if c := mustParse(t, "other:"+std(testKey(t, 8))); c == a {
+		t.Error("another value gave the same keyring")
+	}
+	for range 2 {
+		if _, err := Parse("bad"); err == nil {
+			t.Error(`Parse("bad") succeeded`)
+		}
+	}
+}

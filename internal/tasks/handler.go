@@ -2,6 +2,12 @@
 // gateway and maps the outcomes onto asynq's retry control and the results
 // store. What a task carries, and how it is built and read, is in package
 // payload.
+//
+// The handler owns a job's attempt budget (RETRY_MAX_ATTEMPTS): the record
+// counts the gateway calls, and the delivery that uses up the budget, or
+// meets a closed transaction_id window, ends the task with the record
+// failed. asynq's MaxRetry on a job's task is only a backstop (see
+// MaxDeliveries and Exhausted).
 package tasks
 
 import (
@@ -9,7 +15,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
@@ -27,9 +32,10 @@ import (
 	"github.com/zhimaq/zhimaq/internal/zhima"
 )
 
-// Gateway is the part of *zhima.Client the handler uses.
+// Gateway is the part of *zhima.Client the handler uses: it sends a request
+// that the handler has validated already.
 type Gateway interface {
-	Call(ctx context.Context, req zhima.Request, opts ...zhima.CallOption) (*zhima.Envelope, error)
+	Send(ctx context.Context, req *zhima.Prepared, opts ...zhima.CallOption) (*zhima.Envelope, error)
 }
 
 // Handler runs one gateway attempt per delivery of a task. Success and final
@@ -61,24 +67,6 @@ type Handler struct {
 	MaxLimiterWait time.Duration
 
 	unsealed atomic.Int64 // payloads refused for being in clear
-}
-
-// HeldBack is returned when no call was made because the rate limiter or
-// the breaker held it back. It uses up no attempt and, with IsFailure, no
-// asynq retry; RetryDelay waits RetryAfter.
-type HeldBack struct {
-	Reason     string // "rate limit" or "breaker open"
-	RetryAfter time.Duration
-}
-
-func (e *HeldBack) Error() string {
-	return fmt.Sprintf("tasks: held back by the %s; again in %s", e.Reason, e.RetryAfter)
-}
-
-// IsFailure is asynq's IsFailure: a task held back has not failed.
-func IsFailure(err error) bool {
-	var hb *HeldBack
-	return !errors.As(err, &hb)
 }
 
 func (h *Handler) now() time.Time {
@@ -116,118 +104,208 @@ func (h *Handler) Register(mux *asynq.ServeMux) {
 	}
 }
 
-// ProcessTask implements asynq.Handler. A job that fails for good ends its
-// task like a success: its record holds the failure, and asynq's archive
-// (which it trims at 10,000 tasks) is kept for payloads that cannot be read
-// at all. It returns an error, so asynq tries again, only while the job may
-// still succeed or its outcome could not be stored.
+// ProcessTask implements asynq.Handler in three steps: decide whether and
+// how to call, execute the call, report its outcome. A job that fails for
+// good ends its task like a success: its record holds the failure, and
+// asynq's archive (which it trims at 10,000 tasks) is kept for payloads
+// that cannot be read at all. It returns an error, so asynq tries again,
+// only while the job may still succeed or its outcome could not be stored.
 func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	d := h.decide(ctx, t)
+	switch d.action {
+	case failJob:
+		return h.fail(ctx, d.p, d.failure)
+	case reply:
+		return d.err
+	}
+	out, err := h.execute(ctx, d)
+	if err != nil {
+		return err
+	}
+	return h.report(ctx, d, out)
+}
+
+// action is what a delivery of a task comes to.
+type action int
+
+const (
+	reply   action = iota // no call: return decision.err to asynq (nil ends the task)
+	failJob               // no call: store decision.failure as the job's final failure
+	call                  // call the gateway with decision.req
+)
+
+// decision is what decide makes of one delivery.
+type decision struct {
+	action action
+	p      *payload.Payload // nil when the payload names no transaction
+	log    *zap.Logger      // with the job's method and transaction_id
+
+	err     error              // reply
+	failure *results.ErrorInfo // failJob
+
+	req     *zhima.Prepared
+	rec     *results.Record       // the stored record, or a new one
+	version results.Version       // rec's version in the store; zero for a new one
+	first   time.Time             // the transaction's first call: this one, if none came before
+	settle  func(breaker.Outcome) // tells the breaker what came of the call
+}
+
+// decide reads the task's payload and the job's record and decides: the job
+// has finished already, its window has closed, its attempts are used up, its
+// request is invalid, the breaker or the rate limiter holds the call back,
+// or it calls. It decodes and validates the request once, for the call.
+func (h *Handler) decide(ctx context.Context, t *asynq.Task) decision {
 	p, err := payload.DecodePayload(t.Type(), t.Payload())
 	if err != nil {
 		h.Log.Error("task payload cannot be decoded; dropping it", zap.String("type", t.Type()), zap.Error(err))
 		if p, ok := partialKey(t); ok {
-			return h.fail(ctx, p, payload.ErrorInfo(zhima.InvalidParameter(p.Method, err.Error())))
+			return decision{action: failJob, p: p, failure: payload.ErrorInfo(zhima.InvalidParameter(p.Method, err.Error()))}
 		}
-		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+		return decision{err: fmt.Errorf("%w: %w", err, asynq.SkipRetry)}
 	}
-	key := p.Key()
-	log := h.Log.With(zap.String("method", p.Method), zap.String("transaction_id", p.TransactionID))
+	d := decision{p: p, log: h.Log.With(zap.String("method", p.Method), zap.String("transaction_id", p.TransactionID))}
 	if err := p.Open(h.Keys); err != nil {
-		if errors.Is(err, payload.ErrNotSealed) {
-			h.refuseUnsealed(log)
-			return h.fail(ctx, p, payload.ErrorInfo(err))
-		}
-		if errors.Is(err, seal.ErrUnknownKey) {
+		switch {
+		case errors.Is(err, payload.ErrNotSealed):
+			h.refuseUnsealed(d.log)
+			d.action, d.failure = failJob, payload.ErrorInfo(err)
+		case errors.Is(err, seal.ErrUnknownKey):
 			// Another worker may hold the key (a rotation under way): try again later.
-			log.Error("job sealed with a data key this worker lacks; add it to DATA_KEYS", zap.Error(err))
-			return err
+			d.log.Error("job sealed with a data key this worker lacks; add it to DATA_KEYS", zap.Error(err))
+			d.err = err
+		default:
+			d.log.Error("sealed payload cannot be opened", zap.Error(err))
+			d.action, d.failure = failJob, payload.ErrorInfo(zhima.LocalFailure(p.Method, err.Error()))
 		}
-		log.Error("sealed payload cannot be opened", zap.Error(err))
-		return h.fail(ctx, p, payload.ErrorInfo(zhima.LocalFailure(p.Method, err.Error())))
+		return d
 	}
 
-	rec, err := h.Results.Get(ctx, key)
+	rec, version, err := h.Results.GetVersion(ctx, p.Key())
 	if errors.Is(err, results.ErrNotFound) {
 		rec = &results.Record{Method: p.Method, TransactionID: p.TransactionID, State: results.Queued}
 	} else if err != nil {
-		return fmt.Errorf("tasks: read result: %w", err)
-	}
-	if rec.State.Terminal() {
-		log.Info("job already finished; no gateway call", zap.String("state", string(rec.State)))
-		return nil
+		d.err = fmt.Errorf("tasks: read result: %w", err)
+		return d
 	}
 	now := h.now()
-	if rec.FirstCallAt != nil && now.After(h.lastStart(*rec.FirstCallAt)) {
-		log.Warn("transaction_id window closed; job fails without another call", zap.Int("attempts", rec.Attempts))
-		return h.fail(ctx, p, payload.ErrorInfo(zhima.TransactionIDExpired(p.Method,
-			fmt.Sprintf("the transaction_id window (%s from the first call) closed before attempt %d could start", h.window(), rec.Attempts+1))))
+	switch {
+	case rec.State.Terminal():
+		d.log.Info("job already finished; no gateway call", zap.String("state", string(rec.State)))
+		return d
+	case rec.FirstCallAt != nil && now.After(h.lastStart(*rec.FirstCallAt)):
+		d.log.Warn("transaction_id window closed; job fails without another call", zap.Int("attempts", rec.Attempts))
+		d.action, d.failure = failJob, payload.ErrorInfo(zhima.TransactionIDExpired(p.Method,
+			fmt.Sprintf("the transaction_id window (%s from the first call) closed before attempt %d could start", h.window(), rec.Attempts+1)))
+		return d
+	case rec.Attempts >= h.maxAttempts():
+		d.action, d.failure = failJob, rec.Error
+		return d
 	}
-	if rec.Attempts >= h.maxAttempts() {
-		return h.fail(ctx, p, rec.Error)
-	}
-	req, err := payload.Request(p.Method, p.BizContent)
+	req, err := prepare(p)
 	if err != nil {
-		log.Warn("job holds an invalid request", zap.Error(err))
-		return h.fail(ctx, p, payload.ErrorInfo(err))
+		d.log.Warn("job holds an invalid request", zap.Error(err))
+		d.action, d.failure = failJob, payload.ErrorInfo(err)
+		return d
 	}
 
-	report, err := h.admit(ctx)
+	settle, err := h.admit(ctx)
 	if err != nil {
 		if hb := (*HeldBack)(nil); errors.As(err, &hb) {
 			h.Metrics.HeldBack(hb.Reason)
 		}
-		return err
+		d.err = err
+		return d
 	}
-	first := now
+	d.action, d.req, d.rec, d.version, d.settle, d.first = call, req, rec, version, settle, now
 	if rec.FirstCallAt != nil {
-		first = *rec.FirstCallAt
+		d.first = *rec.FirstCallAt
 	}
-	if rec, err = h.update(ctx, p, rec, func(r *results.Record) {
+	return d
+}
+
+// prepare decodes the job's biz_content into its typed request, strictly
+// (field names exactly Alipay's), and validates it. Errors are *zhima.Error
+// (INVALID_PARAMETER naming the field) and quote no data.
+//
+// TODO(lead): this is payload.Request without its Validate, so that the
+// request is validated once, by zhima.Prepare; a payload.Decode (Request
+// less Validate) would replace the first two steps.
+func prepare(p *payload.Payload) (*zhima.Prepared, error) {
+	req, err := payload.Decode(p.Method, p.BizContent)
+	if err != nil {
+		return nil, err
+	}
+	return zhima.Prepare(req)
+}
+
+// outcome is what execute's call came to.
+type outcome struct {
+	rec     *results.Record // the record as it was marked running
+	version results.Version // rec's version
+	env     *zhima.Envelope
+	err     error // the client's, as it returned it
+	elapsed time.Duration
+}
+
+// execute marks the job running, holds its claim for the gateway's window
+// on the first attempt, and makes the call. An error means the record could
+// not be marked and no call was made.
+func (h *Handler) execute(ctx context.Context, d decision) (outcome, error) {
+	first := d.first
+	rec, version, err := h.update(ctx, d.p, d.rec, d.version, func(r *results.Record) {
 		r.State = results.Running
 		if r.FirstCallAt == nil {
 			r.FirstCallAt = &first
 		}
-	}); err != nil {
-		report(breaker.NotMade)
-		return fmt.Errorf("tasks: mark running: %w", err)
+	})
+	if err != nil {
+		d.settle(breaker.NotMade)
+		return outcome{}, fmt.Errorf("tasks: mark running: %w", err)
 	}
 	if rec.Attempts == 0 {
 		// The gateway's window opens now: hold the claim at least as long.
-		if err := h.Claims.Extend(ctx, key, first.Add(h.window())); err != nil {
-			log.Warn("cannot extend the transaction claim", zap.Error(err))
+		if err := h.Claims.Extend(ctx, d.p.Key(), first.Add(h.window())); err != nil {
+			d.log.Warn("cannot extend the transaction claim", zap.Error(err))
 		}
 	}
-
 	var opts []zhima.CallOption
-	if p.AppAuthToken != "" {
-		opts = append(opts, zhima.WithAppAuthToken(p.AppAuthToken))
+	if d.p.AppAuthToken != "" {
+		opts = append(opts, zhima.WithAppAuthToken(d.p.AppAuthToken))
 	}
 	h.Metrics.InFlight(1)
 	started := time.Now()
-	env, callErr := h.Gateway.Call(ctx, req, opts...)
+	env, err := h.Gateway.Send(ctx, d.req, opts...)
 	elapsed := time.Since(started)
 	h.Metrics.InFlight(-1)
-	h.Metrics.GatewayCall(p.Method, metrics.Outcome(callErr), elapsed)
+	return outcome{rec: rec, version: version, env: env, err: err, elapsed: elapsed}, nil
+}
 
+// report tells the metrics and the breaker what came of the call, stores
+// the record (succeeded, retrying, or failed when the failure is final, the
+// attempts are used up or the window has closed) and logs one line. It
+// returns the gateway's error while the job is retrying.
+func (h *Handler) report(ctx context.Context, d decision, out outcome) error {
+	method := d.p.Method
+	h.Metrics.GatewayCall(method, metrics.Outcome(out.err), out.elapsed)
 	var zerr *zhima.Error
-	if callErr != nil && !errors.As(callErr, &zerr) {
-		zerr = &zhima.Error{Source: zhima.SourceTransport, Method: p.Method, Err: callErr}
+	if out.err != nil && !errors.As(out.err, &zerr) {
+		zerr = &zhima.Error{Source: zhima.SourceTransport, Method: method, Err: out.err}
 	}
 	final := zerr == nil || !zerr.Retryable()
 	if final {
-		report(breaker.Answered)
+		d.settle(breaker.Answered)
 	} else {
-		report(breaker.Transient)
+		d.settle(breaker.Transient)
 	}
-	rec, err = h.update(ctx, p, rec, func(r *results.Record) {
+	rec, _, err := h.update(ctx, d.p, out.rec, out.version, func(r *results.Record) {
 		r.Attempts++
 		switch {
 		case zerr == nil:
-			r.State, r.Response, r.Error = results.Succeeded, env.Raw, nil
+			r.State, r.Response, r.Error = results.Succeeded, out.env.Raw, nil
 		default:
 			r.Error = payload.ErrorInfo(zerr)
 			r.State = results.Retrying
-			if final || r.Attempts >= h.maxAttempts() || h.now().After(h.lastStart(first)) {
+			if final || r.Attempts >= h.maxAttempts() || h.now().After(h.lastStart(d.first)) {
 				r.State, final = results.Failed, true
 			}
 		}
@@ -238,13 +316,13 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("tasks: store outcome: %w", err)
 	}
 	if final {
-		h.Metrics.JobFinished(p.Method, string(rec.State))
+		h.Metrics.JobFinished(method, string(rec.State))
 	} else {
-		h.Metrics.Retry(p.Method)
+		h.Metrics.Retry(method)
 	}
-	fields := []zap.Field{zap.Int("attempt", rec.Attempts), zap.Duration("elapsed", elapsed), zap.String("state", string(rec.State))}
+	fields := []zap.Field{zap.Int("attempt", rec.Attempts), zap.Duration("elapsed", out.elapsed), zap.String("state", string(rec.State))}
 	if zerr == nil {
-		log.Info("gateway call succeeded", fields...)
+		d.log.Info("gateway call succeeded", fields...)
 		return nil
 	}
 	fields = append(fields, zap.String("source", string(zerr.Source)), zap.String("code", zerr.Code), zap.String("sub_code", zerr.SubCode))
@@ -252,10 +330,10 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		fields = append(fields, zap.String("trace_id", zerr.TraceID))
 	}
 	if final {
-		log.Warn("gateway call failed for good", fields...)
+		d.log.Warn("gateway call failed for good", fields...)
 		return nil
 	}
-	log.Info("gateway call failed; will retry", fields...)
+	d.log.Info("gateway call failed; will retry", fields...)
 	return zerr
 }
 
@@ -303,27 +381,28 @@ func (h *Handler) admit(ctx context.Context) (func(breaker.Outcome), error) {
 	return report, nil
 }
 
-// update changes the job's record, starting from current when it is the
-// stored record (one round trip), and creates it if it has gone missing.
-func (h *Handler) update(ctx context.Context, p *payload.Payload, current *results.Record, change func(*results.Record)) (*results.Record, error) {
+// update changes the job's record, starting from current at version v when
+// the store still holds it (one round trip), and creates it if it has gone
+// missing. It returns the record written and its version.
+func (h *Handler) update(ctx context.Context, p *payload.Payload, current *results.Record, v results.Version, change func(*results.Record)) (*results.Record, results.Version, error) {
 	apply := func(r *results.Record) error {
 		change(r)
 		r.UpdatedAt = h.now().UTC()
 		return nil
 	}
-	rec, err := h.Results.UpdateFrom(ctx, p.Key(), current, apply)
+	rec, version, err := h.Results.UpdateFrom(ctx, p.Key(), current, v, apply)
 	if errors.Is(err, results.ErrNotFound) {
 		rec = &results.Record{Method: p.Method, TransactionID: p.TransactionID, State: results.Queued}
 		_ = apply(rec)
-		return rec, h.Results.Put(ctx, p.Key(), rec)
+		version, err = h.Results.Put(ctx, p.Key(), rec)
 	}
-	return rec, err
+	return rec, version, err
 }
 
 // fail stores a final failure. It returns nil once stored, ending the task;
 // else the storing error, so the task comes back and fails again.
 func (h *Handler) fail(ctx context.Context, p *payload.Payload, info *results.ErrorInfo) error {
-	if _, err := h.update(ctx, p, nil, func(r *results.Record) { r.State, r.Error = results.Failed, info }); err != nil {
+	if _, _, err := h.update(ctx, p, nil, results.Version{}, func(r *results.Record) { r.State, r.Error = results.Failed, info }); err != nil {
 		return fmt.Errorf("tasks: store failure: %w", err)
 	}
 	h.Metrics.JobFinished(p.Method, metrics.StateFailed)
@@ -338,45 +417,4 @@ func partialKey(t *asynq.Task) (*payload.Payload, bool) {
 		return nil, false
 	}
 	return &p, true
-}
-
-// RetryDelay is asynq's RetryDelayFunc for zhimaq: base·2ⁿ capped at max,
-// with "equal jitter" (half fixed, half random) so retries of a failure
-// burst spread out without waiting much longer than the backoff. A task
-// held back comes back after its RetryAfter, plus up to a quarter more.
-func RetryDelay(base, max time.Duration) asynq.RetryDelayFunc {
-	return func(n int, err error, _ *asynq.Task) time.Duration {
-		var hb *HeldBack
-		if errors.As(err, &hb) {
-			return hb.RetryAfter + rand.N(hb.RetryAfter/4+1)
-		}
-		d := max
-		if n < 40 {
-			if e := base << n; e > 0 && e < max {
-				d = e
-			}
-		}
-		half := d / 2
-		return half + rand.N(half+1)
-	}
-}
-
-// Exhausted is asynq's ErrorHandler: when asynq gives up on a task that the
-// handler still meant to retry (its own retry budget ran out first, e.g.
-// after repeated Redis failures), it marks the record failed so no caller
-// waits for it forever.
-func (h *Handler) Exhausted(ctx context.Context, t *asynq.Task, err error) {
-	retried, _ := asynq.GetRetryCount(ctx)
-	maxRetry, _ := asynq.GetMaxRetry(ctx)
-	if errors.Is(err, asynq.SkipRetry) || retried < maxRetry {
-		return
-	}
-	p, ok := partialKey(t)
-	if !ok {
-		return
-	}
-	h.Log.Warn("asynq gave up on the task", zap.String("method", p.Method), zap.String("transaction_id", p.TransactionID), zap.Int("retried", retried))
-	if err := h.fail(context.WithoutCancel(ctx), p, payload.ErrorInfo(err)); err != nil {
-		h.Log.Error("cannot store a failed job", zap.String("method", p.Method), zap.String("transaction_id", p.TransactionID), zap.Error(err))
-	}
 }

@@ -13,37 +13,26 @@ import (
 	"time"
 
 	"github.com/zhimaq/zhimaq/internal/config"
-	"github.com/zhimaq/zhimaq/internal/logging"
-	"github.com/zhimaq/zhimaq/internal/redistest"
-	"github.com/zhimaq/zhimaq/internal/sandbox"
 	"github.com/zhimaq/zhimaq/internal/worker"
+	"github.com/zhimaq/zhimaq/internal/workertest"
 	"github.com/zhimaq/zhimaq/internal/zhimatest"
 )
 
 // startListener starts a worker whose HTTP listener is on a free loopback
-// port; change adjusts its configuration. Close is left to the caller's
-// cleanup or to the test.
+// port; change adjusts its configuration. The test's cleanup closes it, and
+// a test may close it first.
 func startListener(tb testing.TB, change func(*config.Config)) (*worker.Worker, *zhimatest.SyncBuffer) {
 	tb.Helper()
-	gw, gwURL := zhimatest.StartGateway(tb, sandbox.Config{})
-	cfg := zhimatest.WorkerConfig(tb, redistest.New(tb), gw, gwURL)
-	cfg.HTTPAddr = "127.0.0.1:0"
-	if change != nil {
-		change(&cfg)
-	}
-	logs := new(zhimatest.SyncBuffer)
-	log, err := logging.New("json", "debug", logs)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	w, err := worker.New(worker.Options{Config: cfg, Log: log, ShutdownTimeout: time.Second})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := w.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	return w, logs
+	s := workertest.Start(tb, workertest.Options{
+		Change: func(c *config.Config) {
+			c.HTTPAddr = "127.0.0.1:0"
+			if change != nil {
+				change(c)
+			}
+		},
+		Worker: worker.Options{ShutdownTimeout: time.Second},
+	})
+	return s.Worker, s.Logs
 }
 
 // dial connects to the worker's listener, with the test's cleanup closing it.

@@ -1,22 +1,41 @@
-// Package worker assembles a zhimaq worker: the gateway client, the task
-// handler, the asynq server and the HTTP listener, from one Config.
+// Package worker assembles a zhimaq worker from its components and runs
+// them in a fixed order. New builds every component and starts none:
+//
+//   - Redis: one client that every component shares (Options.Redis, or a
+//     client for REDIS_URL that the worker opens and closes);
+//   - metrics: one registry, served at /metrics and shared with the API;
+//   - the gateway client (zhima.Client);
+//   - the task handler (tasks.Handler), with the rate limiter and breaker;
+//   - the asynq server, which runs the handler and the callback deliverer
+//     (callback.Deliverer);
+//   - the callback sweeper (callback.Sweeper), which enqueues the
+//     callbacks of finished batches;
+//   - the HTTP listener: /healthz, /readyz, /metrics and, when Options.API
+//     builds it (API_TOKENS set), the API under /v1/.
+//
+// Start binds the listener's address first, so that a bad HTTP_ADDR starts
+// nothing, then starts the asynq server and the sweeper, and serves HTTP
+// last. Close stops them in the reverse order: the listener stops taking
+// requests (those under way get 2s), the sweeper stops, the asynq server
+// shuts down (running calls get ShutdownTimeout to finish, then their tasks
+// go back to the queue), the API's closer and the sweeper's queue client
+// close, and Redis closes last, when the worker opened it.
 package worker
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
-	"github.com/zhimaq/zhimaq"
-	"github.com/zhimaq/zhimaq/internal/api"
 	"github.com/zhimaq/zhimaq/internal/batches"
 	"github.com/zhimaq/zhimaq/internal/breaker"
 	"github.com/zhimaq/zhimaq/internal/callback"
@@ -24,6 +43,7 @@ import (
 	"github.com/zhimaq/zhimaq/internal/hosts"
 	"github.com/zhimaq/zhimaq/internal/idempotency"
 	"github.com/zhimaq/zhimaq/internal/metrics"
+	"github.com/zhimaq/zhimaq/internal/payload"
 	"github.com/zhimaq/zhimaq/internal/ratelimit"
 	"github.com/zhimaq/zhimaq/internal/results"
 	"github.com/zhimaq/zhimaq/internal/tasks"
@@ -51,7 +71,17 @@ type Options struct {
 	// SweepInterval is how often the worker looks for finished batches
 	// whose callback is due; default 2s.
 	SweepInterval time.Duration
+	// API builds the HTTP API that the listener serves under /v1/
+	// (cmd/worker passes api.FromConfig). New calls it when the listener is
+	// on and API_TOKENS is set; nil serves no API.
+	API APIFunc
 }
+
+// APIFunc builds a worker's HTTP API on the worker's Redis, sharing its
+// metrics; log is named "api" and now is the worker's clock. The worker
+// closes the closer after its listener has stopped, before Redis. An error
+// fails New.
+type APIFunc func(rdb redis.UniversalClient, cfg config.Config, m *metrics.Metrics, log *zap.Logger, now func() time.Time) (http.Handler, io.Closer, error)
 
 // Worker runs jobs until its context ends.
 type Worker struct {
@@ -59,20 +89,24 @@ type Worker struct {
 	log       *zap.Logger
 	rdb       redis.UniversalClient
 	ownsRedis bool
-	server    *asynq.Server
+	metrics   *metrics.Metrics
 	handler   *tasks.Handler
-	http      *http.Server
-	listener  net.Listener
-	producer  *zhimaq.Producer // the API's; nil without API_TOKENS
+	server    *asynq.Server
 	callbacks *callback.Deliverer
 	sweeper   *callback.Sweeper
+	http      *http.Server // nil with HTTP_ADDR off
+	api       http.Handler // nil when no API is served
+	apiCloser io.Closer
+	listener  net.Listener
+
 	stop      context.CancelFunc // stops the sweeper
 	swept     chan struct{}      // closed when the sweeper has stopped
+	closeOnce sync.Once
 }
 
-// New checks the configuration and builds a worker; nothing runs until Run.
-// A bad key or setting fails here, with an error naming it.
-func New(opts Options) (*Worker, error) {
+// New checks the configuration and builds a worker; nothing runs until
+// Start. A bad key or setting fails here, with an error naming it.
+func New(opts Options) (_ *Worker, err error) {
 	cfg := opts.Config
 	if err := cfg.RequireGateway(); err != nil {
 		return nil, err
@@ -80,6 +114,13 @@ func New(opts Options) (*Worker, error) {
 	keys, err := cfg.Keyring()
 	if err != nil {
 		return nil, err
+	}
+	allowed, err := hosts.Parse(cfg.CallbackHosts)
+	if err != nil {
+		return nil, fmt.Errorf("config: CALLBACK_HOSTS: %w", err)
+	}
+	if cfg.Queue == "" {
+		cfg.Queue = config.Defaults.Queue
 	}
 	log := opts.Log
 	if log == nil {
@@ -100,19 +141,22 @@ func New(opts Options) (*Worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+
 	w := &Worker{opts: opts, log: log, rdb: opts.Redis}
 	if w.rdb == nil {
 		if w.rdb, err = config.RedisClient(cfg.RedisURL); err != nil {
 			return nil, err
 		}
 		w.ownsRedis = true
-	}
-	queue := cfg.Queue
-	if queue == "" {
-		queue = config.Defaults.Queue
+		defer func() {
+			if err != nil {
+				w.rdb.Close()
+			}
+		}()
 	}
 	reg := metrics.NewRegistry()
 	m := metrics.New(reg)
+	w.metrics = m
 	w.handler = &tasks.Handler{
 		Metrics:     m,
 		Gateway:     gateway,
@@ -140,7 +184,7 @@ func New(opts Options) (*Worker, error) {
 	}
 	w.server = asynq.NewServerFromRedisClient(w.rdb, asynq.Config{
 		Concurrency:              cfg.WorkerConcurrency,
-		Queues:                   map[string]int{queue: 1},
+		Queues:                   map[string]int{cfg.Queue: 1},
 		RetryDelayFunc:           tasks.RetryDelay(cfg.RetryBaseDelay, cfg.RetryMaxDelay),
 		IsFailure:                tasks.IsFailure,
 		ErrorHandler:             asynq.ErrorHandlerFunc(w.exhausted),
@@ -150,49 +194,20 @@ func New(opts Options) (*Worker, error) {
 		DelayedTaskCheckInterval: poll,
 		TaskCheckInterval:        min(poll, time.Second),
 	})
-	hosts, err := hosts.Parse(cfg.CallbackHosts)
-	if err != nil {
-		return nil, fmt.Errorf("config: CALLBACK_HOSTS: %w", err)
-	}
-	w.callbacks = &callback.Deliverer{Secret: []byte(cfg.CallbackSecret), Hosts: hosts, Keys: keys, Log: log.Named("callback"), Now: now}
+	w.callbacks = &callback.Deliverer{Secret: []byte(cfg.CallbackSecret), Hosts: allowed, Keys: keys, Log: log.Named("callback"), Now: now}
 	w.sweeper = &callback.Sweeper{Store: batches.New(w.rdb, cfg.KeyPrefix, cfg.ResultTTL), Queue: asynq.NewClientFromRedisClient(w.rdb),
-		QueueName: queue, Interval: opts.SweepInterval, Log: log.Named("batches"), Now: now}
-	if cfg.HTTPAddr != "" && cfg.HTTPAddr != "off" {
-		mux := http.NewServeMux()
-		mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, r *http.Request) { rw.Write([]byte("ok\n")) })
-		mux.HandleFunc("GET /readyz", w.ready)
-		mux.Handle("GET /metrics", metrics.Handler(reg, asynq.NewInspectorFromRedisClient(w.rdb), []string{queue}))
-		if len(cfg.APITokens) > 0 {
-			w.producer, err = zhimaq.NewProducer(w.rdb, zhimaq.ProducerConfig{AppID: cfg.AppID, DataKeys: cfg.DataKeys, Queue: queue,
-				DedupWindow: cfg.DedupWindow, ResultTTL: cfg.ResultTTL, MaxAttempts: cfg.RetryMaxAttempts, KeyPrefix: cfg.KeyPrefix,
-				CallbackHosts: cfg.CallbackHosts, MaxBatchLines: cfg.BatchMaxLines, Now: now, OnDedup: m.Dedup})
-			if err != nil {
-				w.closeRedis()
-				return nil, fmt.Errorf("worker: API: %w", err)
-			}
-			mux.Handle("/v1/", api.New(w.producer, api.Options{Tokens: cfg.APITokens, MaxRequests: cfg.APIMaxRequests,
-				Metrics: m, Log: log.Named("api"), Now: now}))
-		}
-		stall := cmp.Or(cfg.HTTPStallTimeout, config.Defaults.HTTPStallTimeout)
-		w.http = &http.Server{
-			Addr:              cfg.HTTPAddr,
-			Handler:           api.StallHandler(mux, stall, log.Named("http")),
-			ReadHeaderTimeout: min(headerTimeout, stall),
-			IdleTimeout:       cmp.Or(cfg.HTTPIdleTimeout, config.Defaults.HTTPIdleTimeout),
-			MaxHeaderBytes:    cmp.Or(cfg.HTTPMaxHeaderBytes, config.Defaults.HTTPMaxHeaderBytes),
-			ErrorLog:          zap.NewStdLog(log.Named("http")),
+		QueueName: cfg.Queue, Interval: opts.SweepInterval, Log: log.Named("batches"), Now: now}
+	if cfg.HTTPAddr == "" || cfg.HTTPAddr == "off" {
+		return w, nil
+	}
+	if opts.API != nil && len(cfg.APITokens) > 0 {
+		if w.api, w.apiCloser, err = opts.API(w.rdb, cfg, m, log.Named("api"), now); err != nil {
+			return nil, fmt.Errorf("worker: API: %w", err)
 		}
 	}
+	w.http = w.listenerServer(cfg, reg)
 	return w, nil
 }
-
-// headerTimeout bounds the read of a request's header (HTTP_STALL_TIMEOUT
-// when that is shorter).
-const headerTimeout = 5 * time.Second
-
-// httpShutdownTimeout is how long Close waits for requests under way
-// before it closes their connections.
-const httpShutdownTimeout = 2 * time.Second
 
 // exhausted is asynq's ErrorHandler: the job handler's, and a log line
 // when a batch callback is given up.
@@ -208,12 +223,6 @@ func (w *Worker) exhausted(ctx context.Context, t *asynq.Task, err error) {
 	}
 }
 
-func (w *Worker) closeRedis() {
-	if w.ownsRedis {
-		w.rdb.Close()
-	}
-}
-
 // HTTPClient is the gateway's HTTP client for concurrency handlers: it keeps
 // as many idle connections as calls can run at once, so a batch reuses them
 // instead of opening one per call.
@@ -225,17 +234,7 @@ func HTTPClient(concurrency int) *http.Client {
 	return &http.Client{Transport: t}
 }
 
-func (w *Worker) ready(rw http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
-	if err := w.rdb.Ping(ctx).Err(); err != nil {
-		http.Error(rw, "redis unreachable", http.StatusServiceUnavailable)
-		return
-	}
-	rw.Write([]byte("ready\n"))
-}
-
-// Addr is the HTTP listener's address once Run has started it ("" if none).
+// Addr is the HTTP listener's address once Start has bound it ("" if none).
 func (w *Worker) Addr() string {
 	if w.listener == nil {
 		return ""
@@ -243,7 +242,9 @@ func (w *Worker) Addr() string {
 	return w.listener.Addr().String()
 }
 
-// Start starts processing and the HTTP listener, and returns.
+// Start starts the components in their order (see the package comment)
+// and returns. When one fails to start, those started before it are
+// stopped again.
 func (w *Worker) Start() error {
 	if w.http != nil {
 		ln, err := net.Listen("tcp", w.http.Addr)
@@ -251,20 +252,15 @@ func (w *Worker) Start() error {
 			return fmt.Errorf("worker: HTTP_ADDR: %w", err)
 		}
 		w.listener = ln
-		if a, ok := ln.Addr().(*net.TCPAddr); ok && !a.IP.IsLoopback() {
-			w.log.Warn("HTTP listener on a non-loopback address: /metrics, /healthz and /readyz are served there without authentication to anyone who can reach it",
-				zap.String("http", ln.Addr().String()))
-		}
-		go func() {
-			if err := w.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				w.log.Error("http listener stopped", zap.Error(err))
-			}
-		}()
 	}
 	mux := asynq.NewServeMux()
 	w.handler.Register(mux)
 	mux.Handle(callback.TaskType, w.callbacks)
 	if err := w.server.Start(mux); err != nil {
+		if w.listener != nil {
+			w.listener.Close()
+			w.listener = nil
+		}
 		return fmt.Errorf("worker: start: %w", err)
 	}
 	ctx, stop := context.WithCancel(context.Background())
@@ -273,18 +269,35 @@ func (w *Worker) Start() error {
 		defer close(w.swept)
 		w.sweeper.Run(ctx)
 	}()
-	w.log.Info("worker started", zap.Int("concurrency", w.opts.Config.WorkerConcurrency), zap.String("gateway", w.opts.Config.GatewayURL),
+	if w.listener != nil {
+		w.serve(w.listener)
+	}
+	w.logStarted()
+	return nil
+}
+
+// logStarted writes the start-up line and the warnings about settings that
+// leave something open or unserved.
+func (w *Worker) logStarted() {
+	cfg := w.opts.Config
+	w.log.Info("worker started", zap.Int("concurrency", cfg.WorkerConcurrency), zap.String("gateway", cfg.GatewayURL),
 		zap.Stringer("rate_limit", w.handler.Limiter), zap.Stringer("callback_hosts", w.callbacks.Hosts), zap.String("http", w.Addr()))
-	if w.http != nil && w.producer == nil {
+	switch {
+	case w.http != nil && w.api == nil && len(cfg.APITokens) == 0:
 		w.log.Info("HTTP API not served: API_TOKENS is not set")
+	case w.http != nil && w.api == nil:
+		w.log.Info("HTTP API not served: this worker was built without one")
 	}
 	if len(w.callbacks.Secret) == 0 {
 		w.log.Info("batch callbacks cannot be signed on this worker: CALLBACK_SECRET is not set")
 	}
-	if w.producer != nil && w.callbacks.Hosts == nil {
+	if w.api != nil && w.callbacks.Hosts == nil {
 		w.log.Warn("batch callbacks may go to any host with a public address (internal addresses are refused): set CALLBACK_HOSTS to the hosts API clients may name")
 	}
-	return nil
+	if cfg.RetryMaxAttempts > payload.MaxDeliveries {
+		w.log.Warn("RETRY_MAX_ATTEMPTS is above what asynq retries a job's task: a job whose calls keep failing ends after about as many attempts as the backstop",
+			zap.Int("retry_max_attempts", cfg.RetryMaxAttempts), zap.Int("backstop", payload.MaxDeliveries))
+	}
 }
 
 // Run starts the worker and blocks until ctx ends, then shuts down: running
@@ -298,26 +311,33 @@ func (w *Worker) Run(ctx context.Context) error {
 	return nil
 }
 
-// Close stops taking jobs, lets running calls finish or hands them back, and
-// releases what New opened.
+// Close stops the components in their order (see the package comment) and
+// releases what New opened. It may be called without Start, and more than
+// once.
 func (w *Worker) Close() {
+	w.closeOnce.Do(w.close)
+}
+
+func (w *Worker) close() {
 	w.log.Info("worker stopping")
+	if w.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), httpShutdownTimeout)
+		if err := w.http.Shutdown(ctx); err != nil {
+			w.http.Close() // drops the connections still held, stalled clients' too
+		}
+		cancel()
+	}
 	if w.stop != nil {
 		w.stop()
 		<-w.swept
 	}
 	w.server.Shutdown()
-	if w.http != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), httpShutdownTimeout)
-		defer cancel()
-		if err := w.http.Shutdown(ctx); err != nil {
-			w.http.Close() // drops the connections still held, stalled clients' too
-		}
-	}
-	if w.producer != nil {
-		w.producer.Close()
+	if w.apiCloser != nil {
+		w.apiCloser.Close()
 	}
 	w.sweeper.Queue.Close()
-	w.closeRedis()
+	if w.ownsRedis {
+		w.rdb.Close()
+	}
 	w.log.Info("worker stopped")
 }

@@ -168,19 +168,52 @@ func (c *Client) Call(ctx context.Context, req Request, opts ...CallOption) (*En
 	return resp, nil
 }
 
-// do validates, signs, sends, verifies and decodes one call into out.
-func (c *Client) do(ctx context.Context, req Request, out envelopeHolder, opts []CallOption) error {
-	method := req.Method()
+// Prepared is a request that passed its Validate, with its biz_content
+// encoded: made by Prepare, sent by Client.Send as it is.
+type Prepared struct {
+	method string
+	biz    []byte
+}
+
+// Prepare validates req and encodes its biz_content, so a caller that
+// checks a request before it calls (the worker) validates it once. Errors
+// are *Error: INVALID_PARAMETER naming the first bad field, or a local
+// failure.
+func Prepare(req Request) (*Prepared, error) {
 	if err := req.Validate(); err != nil {
-		return err
-	}
-	var p callParams
-	for _, o := range opts {
-		o(&p)
+		return nil, err
 	}
 	biz, err := MarshalBizContent(req)
 	if err != nil {
-		return &Error{Source: SourceLocal, Method: method, Err: err}
+		return nil, &Error{Source: SourceLocal, Method: req.Method(), Err: err}
+	}
+	return &Prepared{method: req.Method(), biz: biz}, nil
+}
+
+// Send is Call for a request made by Prepare: it is not validated again.
+func (c *Client) Send(ctx context.Context, req *Prepared, opts ...CallOption) (*Envelope, error) {
+	resp := new(Envelope)
+	if err := c.send(ctx, req, resp, opts); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// do validates, signs, sends, verifies and decodes one call into out.
+func (c *Client) do(ctx context.Context, req Request, out envelopeHolder, opts []CallOption) error {
+	prep, err := Prepare(req)
+	if err != nil {
+		return err
+	}
+	return c.send(ctx, prep, out, opts)
+}
+
+// send signs, sends, verifies and decodes one prepared call into out.
+func (c *Client) send(ctx context.Context, req *Prepared, out envelopeHolder, opts []CallOption) error {
+	method, biz := req.method, req.biz
+	var p callParams
+	for _, o := range opts {
+		o(&p)
 	}
 	params := map[string]string{
 		"app_id":         c.appID,

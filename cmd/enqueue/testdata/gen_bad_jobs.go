@@ -31,27 +31,19 @@ import (
 	"unicode/utf8"
 
 	"github.com/zhimaq/zhimaq/internal/zhima"
+	"github.com/zhimaq/zhimaq/internal/zhimatest"
 )
 
 const (
-	methodCert     = "zhima.customer.certification.initialize"
-	methodScore    = "zhima.credit.score.brief.get"
-	methodRelation = "zhima.credit.relation.query"
+	methodCert     = zhima.MethodCertificationInitialize
+	methodScore    = zhima.MethodScoreBriefGet
+	methodRelation = zhima.MethodRelationQuery
 
-	productScore    = "w1010100000000002733"
-	productRelation = "w1010100001000001200"
-	productCert     = "w1010100000000002978"
-
-	maxFacePicture = 1 << 20 // zhima.MaxFacePicture
+	maxFacePicture = zhima.MaxFacePicture
 )
 
-// residentID completes 17 digits with their ISO 7064 MOD 11-2 check digit.
-func residentID(first17 string) string {
-	return first17 + string(zhima.ResidentIDCheckDigit(first17))
-}
-
 // id is a valid, made-up resident ID number, different for each n.
-func id(n int) string { return residentID(fmt.Sprintf("3201021987%07d", 5310000+n)) }
+func id(n int) string { return zhimatest.ResidentID(fmt.Sprintf("3201021987%07d", 5310000+n)) }
 
 // badCheck is id(n) with a check digit that does not match.
 func badCheck(n int) string {
@@ -142,23 +134,37 @@ var del any = deleted{}
 
 func job(method any, biz any) obj { return obj{{"method", method}, {"biz_content", biz}} }
 
-func score(tid string, n int) obj {
-	return obj{{"transaction_id", tid}, {"product_code", productScore}, {"cert_type", "IDENTITY_CARD"},
-		{"cert_no", id(n)}, {"name", "赵建国"}, {"admittance_score", 650}}
+// fields is the JSON object b as an obj, its values kept as written.
+func fields(b []byte) obj {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		log.Fatalf("not a JSON object: %s", b)
+	}
+	var o obj
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			log.Fatal(err)
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			log.Fatal(err)
+		}
+		o = append(o, kv{k.(string), raw(v)})
+	}
+	return o
 }
+
+func score(tid string, n int) obj { return fields(zhimatest.ScoreBiz(tid, id(n), "赵建国", 650)) }
 
 func relation(tid string, n int) obj {
-	return obj{{"product_code", productRelation}, {"transaction_id", tid}, {"cert_no", id(n)}, {"name", "钱秀英"},
-		{"relation_phone", "13912345678"}, {"relation_name", "孙志强"}, {"relation", "family"}}
+	return fields(zhimatest.RelationBiz(tid, id(n), "钱秀英", "13912345678", "孙志强", "family"))
 }
 
-func identity(n int) obj {
-	return obj{{"identity_type", "CERT_INFO"}, {"cert_type", "IDENTITY_CARD"}, {"cert_name", "周美玲"}, {"cert_no", id(n)}}
-}
+func identity(n int) obj { return fields([]byte(zhimatest.IdentityParam(id(n), "周美玲"))) }
 
 func cert(tid string, n int) obj {
-	return obj{{"transaction_id", tid}, {"product_code", productCert}, {"biz_code", "FACE"},
-		{"identity_param", mustJSON(identity(n))}}
+	return fields(zhimatest.CertificationBiz(tid, id(n), "周美玲", ""))
 }
 
 // line is one corpus line and what enqueue must make of it.
@@ -286,7 +292,7 @@ func main() {
 	badJob("certification transaction_id of 33 characters", job(methodCert, cert(strings.Repeat("C", 33), next())), "transaction_id: is longer than 32 characters")
 	badJob("name of 65 characters", job(methodScore, score(tid("LONG"), next()).with("name", strings.Repeat("赵", 65))), "name: is longer than 64 characters")
 	badJob("relation_name of 65 characters", job(methodRelation, relation(tid("LONG"), next()).with("relation_name", strings.Repeat("孙", 65))), "relation_name: is longer than 64 characters")
-	badJob("score product_code of 21 characters", job(methodScore, score(tid("LONG"), next()).with("product_code", productScore+"00")), "product_code: is longer than 20 characters")
+	badJob("score product_code of 21 characters", job(methodScore, score(tid("LONG"), next()).with("product_code", zhimatest.ProductScore+"00")), "product_code: is longer than 20 characters")
 	badJob("relation product_code of 33 characters", job(methodRelation, relation(tid("LONG"), next()).with("product_code", strings.Repeat("w", 33))), "product_code: is longer than 32 characters")
 	badJob("biz_code of 33 characters", job(methodCert, cert(tid("LONG"), next()).with("biz_code", strings.Repeat("F", 33))), "biz_code: is longer than 32 characters")
 	badJob("identity_param of 4,097 characters", job(methodCert, cert(tid("LONG"), next()).with("identity_param", padObject(identity(next()), 4097))), "identity_param: is longer than 4096 characters")

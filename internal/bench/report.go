@@ -72,7 +72,7 @@ func (e *env) redisDescription(ctx context.Context) string {
 	if err == nil {
 		v = info["redis_version"]
 	}
-	if e.private {
+	if e.redis != nil {
 		return fmt.Sprintf("redis-server %s, private (started by the bench, --save \"\" --appendonly no)", v)
 	}
 	return fmt.Sprintf("Redis %s at REDIS_URL, shared (no redis-server on PATH)", v)
@@ -82,7 +82,7 @@ func (e *env) redisDescription(ctx context.Context) string {
 func report(opts Options, m machine, figs []*figure) string {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "# zhimaq benchmark results\n\n")
-	fmt.Fprintf(&b, "Written by `make bench` (cmd/bench, package bench); each run replaces this file.\n\n")
+	fmt.Fprintf(&b, "Written by `make bench` (cmd/bench, package internal/bench); each run replaces this file.\n\n")
 	fmt.Fprintf(&b, "- date: %s (took %s)\n", m.date.UTC().Format("2006-01-02 15:04 MST"), m.elapsed.Round(time.Second))
 	fmt.Fprintf(&b, "- machine: nproc %s, %s; load average %s at the start, %s at the end\n", m.nproc, m.cpu, m.loadStart, m.loadEnd)
 	fmt.Fprintf(&b, "- %s; %s; %s\n", m.goVersion, m.redis, orDash(m.openssl))

@@ -14,26 +14,20 @@ import (
 
 	"github.com/zhimaq/zhimaq"
 	"github.com/zhimaq/zhimaq/internal/payload"
+	"github.com/zhimaq/zhimaq/internal/wire"
 	"github.com/zhimaq/zhimaq/internal/zhima"
 	"github.com/zhimaq/zhimaq/internal/zhimatest"
 )
 
 // The job every figure runs: zhima.credit.score.brief.get for a fake
 // applicant with a valid-format ID number, as in the project's tests.
-const (
-	jobMethod   = zhima.MethodScoreBriefGet
-	applicantID = "11010519491231002X"
-)
+const jobMethod = zhima.MethodScoreBriefGet
+
+var applicantID = zhimatest.ResidentID("11010519491231002")
 
 // bizContent is a job's biz_content for transaction tx.
 func bizContent(tx string) json.RawMessage {
-	b := make([]byte, 0, 192)
-	b = append(b, `{"transaction_id":"`...)
-	b = append(b, tx...)
-	b = append(b, `","product_code":"w1010100000000002733","cert_type":"IDENTITY_CARD","cert_no":"`...)
-	b = append(b, applicantID...)
-	b = append(b, `","name":"张三","admittance_score":650}`...)
-	return b
+	return zhimatest.ScoreBiz(tx, applicantID, "张三", 650)
 }
 
 // job is the zhimaq job for transaction tx.
@@ -54,7 +48,7 @@ func taskPayload(tx string) []byte {
 // referenceTask is the bare asynq task for tx: the same type, payload,
 // queue and retry budget as zhimaq's, with no task id of its own.
 func referenceTask(tx, queue string) (*asynq.Task, []asynq.Option) {
-	return asynq.NewTask(jobMethod, taskPayload(tx)), []asynq.Option{asynq.Queue(queue), asynq.MaxRetry(12 + 8)}
+	return asynq.NewTask(jobMethod, taskPayload(tx)), []asynq.Option{asynq.Queue(queue), asynq.MaxRetry(payload.MaxDeliveries)}
 }
 
 // txSeq makes transaction ids unique across the whole run.
@@ -90,27 +84,34 @@ func parallel(n, par int, do func(i int) error) error {
 	return first
 }
 
-// submitter returns a function that submits one new job with p and checks
-// that it was queued.
-func submitter(ctx context.Context, p *zhimaq.Producer) func(tx string) error {
-	return func(tx string) error {
-		rec, err := p.Submit(ctx, job(tx))
-		if err != nil {
-			return err
+// submitter returns a function that submits one new job per transaction
+// id with p through the engine users run (Producer.SubmitJobs,
+// enqueueParallel at once) and checks that each was queued.
+func submitter(ctx context.Context, p *zhimaq.Producer) func(txs []string) error {
+	return func(txs []string) error {
+		jobs := make([]zhimaq.Job, len(txs))
+		for i, tx := range txs {
+			jobs[i] = job(tx)
 		}
-		if rec.State != zhimaq.Queued || rec.Duplicate {
-			return fmt.Errorf("bench: job %s came back %s (duplicate %v, error %+v)", tx, rec.State, rec.Duplicate, rec.Error)
-		}
-		return nil
+		_, err := p.SubmitJobs(ctx, jobs, zhimaq.SubmitOptions{Parallel: enqueueParallel, Emit: func(s *zhimaq.Submission) error {
+			if s.State != zhimaq.Queued || s.Duplicate {
+				return fmt.Errorf("bench: job %s came back %s (duplicate %v, error %+v)", s.TransactionID, s.State, s.Duplicate, s.Error)
+			}
+			return nil
+		}})
+		return err
 	}
 }
 
-// enqueuer returns a function that enqueues one bare asynq task with c.
-func enqueuer(ctx context.Context, c *asynq.Client, queue string) func(tx string) error {
-	return func(tx string) error {
-		t, opts := referenceTask(tx, queue)
-		_, err := c.EnqueueContext(ctx, t, opts...)
-		return err
+// enqueuer returns a function that enqueues one bare asynq task per
+// transaction id with c, enqueueParallel at once.
+func enqueuer(ctx context.Context, c *asynq.Client, queue string) func(txs []string) error {
+	return func(txs []string) error {
+		return parallel(len(txs), enqueueParallel, func(i int) error {
+			t, opts := referenceTask(txs[i], queue)
+			_, err := c.EnqueueContext(ctx, t, opts...)
+			return err
+		})
 	}
 }
 
@@ -214,15 +215,5 @@ func newProducer(rdb redis.UniversalClient, m map[string]string) (*zhimaq.Produc
 	if err != nil {
 		return nil, err
 	}
-	return zhimaq.NewProducer(rdb, zhimaq.ProducerConfig{
-		AppID:         cfg.AppID,
-		DataKeys:      cfg.DataKeys,
-		Queue:         cfg.Queue,
-		KeyPrefix:     cfg.KeyPrefix,
-		DedupWindow:   cfg.DedupWindow,
-		ResultTTL:     cfg.ResultTTL,
-		MaxAttempts:   cfg.RetryMaxAttempts,
-		CallbackHosts: cfg.CallbackHosts,
-		MaxBatchLines: cfg.BatchMaxLines,
-	})
+	return zhimaq.NewProducer(rdb, wire.ProducerConfig(cfg))
 }

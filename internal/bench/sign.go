@@ -125,10 +125,10 @@ func (e *env) signTestBinary(ctx context.Context, boring bool) (string, error) {
 	if _, err := os.Stat(path); err == nil {
 		return path, nil
 	}
-	cmd := exec.CommandContext(ctx, "go", "test", "-c", "-o", path, "./bench")
+	cmd := exec.CommandContext(ctx, "go", "test", "-c", "-o", path, "./internal/bench")
 	cmd.Dir, cmd.Env = e.opts.Root, env
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go test -c ./bench (boringcrypto %v): %v\n%s", boring, err, out)
+		return "", fmt.Errorf("go test -c ./internal/bench (boringcrypto %v): %v\n%s", boring, err, out)
 	}
 	return path, nil
 }
@@ -142,7 +142,7 @@ func (e *env) goTestSign(ctx context.Context, boring bool) (signResult, error) {
 	}
 	cmd := exec.CommandContext(ctx, bin, "-test.run", "^$", "-test.bench", "^BenchmarkSign$", "-test.count", "1",
 		"-test.benchtime", e.opts.BenchTime.String())
-	cmd.Dir, cmd.Env = filepath.Join(e.opts.Root, "bench"), baseEnv()
+	cmd.Dir, cmd.Env = filepath.Join(e.opts.Root, "internal", "bench"), baseEnv()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
@@ -256,7 +256,7 @@ func (e *env) figSign(ctx context.Context) ([]*figure, error) {
 	pure.Ratio = median(ratios(pc, o))
 	pure.rawf("pure Go cpu-ns/op per round: %s; ns/op (wall): %s", list("%.0f", pc), list("%.0f", pw))
 	pure.rawf("OpenSSL ns/sign per round (1e9 / sign/s): %s", list("%.0f", o))
-	pure.How = fmt.Sprintf("BenchmarkSign of this package's test binary (`go test -c ./bench` with CGO_ENABLED=0, run with -test.bench ^BenchmarkSign$ -test.benchtime %s): zhima.Sign (RSA2, the test app's 2048-bit key) of "+
+	pure.How = fmt.Sprintf("BenchmarkSign of this package's test binary (`go test -c ./internal/bench` with CGO_ENABLED=0, run with -test.bench ^BenchmarkSign$ -test.benchtime %s): zhima.Sign (RSA2, the test app's 2048-bit key) of "+
 		"a %d-byte signing string of a score.brief.get call; it reports ns/op (wall) and cpu-ns/op (getrusage of the test process over the loop). "+
 		"Against `openssl speed -seconds %d -mr rsa2048`: 1e9 / sign/s, which OpenSSL measures in CPU user time. %d rounds interleaved; "+
 		"ratio = median of per-round cpu-ns/op / OpenSSL ns.", e.opts.BenchTime, len(signingStrOrEmpty()), seconds, e.opts.Rounds)

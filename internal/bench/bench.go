@@ -131,7 +131,7 @@ func Run(ctx context.Context, opts Options, w io.Writer) error {
 	}
 	defer e.close()
 	machine.redis = e.redisDescription(ctx)
-	e.logf("bench: scale %g, %d rounds, benchtime %s; Redis %s; sandbox %s", opts.Scale, opts.Rounds, opts.BenchTime, e.redisURL, e.adminURL)
+	e.logf("bench: scale %g, %d rounds, benchtime %s; Redis %s; sandbox %s", opts.Scale, opts.Rounds, opts.BenchTime, e.redisURL, e.sb.AdminURL)
 
 	var figs []*figure
 	var failures []string

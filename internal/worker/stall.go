@@ -1,6 +1,7 @@
-package api
+package worker
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,21 +15,21 @@ import (
 	"github.com/zhimaq/zhimaq/internal/config"
 )
 
-// StallHandler returns h behind per-read and per-write deadlines of stall
+// stallHandler returns h behind per-read and per-write deadlines of stall
 // (HTTP_STALL_TIMEOUT; 0 means config.Defaults.HTTPStallTimeout, 30s):
 // every read of a request body and every write of an answer must move
 // within stall of the one before, and a body must average MinBodyRate
 // once its first stall has passed. A 256 MiB batch that keeps coming is
 // never cut; a client that stops sending its body or trickles it, or stops
-// taking the answer, is dropped. A body that stalls is
-// answered 408 timeout with Connection: close, in place of whatever h
-// answers, unless h's answer has begun; each stall is logged once to log
-// with the client's address, never the request's data. An answer that
-// starts before h has read the body to its end closes the connection: it
-// goes out at once, instead of after the server has read what is left of
-// the body. The ResponseWriter h sees keeps Flush and Unwrap, so
-// http.NewResponseController works on it.
-func StallHandler(h http.Handler, stall time.Duration, log *zap.Logger) http.Handler {
+// taking the answer, is dropped. A body that stalls is answered 408 with
+// the API's error body (code "timeout") and Connection: close, in place of
+// whatever h answers, unless h's answer has begun; each stall is logged
+// once to log with the client's address, never the request's data. An
+// answer that starts before h has read the body to its end closes the
+// connection: it goes out at once, instead of after the server has read
+// what is left of the body. The ResponseWriter h sees keeps Flush and
+// Unwrap, so http.NewResponseController works on it.
+func stallHandler(h http.Handler, stall time.Duration, log *zap.Logger) http.Handler {
 	if stall <= 0 {
 		stall = config.Defaults.HTTPStallTimeout
 	}
@@ -138,9 +139,19 @@ func (w *stallWriter) answerStall() {
 	w.Header().Del("Location")
 	w.Header().Set("Connection", "close")
 	w.extend()
-	writeError(w.ResponseWriter, kindTimeout,
-		fmt.Sprintf("the request body stopped for %s (HTTP_STALL_TIMEOUT) or came slower than %d bytes/s; send the request again",
-			w.stall, MinBodyRate))
+	var body struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	body.Error.Code = "timeout" // api/openapi.yaml's error body, as package api writes it
+	body.Error.Message = fmt.Sprintf("the request body stopped for %s (HTTP_STALL_TIMEOUT) or came slower than %d bytes/s; send the request again",
+		w.stall, MinBodyRate)
+	b, _ := json.Marshal(body)
+	w.ResponseWriter.Header().Set("Content-Type", "application/json")
+	w.ResponseWriter.WriteHeader(http.StatusRequestTimeout)
+	w.ResponseWriter.Write(append(b, '\n'))
 }
 
 // MinBodyRate is the slowest a request body may come, on average, once the

@@ -60,7 +60,7 @@ func (e *env) profile(ctx context.Context, name string, run func(start, stop fun
 	}
 	var own []string
 	for _, r := range all {
-		if strings.HasPrefix(r.fn, "github.com/zhimaq/zhimaq") && !strings.HasPrefix(r.fn, "github.com/zhimaq/zhimaq/bench") && len(own) < 10 {
+		if strings.HasPrefix(r.fn, "github.com/zhimaq/zhimaq") && !strings.HasPrefix(r.fn, "github.com/zhimaq/zhimaq/internal/bench") && len(own) < 10 {
 			own = append(own, r.String())
 		}
 	}

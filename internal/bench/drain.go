@@ -53,8 +53,7 @@ func (e *env) drainZhimaq(ctx context.Context, n int, faults sandbox.Faults, ext
 	for i := range txs {
 		txs[i] = nextTx()
 	}
-	submit := submitter(ctx, p)
-	if err := parallel(n, enqueueParallel, func(i int) error { return submit(txs[i]) }); err != nil {
+	if err := submitter(ctx, p)(txs); err != nil {
 		return drainRun{}, err
 	}
 	if err := e.setFaults(ctx, faults); err != nil {
@@ -79,7 +78,7 @@ func (e *env) drainZhimaq(ctx context.Context, n int, faults sandbox.Faults, ext
 	if err != nil {
 		return drainRun{}, err
 	}
-	if run.stats, err = e.stats(ctx); err != nil {
+	if run.stats, err = e.sb.Stats(ctx); err != nil {
 		return drainRun{}, err
 	}
 	if run.states, err = countStates(ctx, p, txs); err != nil {
@@ -99,8 +98,11 @@ func (e *env) drainAsynq(ctx context.Context, n, concurrency int) (drainRun, err
 	defer end()
 	c := asynq.NewClientFromRedisClient(rdb)
 	defer c.Close()
-	enqueue := enqueuer(ctx, c, ns.queue)
-	if err := parallel(n, enqueueParallel, func(int) error { return enqueue(nextTx()) }); err != nil {
+	txs := make([]string, n)
+	for i := range txs {
+		txs[i] = nextTx()
+	}
+	if err := enqueuer(ctx, c, ns.queue)(txs); err != nil {
 		return drainRun{}, err
 	}
 	srvRedis, err := config.RedisClient(e.redisURL)
@@ -135,7 +137,7 @@ func (e *env) measureDrain(ctx context.Context, rdb *redis.Client, queue string,
 	if err := start(); err != nil {
 		return drainRun{}, err
 	}
-	poll, err := waitDrained(ctx, rdb, queue, time.Duration(n)*100*time.Millisecond+2*time.Minute, e.sandboxProc.Done())
+	poll, err := waitDrained(ctx, rdb, queue, time.Duration(n)*100*time.Millisecond+2*time.Minute, e.sb.Child.Done())
 	use := meter.stop()
 	if err != nil {
 		return drainRun{}, err
@@ -206,7 +208,7 @@ func (e *env) figCPU(ctx context.Context) (*figure, *figure, error) {
 		red, rred = append(red, zr[i].use.redis.Seconds()/float64(n)*1e6), append(rred, rr[i].use.redis.Seconds()/float64(n)*1e6)
 	}
 	f.rawf("zhimaq drain wall time (s): %s; sandbox process CPU per job (µs): %s", list("%.2f", wall), list("%.0f", sbox))
-	if e.private {
+	if e.redis != nil {
 		f.rawf("Redis CPU per job (µs), zhimaq: %s; asynq: %s", list("%.1f", red), list("%.1f", rred))
 	}
 	f.rawf("Redis commands per job, zhimaq worker: %.1f (%s)", zr[0].cmdsN, zr[0].cmds)

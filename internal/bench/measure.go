@@ -124,10 +124,10 @@ type cpuMeter struct {
 func (e *env) cpuStart() *cpuMeter {
 	m := &cpuMeter{e: e}
 	m.self = selfCPU()
-	if e.redisProc != nil {
-		m.redis, _ = procCPU(e.redisProc.Pid())
+	if e.redis != nil {
+		m.redis, _ = procCPU(e.redis.Child().Pid())
 	}
-	m.sbox, _ = procCPU(e.sandboxProc.Pid())
+	m.sbox, _ = procCPU(e.sb.Child.Pid())
 	m.start = time.Now()
 	return m
 }
@@ -138,11 +138,11 @@ type cpuUse struct{ self, redis, sandbox, wall time.Duration }
 
 func (m *cpuMeter) stop() cpuUse {
 	u := cpuUse{wall: time.Since(m.start), self: selfCPU() - m.self}
-	if m.e.redisProc != nil {
-		r, _ := procCPU(m.e.redisProc.Pid())
+	if m.e.redis != nil {
+		r, _ := procCPU(m.e.redis.Child().Pid())
 		u.redis = r - m.redis
 	}
-	s, _ := procCPU(m.e.sandboxProc.Pid())
+	s, _ := procCPU(m.e.sb.Child.Pid())
 	u.sandbox = s - m.sbox
 	return u
 }

@@ -65,7 +65,7 @@ func (e *env) runQuota(ctx context.Context, qps float64, jobs int) (quotaRun, er
 	if err := e.setFaults(ctx, sandbox.Faults{}); err != nil {
 		return quotaRun{}, err
 	}
-	target, _ := url.Parse(e.adminURL)
+	target, _ := url.Parse(e.sb.AdminURL)
 	proxy := &countingProxy{rp: httputil.NewSingleHostReverseProxy(target)}
 	proxy.rp.Transport = &http.Transport{MaxIdleConns: 400, MaxIdleConnsPerHost: 400, IdleConnTimeout: 30 * time.Second}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -92,8 +92,7 @@ func (e *env) runQuota(ctx context.Context, qps float64, jobs int) (quotaRun, er
 	for i := range txs {
 		txs[i] = nextTx()
 	}
-	submit := submitter(ctx, p)
-	if err := parallel(jobs, enqueueParallel, func(i int) error { return submit(txs[i]) }); err != nil {
+	if err := submitter(ctx, p)(txs); err != nil {
 		return quotaRun{}, err
 	}
 
@@ -111,7 +110,7 @@ func (e *env) runQuota(ctx context.Context, qps float64, jobs int) (quotaRun, er
 			return quotaRun{}, err
 		}
 		defer lf.Close()
-		w, err := e.procs.Start("worker", filepath.Join(e.opts.Bin, "worker"), nil, envList(m), lf, lf)
+		w, err := e.l.Children.Start("worker", e.bins["worker"], nil, envList(m), lf, lf)
 		if err != nil {
 			return quotaRun{}, err
 		}
@@ -121,7 +120,7 @@ func (e *env) runQuota(ctx context.Context, qps float64, jobs int) (quotaRun, er
 	timeout := time.Duration(float64(jobs)/qps*float64(time.Second))*3 + time.Minute
 	done := make(chan error, 1)
 	go func() {
-		_, err := waitDrained(ctx, rdb, ns.queue, timeout, e.sandboxProc.Done())
+		_, err := waitDrained(ctx, rdb, ns.queue, timeout, e.sb.Child.Done())
 		done <- err
 	}()
 	select {
@@ -139,7 +138,7 @@ func (e *env) runQuota(ctx context.Context, qps float64, jobs int) (quotaRun, er
 	}
 	workers = nil
 
-	st, err := e.stats(ctx)
+	st, err := e.sb.Stats(ctx)
 	if err != nil {
 		return quotaRun{}, err
 	}

@@ -36,7 +36,7 @@ func (e *env) runEnqueue(ctx context.Context, useZhimaq bool) (enqueueRun, error
 	defer end()
 	trips := new(roundTrips)
 	rdb.AddHook(trips)
-	var submit func(tx string) error
+	var submit func(txs []string) error
 	if useZhimaq {
 		p, err := newProducer(rdb, e.workerEnv(ns, nil))
 		if err != nil {
@@ -65,7 +65,7 @@ func (e *env) runEnqueue(ctx context.Context, useZhimaq bool) (enqueueRun, error
 			txs[i] = nextTx()
 		}
 		b.ResetTimer()
-		err := parallel(b.N, enqueueParallel, func(i int) error { return submit(txs[i]) })
+		err := submit(txs)
 		b.StopTimer()
 		mu.Lock()
 		total += int64(b.N)
@@ -148,7 +148,7 @@ func (e *env) figEnqueue(ctx context.Context) (*figure, error) {
 		zc, rc = append(zc, zr[i].redCPU*1e6), append(rc, rr[i].redCPU*1e6)
 	}
 	f.rawf("client CPU per job (µs), zhimaq: %s; asynq: %s", list("%.1f", zs), list("%.1f", rs))
-	if e.private {
+	if e.redis != nil {
 		f.rawf("Redis CPU per job (µs), zhimaq: %s; asynq: %s", list("%.1f", zc), list("%.1f", rc))
 	}
 	f.rawf("Redis round trips per job (a go-redis hook), zhimaq: %.2f; asynq: %.2f", zr[0].trips, rr[0].trips)
