@@ -114,21 +114,15 @@ const (
 )
 
 func scoreJob(tx string, admittance int) zhimaq.Job {
-	return zhimaq.Job{Method: zhimaq.MethodScoreBriefGet, BizContent: json.RawMessage(fmt.Sprintf(
-		`{"transaction_id":%q,"product_code":"w1010100000000002733","cert_type":"IDENTITY_CARD","cert_no":%q,"name":"张三","admittance_score":%d}`,
-		tx, applicantID, admittance))}
+	return zhimaq.Job{Method: zhimaq.MethodScoreBriefGet, BizContent: zhimatest.ScoreBiz(tx, applicantID, "张三", admittance)}
 }
 
 func relationJob(tx string) zhimaq.Job {
-	return zhimaq.Job{Method: zhimaq.MethodRelationQuery, BizContent: json.RawMessage(fmt.Sprintf(
-		`{"product_code":"w1010100001000001200","transaction_id":%q,"cert_no":%q,"name":"张三","relation_phone":"15843991158","relation_name":"李四","relation":"family"}`,
-		tx, applicantID))}
+	return zhimaq.Job{Method: zhimaq.MethodRelationQuery, BizContent: zhimatest.RelationBiz(tx, applicantID, "张三", "15843991158", "李四", "family")}
 }
 
 func certificationJob(tx string) zhimaq.Job {
-	identity := fmt.Sprintf(`{"identity_type":"CERT_INFO","cert_type":"IDENTITY_CARD","cert_name":"李四","cert_no":%q}`, contactID)
-	b, _ := json.Marshal(map[string]string{"transaction_id": tx, "product_code": "w1010100000000002978", "biz_code": "FACE", "identity_param": identity})
-	return zhimaq.Job{Method: zhimaq.MethodCertificationInitialize, BizContent: b}
+	return zhimaq.Job{Method: zhimaq.MethodCertificationInitialize, BizContent: zhimatest.CertificationBiz(tx, contactID, "李四", "")}
 }
 
 func TestPipelineSucceedsForEveryMethod(t *testing.T) {
