@@ -192,7 +192,7 @@ func (b *Batch) Close(ctx context.Context) error {
 // It returns the batch's id and each job's submission, in the order of
 // jobs, all carrying the id. On an error (ErrRedisUnreachable, ctx ending,
 // Redis failing to store the batch) it returns the submissions of the jobs
-// added before it, and the batch holds just those. A bad CallbackURL
+// taken up before it, each answered as SubmitJobs says. A bad CallbackURL
 // returns ErrInvalidCallbackURL or ErrCallbackHostNotAllowed; more jobs
 // than MaxBatchLines, ErrTooManyLines (wrapped); in these cases nothing is
 // submitted or written. opts.Emit, when set, is called as well.
