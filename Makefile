@@ -25,8 +25,12 @@ chaos: build
 bench: build
 	./$(BIN)/bench
 
+# The second line compiles the live test against Alipay's sandbox
+# (-tags alipaysandbox, README "Against Alipay's sandbox"), which runs only
+# with its credentials.
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags alipaysandbox ./...
 
 # Redis-backed tests use the server at REDIS_URL when one answers, else an
 # embedded one. The fuzz targets' seed corpora run as ordinary tests.

@@ -28,12 +28,22 @@
 // rejected lines is expected); 1 with a one-line reason otherwise; 130 when
 // interrupted. Children are stopped on every path, Ctrl-C included.
 //
-// Usage: demo [--jobs FILE] [--bin DIR] [--log-dir DIR] [--seed N] [--timeout D]
+// With --mode cert (or DEMO_MODE=cert) the same demo runs in certificate
+// mode with AES content encryption: the sandbox makes the three certificate
+// files and an AES key, the worker is given them in place of the Alipay
+// public key, and the sandbox rotates its Alipay certificate in the middle of
+// the batch; the demo checks that the worker downloaded the new certificate
+// once.
+//
+// Usage: demo [--mode key|cert] [--jobs FILE] [--bin DIR] [--log-dir DIR] [--seed N] [--timeout D]
 package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -79,6 +89,7 @@ func main() {
 }
 
 type options struct {
+	mode    string
 	jobs    string
 	binDir  string
 	logDir  string
@@ -90,6 +101,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.StringVar(&o.mode, "mode", cmp.Or(os.Getenv("DEMO_MODE"), "key"), "`key` (public-key mode) or cert (certificate mode with AES and a certificate rotation mid-batch); default $DEMO_MODE or key")
 	fs.StringVar(&o.jobs, "jobs", "", "JSONL `file` of jobs (default demo/jobs.jsonl here or next to bin/)")
 	fs.StringVar(&o.binDir, "bin", "", "`dir` holding worker, enqueue and zhima-sandbox (default: next to this program, then PATH)")
 	fs.StringVar(&o.logDir, "log-dir", "", "`dir` for the worker's and sandbox's logs, kept after the run (default: a new temp dir)")
@@ -100,6 +112,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if o.mode != "key" && o.mode != "cert" {
+		return o, fmt.Errorf("--mode (DEMO_MODE) %q: want key or cert", o.mode)
 	}
 	return o, nil
 }
@@ -163,12 +178,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return err
 	}
 
-	// 3. The sandbox gateway.
-	sb, err := l.StartSandbox(ctx, launch.SandboxConfig{
+	// 3. The sandbox gateway; in certificate mode with an AES key and a
+	// rotation of its Alipay certificate half-way through the jobs.
+	sbc := launch.SandboxConfig{
 		Program: bins["zhima-sandbox"], AppID: demoAppID, AppPublicKey: appPub,
 		AlipayPublicKey: filepath.Join(work, "alipay_public.pem"), Log: sandboxLog, Seed: o.seed,
 		Args: []string{"--system-error-rate", systemErrorRate, "--unavailable-rate", unavailableRate},
-	})
+	}
+	var aesKeyFile string
+	if o.mode == "cert" {
+		if aesKeyFile, err = writeAESKey(work); err != nil {
+			return err
+		}
+		sbc.CertDir, sbc.EncryptKeyFile = filepath.Join(work, "certs"), aesKeyFile
+		sbc.Args = append(sbc.Args, "--rotate-cert-after", strconv.Itoa(nJobs/2))
+	}
+	sb, err := l.StartSandbox(ctx, sbc)
 	if err != nil {
 		return interrupted(err)
 	}
@@ -182,12 +207,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	env := append(procs.CleanEnv(),
 		"DATA_KEYS="+dataKeys,
 		"REDIS_URL="+rds.URL(),
-		"ZHIMA_GATEWAY_URL="+sb.URL,
 		"ZHIMA_APP_ID="+demoAppID,
 		"ZHIMA_APP_PRIVATE_KEY_FILE="+appPriv,
-		"ZHIMA_ALIPAY_PUBLIC_KEY_FILE="+sb.AlipayPublicKey,
 		"LOG_FORMAT=console",
 	)
+	env = append(env, sb.GatewayEnv()...)
+	if aesKeyFile != "" {
+		env = append(env, "ZHIMA_ENCRYPT_KEY_FILE="+aesKeyFile)
+	}
 	workerEnv := append(env[:len(env):len(env)],
 		"RETRY_BASE_DELAY=200ms",
 		"RETRY_MAX_DELAY=1s",
@@ -209,6 +236,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 
 	fmt.Fprintf(stdout, "zhimaq demo: embedded Redis %s · sandbox %s (faults: %s%% SYSTEM_ERROR, %s%% 20000) · worker up\n",
 		rds.Addr(), sb.URL, percent(systemErrorRate), percent(unavailableRate))
+	if o.mode == "cert" {
+		fmt.Fprintf(stdout, "certificate mode with AES content encryption; the sandbox rotates its Alipay certificate after %d answers\n", nJobs/2)
+	}
 	fmt.Fprintf(stdout, "enqueue batch --wait %s (%d lines)…\n", jobsPath, nJobs)
 
 	// 5. The producer, waiting for every job.
@@ -236,6 +266,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 	fmt.Fprintln(stdout)
 	billedOK := printSummary(stdout, s, st)
+	rotatedOK := true
+	if o.mode == "cert" {
+		rotatedOK = st.CertRotations == 1 && st.CertDownloads == 1
+		fmt.Fprintf(stdout, "certificate rotations: %d · downloads of the new certificate by the worker: %d (want 1 and 1)\n",
+			st.CertRotations, st.CertDownloads)
+	}
 
 	// 7. Stop everything, in order.
 	werr := stop(worker, stopGrace)
@@ -248,6 +284,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return fmt.Errorf("enqueue exited with status %d although no line was rejected", code)
 	case !billedOK:
 		return fmt.Errorf("the sandbox billed %d calls for %d distinct succeeded transactions", st.Billed, s.distinctSucceeded)
+	case !rotatedOK:
+		return fmt.Errorf("the sandbox rotated its certificate %d times and the worker downloaded %d certificates; want 1 and 1", st.CertRotations, st.CertDownloads)
 	case werr != nil:
 		return werr
 	case serr != nil:
@@ -358,6 +396,17 @@ func runEnqueue(ctx context.Context, path, jobs string, timeout time.Duration, e
 		return nil, code, fmt.Errorf("enqueue: %w", err)
 	}
 	return nil, code, fmt.Errorf("enqueue exited with status %d (usage or configuration error)", code)
+}
+
+// writeAESKey writes a new AES content-encryption key, base64 as Alipay's
+// console shows it, to a file only the owner reads.
+func writeAESKey(dir string) (string, error) {
+	key := make([]byte, 16)
+	if _, err := rand.Read(key); err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "aes.key")
+	return path, os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600)
 }
 
 func percent(rate string) string {

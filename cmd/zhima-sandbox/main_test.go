@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -100,29 +101,12 @@ func TestRunServesGateway(t *testing.T) {
 			"charset": "utf-8", "sign_type": "RSA2", "timestamp": zhima.Timestamp(time.Now()), "version": "1.0",
 			"biz_content": `{"transaction_id":"CMD_1","product_code":"w1010100000000002978","biz_code":"FACE","identity_param":"{\"identity_type\":\"CERT_INFO\",\"cert_type\":\"IDENTITY_CARD\",\"cert_name\":\"收委\",\"cert_no\":\"260104197909275964\"}"}`,
 		}
-		sig, err := zhima.Sign(appKey, zhima.RSA2, []byte(zhima.SigningString(params)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		form := url.Values{"sign": {sig}}
-		for k, v := range params {
-			form.Set(k, v)
-		}
-		resp, err := http.PostForm(gateway, form)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		var top map[string]json.RawMessage
-		if err := json.Unmarshal(body, &top); err != nil {
-			t.Fatalf("not JSON: %s", body)
-		}
+		top := postSigned(t, gateway, appKey, params)
 		var sign string
 		json.Unmarshal(top["sign"], &sign)
 		node := top["zhima_customer_certification_initialize_response"]
 		if !bytes.Contains(node, []byte(`"code":"10000"`)) {
-			t.Fatalf("not a success: %s", body)
+			t.Fatalf("not a success: %s", node)
 		}
 		pemText, err := os.ReadFile(alipayPub)
 		if err != nil {
@@ -155,6 +139,9 @@ func TestRunUsageErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := []string{"--addr", "127.0.0.1:0", "--app-public-key-file", pubPath}
+	certDir := filepath.Join(t.TempDir(), "certs")
+	aesFile := writeAESKey(t)
+	shortKey := base64.StdEncoding.EncodeToString([]byte("short-key"))
 	tests := []struct {
 		name string
 		args []string
@@ -169,6 +156,19 @@ func TestRunUsageErrors(t *testing.T) {
 		{"bad latency", append(key, "--latency", "soon"), "latency"},
 		{"zero window", append(key, "--window", "0s"), "--window"},
 		{"positional argument", append(key, "extra"), "unexpected argument"},
+		{"cert mode without a cert dir", append(key, "--cert-mode"), "--cert-dir"},
+		{"cert mode with --write-alipay-public-key", append(key, "--cert-mode", "--cert-dir", certDir, "--write-alipay-public-key", filepath.Join(certDir, "k.pem")), "--write-alipay-public-key"},
+		{"cert mode with --alipay-private-key-file", append(key, "--cert-mode", "--cert-dir", certDir, "--alipay-private-key-file", privPath), "--alipay-private-key-file"},
+		{"cert dir without cert mode", append(key, "--cert-dir", certDir), "--cert-dir needs --cert-mode"},
+		{"rotation without cert mode", append(key, "--rotate-cert-after", "3"), "--rotate-cert-after needs --cert-mode"},
+		{"rogue certificates without cert mode", append(key, "--rogue-cert-rate", "0.5"), "--rogue-cert-rate needs --cert-mode"},
+		{"rogue rate above 1", append(key, "--cert-mode", "--cert-dir", certDir, "--rogue-cert-rate", "2"), "rogue_cert_rate must be between 0 and 1"},
+		{"negative rotation", append(key, "--cert-mode", "--cert-dir", certDir, "--rotate-cert-after", "-1"), "--rotate-cert-after"},
+		{"both AES key flags", append(key, "--encrypt-key", testAESKey, "--encrypt-key-file", aesFile), "exclusive"},
+		{"AES key not base64", append(key, "--encrypt-key", "not*base64"), "--encrypt-key: AES key is not standard base64"},
+		{"short AES key", append(key, "--encrypt-key", shortKey), "--encrypt-key: AES key decodes to 9 bytes"},
+		{"missing AES key file", append(key, "--encrypt-key-file", filepath.Join(certDir, "none.key")), "--encrypt-key-file"},
+		{"unwritable cert dir", append(key, "--cert-mode", "--cert-dir", filepath.Join(pubPath, "certs")), "--cert-dir: "},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -185,7 +185,13 @@ func TestRunUsageErrors(t *testing.T) {
 			if strings.Count(out, "\n") != 1 || !strings.Contains(out, tt.want) {
 				t.Errorf("stderr = %q, want one line containing %q", out, tt.want)
 			}
+			if strings.Contains(out, shortKey) || strings.Contains(out, testAESKey) {
+				t.Errorf("stderr quotes the AES key: %q", out)
+			}
 		})
+	}
+	if _, err := os.Stat(certDir); err == nil {
+		t.Error("a refused run created --cert-dir")
 	}
 }
 
@@ -195,7 +201,10 @@ func TestRunHelp(t *testing.T) {
 	if !errors.Is(err, flag.ErrHelp) || exitCode(err, io.Discard) != 0 {
 		t.Fatalf("run --help = %v, want flag.ErrHelp and exit 0", err)
 	}
-	for _, want := range []string{"--app-public-key-file", "--write-alipay-public-key", "--hang-rate", "ZHIMA_GATEWAY_URL", "/admin/faults"} {
+	for _, want := range []string{"--app-public-key-file", "--write-alipay-public-key", "--hang-rate", "ZHIMA_GATEWAY_URL", "/admin/faults",
+		"--cert-mode", "--cert-dir", "--rotate-cert-after", "--rogue-cert-rate", "--encrypt-key", "--encrypt-key-file", "/admin/rotate-cert",
+		"ZHIMA_APP_CERT_FILE=DIR/appCertPublicKey_<app_id>.crt", "ZHIMA_ALIPAY_CERT_FILE=DIR/alipayCertPublicKey_RSA2.crt",
+		"ZHIMA_ALIPAY_ROOT_CERT_FILE=DIR/alipayRootCert.crt", "ZHIMA_ENCRYPT_KEY="} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("help lacks %q", want)
 		}
@@ -224,4 +233,29 @@ func TestDialable(t *testing.T) {
 			}
 		})
 	}
+}
+
+// postSigned signs params with appKey, posts them to gateway and returns
+// the answer's top-level fields.
+func postSigned(t *testing.T, gateway string, appKey *rsa.PrivateKey, params map[string]string) map[string]json.RawMessage {
+	t.Helper()
+	sig, err := zhima.Sign(appKey, zhima.RSA2, []byte(zhima.SigningString(params)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	form := url.Values{"sign": {sig}}
+	for k, v := range params {
+		form.Set(k, v)
+	}
+	resp, err := http.PostForm(gateway, form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(body, &top); err != nil {
+		t.Fatalf("not JSON: %s", body)
+	}
+	return top
 }

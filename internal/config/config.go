@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/zhimaq/zhimaq/internal/keyspace"
@@ -32,6 +33,11 @@ type Config struct {
 	AppID           string         // ZHIMA_APP_ID
 	AppPrivateKey   string         // ZHIMA_APP_PRIVATE_KEY or the file ZHIMA_APP_PRIVATE_KEY_FILE
 	AlipayPublicKey string         // ZHIMA_ALIPAY_PUBLIC_KEY or the file ZHIMA_ALIPAY_PUBLIC_KEY_FILE
+	AppCert         string         // ZHIMA_APP_CERT[_FILE]: certificate mode, with the next two
+	AlipayCert      string         // ZHIMA_ALIPAY_CERT[_FILE]
+	AlipayRootCert  string         // ZHIMA_ALIPAY_ROOT_CERT[_FILE]
+	EncryptKey      string         // ZHIMA_ENCRYPT_KEY[_FILE]: AES content encryption
+	Charset         string         // ZHIMA_CHARSET: utf-8 or GBK
 	SignType        zhima.SignType // ZHIMA_SIGN_TYPE
 	GatewayTimeout  time.Duration  // ZHIMA_TIMEOUT: one gateway call, connect to last byte
 
@@ -70,6 +76,7 @@ var Defaults = Config{
 	RedisURL:           "redis://127.0.0.1:6379/0",
 	GatewayURL:         zhima.DefaultGatewayURL,
 	SignType:           zhima.RSA2,
+	Charset:            "utf-8",
 	GatewayTimeout:     15 * time.Second,
 	WorkerConcurrency:  50,
 	RetryMaxAttempts:   12,
@@ -115,6 +122,9 @@ func Load(getenv func(string) string) (Config, error) {
 		r.fail("RETRY_MAX_DELAY", "is shorter than RETRY_BASE_DELAY")
 	}
 	if r.err == nil {
+		r.failErr(c.checkMode())
+	}
+	if r.err == nil {
 		if _, err := ParseRedisURL(c.RedisURL); err != nil {
 			r.err = err
 		}
@@ -129,8 +139,36 @@ func (c Config) RequireGateway() error {
 		return errors.New("config: ZHIMA_APP_ID is required")
 	case c.AppPrivateKey == "":
 		return errors.New("config: ZHIMA_APP_PRIVATE_KEY or ZHIMA_APP_PRIVATE_KEY_FILE is required")
-	case c.AlipayPublicKey == "":
-		return errors.New("config: ZHIMA_ALIPAY_PUBLIC_KEY or ZHIMA_ALIPAY_PUBLIC_KEY_FILE is required")
+	case c.AlipayPublicKey == "" && !c.CertMode():
+		return errors.New("config: ZHIMA_ALIPAY_PUBLIC_KEY_FILE is required, or certificate mode: ZHIMA_APP_CERT_FILE, ZHIMA_ALIPAY_CERT_FILE and ZHIMA_ALIPAY_ROOT_CERT_FILE")
+	}
+	return nil
+}
+
+// CertMode says the three certificate variables are set.
+func (c Config) CertMode() bool {
+	return c.AppCert != "" && c.AlipayCert != "" && c.AlipayRootCert != ""
+}
+
+// checkMode refuses both ways of verifying answers at once, and some of the
+// certificate variables without the others.
+func (c Config) checkMode() error {
+	certs := []struct{ name, value string }{
+		{"ZHIMA_APP_CERT", c.AppCert}, {"ZHIMA_ALIPAY_CERT", c.AlipayCert}, {"ZHIMA_ALIPAY_ROOT_CERT", c.AlipayRootCert},
+	}
+	var set, missing []string
+	for _, v := range certs {
+		if v.value != "" {
+			set = append(set, v.name+"[_FILE]")
+		} else {
+			missing = append(missing, v.name+"[_FILE]")
+		}
+	}
+	switch {
+	case len(set) > 0 && c.AlipayPublicKey != "":
+		return fmt.Errorf("config: ZHIMA_ALIPAY_PUBLIC_KEY[_FILE] and %s are both set: choose public-key mode or certificate mode, as the app is set up in the Alipay console", strings.Join(set, ", "))
+	case len(set) > 0 && len(missing) > 0:
+		return fmt.Errorf("config: certificate mode needs all three certificates: %s set, %s missing", strings.Join(set, ", "), strings.Join(missing, ", "))
 	}
 	return nil
 }
@@ -158,7 +196,7 @@ func (c Config) String() string {
 		return fmt.Sprintf("<%d bytes>", len(s))
 	}
 	c.AppPrivateKey, c.AlipayPublicKey, c.DataKeys = redact(c.AppPrivateKey), redact(c.AlipayPublicKey), redact(c.DataKeys)
-	c.CallbackSecret = redact(c.CallbackSecret)
+	c.CallbackSecret, c.EncryptKey = redact(c.CallbackSecret), redact(c.EncryptKey)
 	tokens := make([]string, len(c.APITokens))
 	for i, t := range c.APITokens {
 		tokens[i] = redact(t)

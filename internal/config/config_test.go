@@ -245,3 +245,51 @@ func randomUUID(t *testing.T) string {
 	h := hex.EncodeToString(b)
 	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
+
+func TestLoadCertificateModeAndEncryption(t *testing.T) {
+	aesKey := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef"))
+	c, err := Load(env(map[string]string{"ZHIMA_APP_CERT": "A", "ZHIMA_ALIPAY_CERT": "B", "ZHIMA_ALIPAY_ROOT_CERT": "C",
+		"ZHIMA_ENCRYPT_KEY": aesKey, "ZHIMA_CHARSET": "gbk", "ZHIMA_APP_ID": "app", "ZHIMA_APP_PRIVATE_KEY": "K"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.CertMode() || c.EncryptKey != aesKey || c.Charset != "GBK" {
+		t.Fatalf("Load = %+v", c)
+	}
+	if err := c.RequireGateway(); err != nil {
+		t.Fatalf("certificate mode needs no Alipay public key: %v", err)
+	}
+	if strings.Contains(c.String(), aesKey) {
+		t.Fatal("String shows the AES key")
+	}
+
+	refused := []struct {
+		name string
+		env  map[string]string
+		want []string
+	}{
+		{"both modes", map[string]string{"ZHIMA_ALIPAY_PUBLIC_KEY": "P", "ZHIMA_APP_CERT": "A"},
+			[]string{"ZHIMA_ALIPAY_PUBLIC_KEY", "ZHIMA_APP_CERT", "both set"}},
+		{"some of the three", map[string]string{"ZHIMA_APP_CERT": "A", "ZHIMA_ALIPAY_CERT": "B"},
+			[]string{"ZHIMA_ALIPAY_ROOT_CERT[_FILE] missing"}},
+		{"short AES key", map[string]string{"ZHIMA_ENCRYPT_KEY": base64.StdEncoding.EncodeToString([]byte("short-key"))},
+			[]string{"ZHIMA_ENCRYPT_KEY", "9 bytes"}},
+		{"AES key not base64", map[string]string{"ZHIMA_ENCRYPT_KEY": "not*base64"}, []string{"ZHIMA_ENCRYPT_KEY", "base64"}},
+		{"charset", map[string]string{"ZHIMA_CHARSET": "latin1"}, []string{"ZHIMA_CHARSET", "utf-8 or GBK"}},
+	}
+	for _, tc := range refused {
+		_, err := Load(env(tc.env))
+		if err == nil {
+			t.Errorf("%s: Load accepted %v", tc.name, tc.env)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: %v does not say %q", tc.name, err, w)
+			}
+		}
+		if v := tc.env["ZHIMA_ENCRYPT_KEY"]; v != "" && strings.Contains(err.Error(), v) {
+			t.Errorf("%s: the error quotes the key: %v", tc.name, err)
+		}
+	}
+}

@@ -55,7 +55,17 @@ var Table = []Var{
 	{Name: "ZHIMA_APP_PRIVATE_KEY", File: true, Reads: Worker,
 		Help: "app private key, PEM or bare base64 (required)", Set: str(func(c *Config) *string { return &c.AppPrivateKey })},
 	{Name: "ZHIMA_ALIPAY_PUBLIC_KEY", File: true, Reads: Worker,
-		Help: "Alipay public key, PEM or bare base64 (required)", Set: str(func(c *Config) *string { return &c.AlipayPublicKey })},
+		Help: "Alipay public key, PEM or bare base64 (required in public-key mode)", Set: str(func(c *Config) *string { return &c.AlipayPublicKey })},
+	{Name: "ZHIMA_APP_CERT", File: true, Reads: Worker,
+		Help: "certificate mode: the app public key certificate, PEM (appCertPublicKey_<app_id>.crt)", Set: str(func(c *Config) *string { return &c.AppCert })},
+	{Name: "ZHIMA_ALIPAY_CERT", File: true, Reads: Worker,
+		Help: "certificate mode: the Alipay public key certificate, PEM (alipayCertPublicKey_RSA2.crt)", Set: str(func(c *Config) *string { return &c.AlipayCert })},
+	{Name: "ZHIMA_ALIPAY_ROOT_CERT", File: true, Reads: Worker,
+		Help: "certificate mode: the Alipay root certificates, PEM (alipayRootCert.crt)", Set: str(func(c *Config) *string { return &c.AlipayRootCert })},
+	{Name: "ZHIMA_ENCRYPT_KEY", File: true, Reads: Worker,
+		Help: "AES content encryption for every call: the console's base64 key", Set: setEncryptKey},
+	{Name: "ZHIMA_CHARSET", Default: "utf-8", Reads: Worker,
+		Help: "utf-8 or GBK", Set: setCharset},
 	{Name: "ZHIMA_SIGN_TYPE", Default: "RSA2", Reads: Worker,
 		Help: "RSA2 or RSA", Set: setSignType},
 	{Name: "ZHIMA_TIMEOUT", Default: "15s", Reads: Worker,
@@ -251,6 +261,24 @@ func setSignType(c *Config, v string) error {
 	c.SignType = zhima.SignType(strings.ToUpper(v))
 	if c.SignType != zhima.RSA2 && c.SignType != zhima.RSA {
 		return errors.New("want RSA2 or RSA")
+	}
+	return nil
+}
+
+func setEncryptKey(c *Config, v string) error {
+	c.EncryptKey = v
+	_, err := zhima.ParseAESKey(v)
+	return err
+}
+
+func setCharset(c *Config, v string) error {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "utf-8", "utf8":
+		c.Charset = "utf-8"
+	case "gbk":
+		c.Charset = "GBK"
+	default:
+		return errors.New("want utf-8 or GBK")
 	}
 	return nil
 }

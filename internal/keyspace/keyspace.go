@@ -7,6 +7,7 @@
 //	<prefix>batch:<id>:lines                           list: a batch's lines
 //	<prefix>batches:callbacks                          sorted set: batches awaiting their callback
 //	<prefix>rate:<app_id>                              the app's rate limit (package ratelimit)
+//	<prefix>alipaycert:<app_id>:<sn>                   string: a downloaded Alipay certificate (package certcache)
 //
 // The parts of a job's key are validated by idempotency.Key; a batch id by
 // batches.ValidID. asynq keeps its own keys under asynq:{<queue>}:.
@@ -54,6 +55,11 @@ func (s Space) BatchCallbacks() string { return s.prefix + "batches:callbacks" }
 
 // Rate is the key of an app's rate limit.
 func (s Space) Rate(appID string) string { return s.prefix + "rate:" + appID }
+
+// AlipayCert is the key of a downloaded Alipay certificate of an app.
+func (s Space) AlipayCert(appID, sn string) string {
+	return s.prefix + "alipaycert:" + appID + ":" + sn
+}
 
 // Queue is the pattern of asynq's keys for queue name.
 func Queue(name string) string { return "asynq:{" + name + "}:*" }

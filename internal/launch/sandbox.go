@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"sync"
@@ -24,7 +25,9 @@ type SandboxConfig struct {
 	Program         string   // its path
 	AppID           string   // --app-id, the only app it accepts
 	AppPublicKey    string   // --app-public-key-file
-	AlipayPublicKey string   // --write-alipay-public-key: the workers' ZHIMA_ALIPAY_PUBLIC_KEY_FILE
+	AlipayPublicKey string   // --write-alipay-public-key: the workers' ZHIMA_ALIPAY_PUBLIC_KEY_FILE (public-key mode)
+	CertDir         string   // --cert-mode --cert-dir: certificate mode, in place of AlipayPublicKey
+	EncryptKeyFile  string   // --encrypt-key-file: the AES key file, for content encryption
 	Log             string   // the file its output goes to (created)
 	Seed            int64    // --seed of its fault draws; 0 leaves it out (a random one)
 	Args            []string // more flags, such as --system-error-rate 0.3
@@ -35,8 +38,11 @@ type Sandbox struct {
 	Child           *procs.Child
 	URL             string // ZHIMA_GATEWAY_URL: http://127.0.0.1:port/gateway.do
 	AdminURL        string // http://127.0.0.1:port
-	AlipayPublicKey string // the file it wrote its public key to
-	Log             string
+	AlipayPublicKey string // the file it wrote its public key to (public-key mode)
+	// The certificate files it wrote (certificate mode): the workers'
+	// ZHIMA_APP_CERT_FILE, ZHIMA_ALIPAY_CERT_FILE, ZHIMA_ALIPAY_ROOT_CERT_FILE.
+	AppCert, AlipayCert, RootCert string
+	Log                           string
 
 	client *http.Client
 }
@@ -57,8 +63,15 @@ func (l *Launcher) StartSandbox(ctx context.Context, c SandboxConfig) (*Sandbox,
 			once.Do(func() { found <- string(m[1]) })
 		}
 	})
-	args := []string{"--addr", "127.0.0.1:0", "--app-id", c.AppID, "--app-public-key-file", c.AppPublicKey,
-		"--write-alipay-public-key", c.AlipayPublicKey}
+	args := []string{"--addr", "127.0.0.1:0", "--app-id", c.AppID, "--app-public-key-file", c.AppPublicKey}
+	if c.CertDir != "" {
+		args = append(args, "--cert-mode", "--cert-dir", c.CertDir)
+	} else {
+		args = append(args, "--write-alipay-public-key", c.AlipayPublicKey)
+	}
+	if c.EncryptKeyFile != "" {
+		args = append(args, "--encrypt-key-file", c.EncryptKeyFile)
+	}
 	if c.Seed != 0 {
 		args = append(args, "--seed", strconv.FormatInt(c.Seed, 10))
 	}
@@ -69,6 +82,12 @@ func (l *Launcher) StartSandbox(ctx context.Context, c SandboxConfig) (*Sandbox,
 	}
 	s := &Sandbox{Child: child, AlipayPublicKey: c.AlipayPublicKey, Log: c.Log,
 		client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}}
+	if c.CertDir != "" {
+		s.AlipayPublicKey = ""
+		s.AppCert = filepath.Join(c.CertDir, sandbox.AppCertFileName(c.AppID))
+		s.AlipayCert = filepath.Join(c.CertDir, sandbox.AlipayCertFile)
+		s.RootCert = filepath.Join(c.CertDir, sandbox.RootCertFile)
+	}
 	if err := s.wait(ctx, found); err != nil {
 		_ = child.Stop(5 * time.Second)
 		return nil, err
@@ -134,6 +153,28 @@ func (s *Sandbox) SetFaults(ctx context.Context, f sandbox.Faults) error {
 // Reset zeroes its counters and forgets its transactions (POST /admin/reset).
 func (s *Sandbox) Reset(ctx context.Context) error {
 	return s.admin(ctx, http.MethodPost, "/admin/reset", nil, nil)
+}
+
+// RotateCert makes it rotate its Alipay certificate (POST
+// /admin/rotate-cert, certificate mode) and returns the new SN.
+func (s *Sandbox) RotateCert(ctx context.Context) (string, error) {
+	var out struct {
+		SN string `json:"alipay_cert_sn"`
+	}
+	err := s.admin(ctx, http.MethodPost, "/admin/rotate-cert", nil, &out)
+	return out.SN, err
+}
+
+// GatewayEnv is the worker environment that points it at the sandbox and
+// verifies its answers: the gateway URL, then the Alipay public key file
+// or the three certificate files.
+func (s *Sandbox) GatewayEnv() []string {
+	env := []string{"ZHIMA_GATEWAY_URL=" + s.URL}
+	if s.AppCert != "" {
+		return append(env, "ZHIMA_APP_CERT_FILE="+s.AppCert, "ZHIMA_ALIPAY_CERT_FILE="+s.AlipayCert,
+			"ZHIMA_ALIPAY_ROOT_CERT_FILE="+s.RootCert)
+	}
+	return append(env, "ZHIMA_ALIPAY_PUBLIC_KEY_FILE="+s.AlipayPublicKey)
 }
 
 // Calls is how many gateway calls it counted for one transaction

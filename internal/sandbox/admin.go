@@ -3,9 +3,12 @@ package sandbox
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+
+	"github.com/zhimaq/zhimaq/internal/zhima"
 )
 
 // maxAdminBytes bounds an admin request body.
@@ -32,14 +35,14 @@ func (s *Server) servePutFaults(w http.ResponseWriter, r *http.Request) {
 	dec.DisallowUnknownFields()
 	var f Faults
 	if err := dec.Decode(&f); err != nil {
-		adminError(w, http.StatusBadRequest, fmt.Sprintf("faults: body is not a Faults JSON object (%v); fields: system_error_rate, unavailable_rate, http_502_rate, hang_rate, bad_sign_rate (0..1), latency (\"100ms\")", err))
+		adminError(w, http.StatusBadRequest, fmt.Sprintf("faults: body is not a Faults JSON object (%v); fields: system_error_rate, unavailable_rate, http_502_rate, hang_rate, bad_sign_rate, rogue_cert_rate (0..1, certificate mode only), latency (\"100ms\")", err))
 		return
 	}
 	if dec.More() {
 		adminError(w, http.StatusBadRequest, "faults: body holds more than one JSON value")
 		return
 	}
-	if err := f.Validate(); err != nil {
+	if err := s.validFaults(f); err != nil {
 		adminError(w, http.StatusBadRequest, err.Error())
 		return
 	}
@@ -60,6 +63,20 @@ func (s *Server) serveCalls(w http.ResponseWriter, r *http.Request) {
 func (s *Server) serveReset(w http.ResponseWriter, _ *http.Request) {
 	s.Reset()
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// serveRotateCert rotates the Alipay certificate and answers
+// {"alipay_cert_sn":"<new>"}; 409 in public key mode.
+func (s *Server) serveRotateCert(w http.ResponseWriter, _ *http.Request) {
+	sn, err := s.RotateCert()
+	switch {
+	case errors.Is(err, ErrNotCertMode):
+		adminError(w, http.StatusConflict, "rotate-cert: the sandbox is in public key mode; certificates rotate in certificate mode only (--cert-mode)")
+	case err != nil:
+		adminError(w, http.StatusInternalServerError, err.Error())
+	default:
+		writeJSON(w, http.StatusOK, map[string]string{zhima.ParamAlipayCertSN: sn})
+	}
 }
 
 func (s *Server) servePublicKey(w http.ResponseWriter, _ *http.Request) {

@@ -27,11 +27,21 @@ type Faults struct {
 	HangRate float64 `json:"hang_rate"`
 	// BadSignRate answers as usual but with a signature that does not verify.
 	BadSignRate float64 `json:"bad_sign_rate"`
+	// RogueCertRate, in certificate mode only, answers as usual but signed
+	// by a rogue Alipay certificate and naming its SN in alipay_cert_sn. The
+	// signature verifies with that certificate, which is downloadable, but
+	// it chains to a root that is not in the root file, under the same names
+	// as the real chain: a client must reject it by checking the chain.
+	// Outside certificate mode New and PUT /admin/faults refuse it and
+	// SetFaults sets it to 0.
+	RogueCertRate float64 `json:"rogue_cert_rate"`
 	// Latency is added to every gateway call, faulted or not. Default 0.
 	Latency Duration `json:"latency"`
 }
 
-// Validate reports the first rate outside 0..1 or a negative latency.
+// Validate reports the first rate outside 0..1 or a negative latency. That
+// RogueCertRate needs certificate mode is checked by New and
+// PUT /admin/faults, which know the mode.
 func (f Faults) Validate() error {
 	rates := []struct {
 		name string
@@ -42,6 +52,7 @@ func (f Faults) Validate() error {
 		{"http_502_rate", f.HTTP502Rate},
 		{"hang_rate", f.HangRate},
 		{"bad_sign_rate", f.BadSignRate},
+		{"rogue_cert_rate", f.RogueCertRate},
 	}
 	for _, r := range rates {
 		if !(r.v >= 0 && r.v <= 1) {
@@ -96,6 +107,7 @@ const (
 	faultHTTP502
 	faultHang
 	faultBadSign
+	faultRogueCert
 )
 
 // faultDice holds the current Faults and the seeded source they are drawn
@@ -139,6 +151,7 @@ func (d *faultDice) roll() fault {
 		{d.faults.HTTP502Rate, faultHTTP502},
 		{d.faults.HangRate, faultHang},
 		{d.faults.BadSignRate, faultBadSign},
+		{d.faults.RogueCertRate, faultRogueCert},
 	} {
 		if c.rate > 0 && d.rng.Float64() < c.rate {
 			return c.f

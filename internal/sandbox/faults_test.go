@@ -180,7 +180,7 @@ func TestFaultsValidate(t *testing.T) {
 		wantErr string
 	}{
 		{"zero is valid", Faults{}, ""},
-		{"all ones are valid", Faults{1, 1, 1, 1, 1, Duration(time.Second)}, ""},
+		{"all ones are valid", Faults{SystemErrorRate: 1, UnavailableRate: 1, HTTP502Rate: 1, HangRate: 1, BadSignRate: 1, RogueCertRate: 1, Latency: Duration(time.Second)}, ""},
 		{"rate above 1 is refused", Faults{HTTP502Rate: 1.5}, "http_502_rate"},
 		{"negative rate is refused", Faults{HangRate: -0.1}, "hang_rate"},
 		{"negative latency is refused", Faults{Latency: -1}, "latency"},

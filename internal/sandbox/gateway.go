@@ -30,19 +30,36 @@ const TimestampSkew = 15 * time.Minute
 type exchange struct {
 	// raw holds the values as received, in cs: the bytes the signature covers.
 	raw map[string]string
-	// params holds the same values decoded to UTF-8.
+	// params holds the same values decoded to UTF-8; once the checks pass,
+	// biz_content is the plain text of an encrypted one.
 	params   map[string]string
 	cs       charset
 	signType zhima.SignType
+	// encrypted is set once an encrypted biz_content has been opened: the
+	// method's node of the answer is encrypted too.
+	encrypted bool
 }
+
+// plainExchange is the exchange of a request that could not be read.
+func plainExchange() *exchange { return &exchange{cs: charsetUTF8, signType: zhima.RSA2} }
 
 // outcome is an answer ready to sign and send.
 type outcome struct {
 	name    string // the node's key: "<method>_response" or "error_response"
 	node    []byte // the node's JSON, UTF-8
 	key     string // what Stats.Codes counts it under
-	badSign bool
+	signing signing
 }
+
+// signing says how reply signs an answer.
+type signing int
+
+const (
+	signCurrent signing = iota // with the Alipay key (the current certificate's in certificate mode)
+	signSpoiled                // as signCurrent, then spoiled: the bad_sign fault
+	signRogue                  // with the rogue certificate's key: the rogue_cert fault
+	signNone                   // not at all: certificate download answers
+)
 
 var errNotForm = errors.New("the request is not a valid URL-encoded form")
 
@@ -56,7 +73,7 @@ func (s *Server) serveGateway(w http.ResponseWriter, r *http.Request) {
 			s.plain(w, http.StatusRequestEntityTooLarge, "request body is larger than the gateway accepts\n", "http/413")
 			return
 		}
-		s.reply(w, charsetUTF8, zhima.RSA2, protocolError(zhima.CodeInvalidParameter, "isv.invalid-parameter", errNotForm.Error()))
+		s.reply(w, plainExchange(), protocolError(zhima.CodeInvalidParameter, "isv.invalid-parameter", errNotForm.Error()))
 		return
 	}
 	if !s.wait(r, time.Duration(s.dice.get().Latency)) && r.Context().Err() != nil {
@@ -64,26 +81,34 @@ func (s *Server) serveGateway(w http.ResponseWriter, r *http.Request) {
 	}
 	ex, fail := s.checkProtocol(raw)
 	if fail != nil {
-		s.reply(w, ex.cs, ex.signType, fail)
+		s.reply(w, ex, fail)
 		return
 	}
 	method := ex.params["method"]
+	if method == zhima.MethodAlipayCertDownload {
+		s.reply(w, ex, s.certDownload(ex.params["biz_content"]))
+		return
+	}
+	if err := s.rotateIfDue(); err != nil {
+		s.plain(w, http.StatusInternalServerError, "sandbox: cannot rotate the Alipay certificate\n", "http/500")
+		return
+	}
 	req, fail := decodeBizContent(method, ex.params["biz_content"])
 	if fail != nil {
-		s.reply(w, ex.cs, ex.signType, fail)
+		s.reply(w, ex, fail)
 		return
 	}
 	fp, err := fingerprint([]byte(ex.params["biz_content"]))
 	if err != nil {
-		s.reply(w, ex.cs, ex.signType, invalidParameter(method, "biz_content: is not a JSON object"))
+		s.reply(w, ex, invalidParameter(method, "biz_content: is not a JSON object"))
 		return
 	}
 
 	switch s.dice.roll() {
 	case faultSystemError:
-		s.reply(w, ex.cs, ex.signType, businessError(method, zhima.CodeBusinessFailed, msgBusiness, zhima.SubSystemError, "系统繁忙"))
+		s.reply(w, ex, businessError(method, zhima.CodeBusinessFailed, msgBusiness, zhima.SubSystemError, "系统繁忙"))
 	case faultUnavailable:
-		s.reply(w, ex.cs, ex.signType, businessError(method, zhima.CodeServiceUnavailable, msgUnavailable, "isp.unknow-error", "系统繁忙"))
+		s.reply(w, ex, businessError(method, zhima.CodeServiceUnavailable, msgUnavailable, "isp.unknow-error", "系统繁忙"))
 	case faultHTTP502:
 		s.plain(w, http.StatusBadGateway, "502 Bad Gateway\n", "http/502")
 	case faultHang:
@@ -94,10 +119,14 @@ func (s *Server) serveGateway(w http.ResponseWriter, r *http.Request) {
 		}
 	case faultBadSign:
 		out := s.transact(ex, req, fp, false)
-		out.badSign, out.key = true, "bad_sign"
-		s.reply(w, ex.cs, ex.signType, out)
+		out.signing, out.key = signSpoiled, "bad_sign"
+		s.reply(w, ex, out)
+	case faultRogueCert:
+		out := s.transact(ex, req, fp, false)
+		out.signing, out.key = signRogue, "rogue_cert"
+		s.reply(w, ex, out)
 	default:
-		s.reply(w, ex.cs, ex.signType, s.transact(ex, req, fp, true))
+		s.reply(w, ex, s.transact(ex, req, fp, true))
 	}
 }
 
@@ -135,9 +164,13 @@ func readParams(w http.ResponseWriter, r *http.Request) (map[string]string, erro
 	return params, nil
 }
 
+// requiredParam is a parameter that must be present, with the sub_code of
+// its absence.
+type requiredParam struct{ param, subCode string }
+
 // required lists the parameters that must be present, in the order they are
-// checked, with the sub_code of their absence.
-var required = []struct{ param, subCode string }{
+// checked; certificate mode adds certRequired after them.
+var required = []requiredParam{
 	{"method", "isv.missing-method"},
 	{"app_id", "isv.missing-app-id"},
 	{"sign_type", "isv.missing-signature-type"},
@@ -146,8 +179,12 @@ var required = []struct{ param, subCode string }{
 	{"version", "isv.missing-version"},
 }
 
-// checkProtocol runs the gateway's checks of the common parameters. The
-// exchange it returns is usable for the reply even on failure.
+// checkProtocol runs the gateway's checks of the common parameters, in
+// order: charset, required parameters (the SNs included in certificate
+// mode), sign_type, app_id, the certificate SNs, the signature, timestamp,
+// method, version, format, and last content encryption, which opens an
+// encrypted biz_content into params. The exchange it returns is usable for
+// the reply even on failure.
 func (s *Server) checkProtocol(raw map[string]string) (*exchange, *outcome) {
 	ex := &exchange{raw: raw, cs: charsetUTF8, signType: zhima.RSA2}
 	cs, ok := parseCharset(raw["charset"])
@@ -164,14 +201,15 @@ func (s *Server) checkProtocol(raw map[string]string) (*exchange, *outcome) {
 		ex.params[k] = d
 	}
 	p := ex.params
-	s.countCall(p["method"], p["biz_content"])
+	biz, encrypted, openFail := s.openBizContent(ex)
+	s.countCall(p["method"], biz)
 
 	st := zhima.SignType(p["sign_type"])
 	validType := st == zhima.RSA2 || st == zhima.RSA
 	if validType {
 		ex.signType = st
 	}
-	for _, req := range required {
+	for _, req := range s.required {
 		if p[req.param] == "" {
 			return ex, protocolError(zhima.CodeMissingParameter, req.subCode, "missing parameter "+req.param)
 		}
@@ -181,6 +219,9 @@ func (s *Server) checkProtocol(raw map[string]string) (*exchange, *outcome) {
 	}
 	if s.appID != "" && p["app_id"] != s.appID {
 		return ex, protocolError(zhima.CodeInvalidParameter, "isv.invalid-app-id", "app_id is not known to this gateway")
+	}
+	if fail := s.checkCertSNs(p); fail != nil {
+		return ex, fail
 	}
 	if err := zhima.Verify(s.appPub, st, []byte(zhima.SigningString(raw)), raw["sign"]); err != nil {
 		return ex, protocolError(zhima.CodeInvalidParameter, "isv.invalid-signature",
@@ -194,7 +235,7 @@ func (s *Server) checkProtocol(raw map[string]string) (*exchange, *outcome) {
 		return ex, protocolError(zhima.CodeInvalidParameter, "isv.invalid-timestamp",
 			"timestamp is more than 15 minutes from the gateway's time (Beijing time, UTC+8)")
 	}
-	if !slices.Contains(zhima.Methods, p["method"]) {
+	if !s.knownMethod(p["method"]) {
 		return ex, protocolError(zhima.CodeInvalidParameter, "isv.invalid-method", "this gateway does not know the method")
 	}
 	if p["version"] != "1.0" {
@@ -203,12 +244,28 @@ func (s *Server) checkProtocol(raw map[string]string) (*exchange, *outcome) {
 	if f := p["format"]; f != "" && !strings.EqualFold(f, "JSON") {
 		return ex, protocolError(zhima.CodeInvalidParameter, "isv.invalid-format", "format must be JSON")
 	}
+	if openFail != nil {
+		return ex, openFail
+	}
+	if encrypted {
+		p["biz_content"], ex.encrypted = biz, true
+	}
 	return ex, nil
 }
 
-// countCall counts a call under its method and transaction_id when both can
-// be read.
+// knownMethod reports whether the gateway serves method: the three Zhima
+// methods, and the certificate download in certificate mode.
+func (s *Server) knownMethod(method string) bool {
+	return slices.Contains(zhima.Methods, method) || s.certs != nil && method == zhima.MethodAlipayCertDownload
+}
+
+// countCall counts a call under its method when the gateway serves it, and
+// under its method and transaction_id when both can be read. bizContent is
+// the plain text of an encrypted one when it opens.
 func (s *Server) countCall(method, bizContent string) {
+	if s.knownMethod(method) {
+		s.count.method(method)
+	}
 	if method == "" || bizContent == "" {
 		return
 	}
@@ -305,37 +362,65 @@ func invalidParameter(method, subMsg string) *outcome {
 	return businessError(method, zhima.CodeBusinessFailed, msgBusiness, zhima.SubInvalidParameter, subMsg)
 }
 
-// reply signs o's node as it goes on the wire (in cs) and writes
-// {"<name>":<node>,"sign":"…"}, or the sign first for about half the nodes.
-func (s *Server) reply(w http.ResponseWriter, cs charset, st zhima.SignType, o *outcome) {
-	node, err := cs.encode(o.node)
+// reply writes o's answer in ex's charset: {"<name>":<node>,"sign":"…"},
+// or the sign first for about half the nodes. In certificate mode
+// "alipay_cert_sn" stands beside "sign", naming the certificate whose key
+// signed. For an encrypted exchange the method's node (not error_response)
+// is a JSON string, the base64 AES ciphertext of the node in ex's charset.
+// The signature covers the node's bytes exactly as they go on the wire: the
+// object, or the string with its quotes. An unsigned outcome is written
+// {"<name>":<node>} alone.
+func (s *Server) reply(w http.ResponseWriter, ex *exchange, o *outcome) {
+	node, err := ex.cs.encode(o.node)
 	if err != nil {
-		s.plain(w, http.StatusInternalServerError, "sandbox: the answer cannot be encoded in "+string(cs)+"\n", "http/500")
+		s.plain(w, http.StatusInternalServerError, "sandbox: the answer cannot be encoded in "+string(ex.cs)+"\n", "http/500")
 		return
 	}
-	sig, err := zhima.Sign(s.alipayKey, st, node)
-	if err != nil {
-		s.plain(w, http.StatusInternalServerError, "sandbox: cannot sign the answer\n", "http/500")
-		return
-	}
-	if o.badSign {
-		sig = spoil(sig)
+	if ex.encrypted && o.name != errorResponse {
+		node = appendJSONString(nil, s.aes.Encrypt(node))
 	}
 	name := appendJSONString(nil, o.name)
-	signField := appendJSONString([]byte(`"sign":`), sig)
-	body := make([]byte, 0, len(node)+len(name)+len(signField)+4)
+	body := make([]byte, 0, len(node)+len(name)+512)
 	body = append(body, '{')
-	if sha256.Sum256(node)[0]&1 == 1 {
-		body = append(append(body, signField...), ',')
+	if o.signing == signNone {
 		body = append(append(append(body, name...), ':'), node...)
 	} else {
-		body = append(append(append(body, name...), ':'), node...)
-		body = append(append(body, ','), signField...)
+		key, sn, err := s.signer(o.signing)
+		if err != nil {
+			s.plain(w, http.StatusInternalServerError, "sandbox: no key to sign the answer with\n", "http/500")
+			return
+		}
+		sig, err := zhima.Sign(key, ex.signType, node)
+		if err != nil {
+			s.plain(w, http.StatusInternalServerError, "sandbox: cannot sign the answer\n", "http/500")
+			return
+		}
+		if o.signing == signSpoiled {
+			sig = spoil(sig)
+		}
+		var certSN []byte
+		if sn != "" {
+			certSN = appendJSONString(append(appendJSONString(nil, zhima.ParamAlipayCertSN), ':'), sn)
+		}
+		signField := appendJSONString([]byte(`"sign":`), sig)
+		if sha256.Sum256(node)[0]&1 == 1 {
+			body = append(append(body, signField...), ',')
+			if certSN != nil {
+				body = append(append(body, certSN...), ',')
+			}
+			body = append(append(append(body, name...), ':'), node...)
+		} else {
+			body = append(append(append(body, name...), ':'), node...)
+			if certSN != nil {
+				body = append(append(body, ','), certSN...)
+			}
+			body = append(append(body, ','), signField...)
+		}
 	}
 	body = append(body, '}')
 
 	h := w.Header()
-	h.Set("Content-Type", cs.contentType())
+	h.Set("Content-Type", ex.cs.contentType())
 	h["trace_id"] = []string{traceID()}
 	w.WriteHeader(http.StatusOK)
 	w.Write(body)

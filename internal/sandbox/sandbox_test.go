@@ -62,6 +62,7 @@ type harness struct {
 	srv   *Server
 	ts    *httptest.Server
 	clock *clock
+	aes   *zhima.AESKey // Config.AESKey: opens encrypted answers
 }
 
 // newHarness starts a sandbox; edit adjusts the config before New.
@@ -90,7 +91,7 @@ func newHarness(t *testing.T, edit func(*Config)) *harness {
 		srv.Close()
 		ts.Close()
 	})
-	return &harness{srv: srv, ts: ts, clock: clk}
+	return &harness{srv: srv, ts: ts, clock: clk, aes: cfg.AESKey}
 }
 
 // call is one gateway request to build.
@@ -100,8 +101,13 @@ type call struct {
 	charset  string         // "" means utf-8
 	signType zhima.SignType // "" means RSA2
 	appID    string         // "" means testAppID
-	// edit changes the parameters before signing; tamper after.
-	edit, tamper func(map[string]string)
+	// aes, when set, sends encrypt_type=AES and biz_content encrypted with
+	// it (after the charset conversion).
+	aes *zhima.AESKey
+	// edit changes the parameters (UTF-8, before charset conversion and
+	// encryption), sent changes them as they will be sent, just before
+	// signing; tamper changes them after signing.
+	edit, sent, tamper func(map[string]string)
 }
 
 // answer is a gateway reply taken apart, the node kept byte for byte.
@@ -110,9 +116,12 @@ type answer struct {
 	header  http.Header
 	body    []byte // as received
 	name    string // node key
-	node    []byte // node bytes as received (in the reply's charset)
-	utf8    []byte // node bytes as UTF-8
+	node    []byte // node bytes as received (in the reply's charset): what the sign covers
+	utf8    []byte // node bytes as UTF-8; for an encrypted node, its plain text
 	sign    string
+	certSN  string // alipay_cert_sn beside sign, "" when absent
+	cipher  string // an encrypted node's base64 text, "" for an object node
+	gbk     bool
 	env     zhima.Envelope
 	fields  map[string]any
 	signFst bool
@@ -139,6 +148,13 @@ func (h *harness) params(t *testing.T, c call) map[string]string {
 		"version":     "1.0",
 		"biz_content": c.biz,
 	}
+	if certs := h.srv.Certs(); certs != nil {
+		p[zhima.ParamAppCertSN] = certs.AppCertSN()
+		p[zhima.ParamAlipayRootCertSN] = certs.RootCertSN()
+	}
+	if c.aes != nil {
+		p[zhima.ParamEncryptType] = zhima.EncryptAES
+	}
 	if c.edit != nil {
 		c.edit(p)
 	}
@@ -146,6 +162,12 @@ func (h *harness) params(t *testing.T, c call) map[string]string {
 		for k, v := range p {
 			p[k] = toGBK(t, v)
 		}
+	}
+	if c.aes != nil {
+		p["biz_content"] = c.aes.Encrypt([]byte(p["biz_content"]))
+	}
+	if c.sent != nil {
+		c.sent(p)
 	}
 	app, _ := testKeys()
 	st := c.signType
@@ -186,7 +208,49 @@ func (h *harness) post(t *testing.T, params map[string]string, query string) *an
 		t.Fatalf("post: %v", err)
 	}
 	defer resp.Body.Close()
-	return parseAnswer(t, resp, readAll(t, resp))
+	a := parseAnswer(t, resp, readAll(t, resp))
+	if a.status != http.StatusOK {
+		return a
+	}
+	switch certs := h.srv.Certs(); {
+	case certs == nil && a.certSN != "":
+		t.Fatalf("public key mode answer carries alipay_cert_sn: %s", a.body)
+	case certs != nil && a.sign != "" && a.certSN == "":
+		t.Fatalf("certificate mode answer carries no alipay_cert_sn: %s", a.body)
+	}
+	if a.cipher != "" {
+		a.open(t, h.aes)
+	}
+	return a
+}
+
+// open decrypts an encrypted node with key and parses its plain text.
+func (a *answer) open(t *testing.T, key *zhima.AESKey) {
+	t.Helper()
+	if key == nil {
+		t.Fatalf("encrypted answer from a sandbox without an AES key: %s", a.body)
+	}
+	plain, err := key.Decrypt(a.cipher)
+	if err != nil {
+		t.Fatalf("encrypted node does not decrypt: %v", err)
+	}
+	if a.gbk {
+		if plain, err = simplifiedchinese.GBK.NewDecoder().Bytes(plain); err != nil {
+			t.Fatalf("decrypted node is not GBK: %v", err)
+		}
+	}
+	a.utf8 = plain
+	a.parseNode(t)
+}
+
+func (a *answer) parseNode(t *testing.T) {
+	t.Helper()
+	if err := json.Unmarshal(a.utf8, &a.env); err != nil {
+		t.Fatalf("node is not an envelope: %v", err)
+	}
+	if err := json.Unmarshal(a.utf8, &a.fields); err != nil {
+		t.Fatalf("node is not an object: %v", err)
+	}
 }
 
 func parseAnswer(t *testing.T, resp *http.Response, body []byte) *answer {
@@ -196,6 +260,7 @@ func parseAnswer(t *testing.T, resp *http.Response, body []byte) *answer {
 		return a
 	}
 	gbk := strings.Contains(resp.Header.Get("Content-Type"), "charset=GBK")
+	a.gbk = gbk
 	text := body
 	if gbk {
 		var err error
@@ -207,17 +272,28 @@ func parseAnswer(t *testing.T, resp *http.Response, body []byte) *answer {
 	if err := json.Unmarshal(text, &top); err != nil {
 		t.Fatalf("reply is not JSON: %v\n%s", err, text)
 	}
-	if len(top) != 2 {
-		t.Fatalf("reply has %d keys, want a node and sign: %s", len(top), text)
-	}
 	for k, v := range top {
-		if k == "sign" {
+		switch k {
+		case "sign":
 			if err := json.Unmarshal(v, &a.sign); err != nil {
 				t.Fatalf("sign is not a string: %s", v)
 			}
-			continue
+		case zhima.ParamAlipayCertSN:
+			if err := json.Unmarshal(v, &a.certSN); err != nil || a.certSN == "" {
+				t.Fatalf("alipay_cert_sn is not a string: %s", v)
+			}
+		default:
+			if a.name != "" {
+				t.Fatalf("reply has two nodes, %s and %s: %s", a.name, k, text)
+			}
+			a.name, a.utf8 = k, v
 		}
-		a.name, a.utf8 = k, v
+	}
+	if a.name == "" {
+		t.Fatalf("reply has no node: %s", text)
+	}
+	if a.sign == "" && a.name != downloadNode {
+		t.Fatalf("reply has no sign: %s", text)
 	}
 	a.node = a.utf8
 	if gbk {
@@ -227,21 +303,37 @@ func parseAnswer(t *testing.T, resp *http.Response, body []byte) *answer {
 		t.Fatalf("node bytes not found verbatim in the reply")
 	}
 	a.signFst = bytes.HasPrefix(text, []byte(`{"sign":`))
-	if err := json.Unmarshal(a.utf8, &a.env); err != nil {
-		t.Fatalf("node is not an envelope: %v", err)
+	if len(a.utf8) > 0 && a.utf8[0] == '"' {
+		if err := json.Unmarshal(a.utf8, &a.cipher); err != nil || a.cipher == "" {
+			t.Fatalf("string node is not a JSON string: %s", a.utf8)
+		}
+		return a // parsed once opened
 	}
-	if err := json.Unmarshal(a.utf8, &a.fields); err != nil {
-		t.Fatalf("node is not an object: %v", err)
-	}
+	a.parseNode(t)
 	return a
 }
 
-// verify checks the reply's signature over the node bytes as received.
+// verify checks the reply's signature over the node bytes as received,
+// with the key of the certificate alipay_cert_sn names when it is there.
 func (a *answer) verify(srv *Server, st zhima.SignType) error {
 	if st != zhima.RSA {
 		st = zhima.RSA2
 	}
-	return zhima.Verify(srv.AlipayPublicKey(), st, a.node, a.sign)
+	pub := srv.AlipayPublicKey()
+	if a.certSN != "" {
+		content, ok := srv.Certs().CertContent(a.certSN)
+		if !ok {
+			return fmt.Errorf("alipay_cert_sn %s is not a certificate of the sandbox", a.certSN)
+		}
+		certs, err := parseCerts(content)
+		if err != nil {
+			return err
+		}
+		if pub, ok = certs[0].PublicKey.(*rsa.PublicKey); !ok {
+			return fmt.Errorf("certificate %s holds no RSA key", a.certSN)
+		}
+	}
+	return zhima.Verify(pub, st, a.node, a.sign)
 }
 
 // mustVerify fails the test unless the reply's signature verifies.
@@ -313,6 +405,7 @@ func certBiz(txid string) string {
 }
 
 var (
+	downloadNode = nodeName(zhima.MethodAlipayCertDownload)
 	scoreNode    = nodeName(zhima.MethodScoreBriefGet)
 	relationNode = nodeName(zhima.MethodRelationQuery)
 	certNode     = nodeName(zhima.MethodCertificationInitialize)

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"maps"
 	"sync"
 	"sync/atomic"
 )
@@ -17,11 +18,21 @@ type Stats struct {
 	Connections int64 `json:"connections"`
 	// Transactions counts stored (app_id, method, transaction_id) answers.
 	Transactions int64 `json:"transactions"`
+	// Methods counts calls by method, for the methods the gateway serves,
+	// under the same rule as Server.Calls but whatever the biz_content.
+	Methods map[string]int64 `json:"methods"`
+	// CertDownloads counts alipay.open.app.alipaycert.download answers that
+	// returned a certificate.
+	CertDownloads int64 `json:"cert_downloads"`
+	// CertRotations counts Alipay certificate rotations (Server.RotateCert,
+	// POST /admin/rotate-cert, Config.RotateCertAfter).
+	CertRotations int64 `json:"cert_rotations"`
 	// Codes counts answers by outcome: "10000" for success (replays
 	// included), "<code>/<sub_code>" for gateway errors such as
 	// "40004/SYSTEM_ERROR" or "40002/isv.invalid-signature", "http/<status>"
-	// for plain HTTP answers such as "http/502", "hang" for hung requests and
-	// "bad_sign" for answers signed wrongly on purpose.
+	// for plain HTTP answers such as "http/502", "hang" for hung requests,
+	// "bad_sign" for answers signed wrongly on purpose and "rogue_cert" for
+	// answers signed by the rogue certificate.
 	Codes map[string]int64 `json:"codes"`
 }
 
@@ -44,17 +55,26 @@ type callKey struct{ method, transactionID string }
 // counters are the sandbox's tallies. Hot counters are atomic; the maps share
 // one mutex.
 type counters struct {
-	calls       atomic.Int64
-	billed      atomic.Int64
-	connections atomic.Int64
+	calls         atomic.Int64
+	billed        atomic.Int64
+	connections   atomic.Int64
+	certDownloads atomic.Int64
+	certRotations atomic.Int64
 
-	mu    sync.Mutex
-	codes map[string]int64
-	per   map[callKey]int64
+	mu      sync.Mutex
+	codes   map[string]int64
+	per     map[callKey]int64
+	methods map[string]int64
 }
 
 func newCounters() *counters {
-	return &counters{codes: map[string]int64{}, per: map[callKey]int64{}}
+	return &counters{codes: map[string]int64{}, per: map[callKey]int64{}, methods: map[string]int64{}}
+}
+
+func (c *counters) method(method string) {
+	c.mu.Lock()
+	c.methods[method]++
+	c.mu.Unlock()
 }
 
 func (c *counters) answer(key string) {
@@ -77,16 +97,16 @@ func (c *counters) callsFor(method, transactionID string) int64 {
 
 func (c *counters) snapshot() Stats {
 	c.mu.Lock()
-	codes := make(map[string]int64, len(c.codes))
-	for k, v := range c.codes {
-		codes[k] = v
-	}
+	codes, methods := maps.Clone(c.codes), maps.Clone(c.methods)
 	c.mu.Unlock()
 	return Stats{
-		Calls:       c.calls.Load(),
-		Billed:      c.billed.Load(),
-		Connections: c.connections.Load(),
-		Codes:       codes,
+		Calls:         c.calls.Load(),
+		Billed:        c.billed.Load(),
+		Connections:   c.connections.Load(),
+		Methods:       methods,
+		CertDownloads: c.certDownloads.Load(),
+		CertRotations: c.certRotations.Load(),
+		Codes:         codes,
 	}
 }
 
@@ -94,8 +114,11 @@ func (c *counters) reset() {
 	c.mu.Lock()
 	c.codes = map[string]int64{}
 	c.per = map[callKey]int64{}
+	c.methods = map[string]int64{}
 	c.mu.Unlock()
 	c.calls.Store(0)
 	c.billed.Store(0)
 	c.connections.Store(0)
+	c.certDownloads.Store(0)
+	c.certRotations.Store(0)
 }

@@ -39,6 +39,7 @@ import (
 	"github.com/zhimaq/zhimaq/internal/batches"
 	"github.com/zhimaq/zhimaq/internal/breaker"
 	"github.com/zhimaq/zhimaq/internal/callback"
+	"github.com/zhimaq/zhimaq/internal/certcache"
 	"github.com/zhimaq/zhimaq/internal/config"
 	"github.com/zhimaq/zhimaq/internal/hosts"
 	"github.com/zhimaq/zhimaq/internal/idempotency"
@@ -130,18 +131,6 @@ func New(opts Options) (_ *Worker, err error) {
 	if now == nil {
 		now = time.Now
 	}
-	gateway, err := zhima.NewClient(zhima.Config{
-		GatewayURL:      cfg.GatewayURL,
-		AppID:           cfg.AppID,
-		AppPrivateKey:   cfg.AppPrivateKey,
-		AlipayPublicKey: cfg.AlipayPublicKey,
-		SignType:        cfg.SignType,
-		Timeout:         cfg.GatewayTimeout,
-	}, zhima.WithHTTPClient(HTTPClient(cfg.WorkerConcurrency)), zhima.WithClock(now))
-	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
-	}
-
 	w := &Worker{opts: opts, log: log, rdb: opts.Redis}
 	if w.rdb == nil {
 		if w.rdb, err = config.RedisClient(cfg.RedisURL); err != nil {
@@ -153,6 +142,23 @@ func New(opts Options) (_ *Worker, err error) {
 				w.rdb.Close()
 			}
 		}()
+	}
+	gateway, err := zhima.NewClient(zhima.Config{
+		GatewayURL:      cfg.GatewayURL,
+		AppID:           cfg.AppID,
+		AppPrivateKey:   cfg.AppPrivateKey,
+		AlipayPublicKey: cfg.AlipayPublicKey,
+		AppCert:         cfg.AppCert,
+		AlipayCert:      cfg.AlipayCert,
+		AlipayRootCert:  cfg.AlipayRootCert,
+		AESKey:          cfg.EncryptKey,
+		SignType:        cfg.SignType,
+		Charset:         cfg.Charset,
+		Timeout:         cfg.GatewayTimeout,
+	}, zhima.WithHTTPClient(HTTPClient(cfg.WorkerConcurrency)), zhima.WithClock(now),
+		zhima.WithCertCache(certcache.New(w.rdb, cfg.KeyPrefix, cfg.AppID)))
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
 	}
 	reg := metrics.NewRegistry()
 	m := metrics.New(reg)

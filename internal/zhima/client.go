@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rsa"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,8 +31,17 @@ type Config struct {
 	AppID string
 	// AppPrivateKey signs requests: PKCS#1 or PKCS#8 PEM, or a bare base64 body. Required.
 	AppPrivateKey string
-	// AlipayPublicKey verifies responses: PKIX or PKCS#1 PEM, or a bare base64 body. Required.
+	// AlipayPublicKey verifies responses: PKIX or PKCS#1 PEM, or a bare
+	// base64 body. Required in public-key mode.
 	AlipayPublicKey string
+	// AppCert, AlipayCert and AlipayRootCert, all three set, are certificate
+	// mode (公钥证书) in place of AlipayPublicKey: the PEM texts of the app
+	// public key certificate, the Alipay public key certificate (the leaf,
+	// then its intermediates) and the Alipay root file.
+	AppCert, AlipayCert, AlipayRootCert string
+	// AESKey, when set, encrypts biz_content and the answers (接口内容加密):
+	// the base64 key the Alipay console shows.
+	AESKey string
 	// SignType defaults to RSA2.
 	SignType SignType
 	// Charset is "utf-8" (default) or "GBK".
@@ -46,7 +56,10 @@ type Client struct {
 	gateway   string
 	appID     string
 	key       *rsa.PrivateKey
-	alipayKey *rsa.PublicKey
+	alipayKey *rsa.PublicKey // public-key mode
+	certs     *trust         // certificate mode
+	cache     CertCache
+	aes       *AESKey
 	signType  SignType
 	charset   string
 	timeout   time.Duration
@@ -61,6 +74,10 @@ type Option func(*Client)
 // alone; Config.Timeout still bounds each call). Default: a client with
 // http.DefaultTransport.
 func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.http = hc } }
+
+// WithCertCache shares downloaded Alipay certificates through cache
+// (certificate mode). Default: each client keeps its own.
+func WithCertCache(cache CertCache) Option { return func(c *Client) { c.cache = cache } }
 
 // WithClock makes the client take request timestamps from now.
 func WithClock(now func() time.Time) Option { return func(c *Client) { c.now = now } }
@@ -107,17 +124,49 @@ func NewClient(cfg Config, opts ...Option) (*Client, error) {
 	if c.key, err = ParsePrivateKey(cfg.AppPrivateKey); err != nil {
 		return nil, fmt.Errorf("app private key: %w", err)
 	}
-	if c.alipayKey, err = ParsePublicKey(cfg.AlipayPublicKey); err != nil {
-		return nil, fmt.Errorf("alipay public key: %w", err)
-	}
-	if c.alipayKey.Equal(&c.key.PublicKey) {
-		return nil, errors.New("alipay public key: it is the app's own public key; use the Alipay public key shown beside it in the Alipay console")
+	if cfg.AESKey != "" {
+		if c.aes, err = ParseAESKey(cfg.AESKey); err != nil {
+			return nil, err
+		}
 	}
 	for _, o := range opts {
 		o(c)
 	}
+	if err := c.loadAlipayKeys(cfg); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
+
+// loadAlipayKeys loads what verifies answers: the Alipay public key, or the
+// three certificates of certificate mode.
+func (c *Client) loadAlipayKeys(cfg Config) error {
+	certs := cfg.AppCert != "" || cfg.AlipayCert != "" || cfg.AlipayRootCert != ""
+	switch {
+	case certs && cfg.AlipayPublicKey != "":
+		return errors.New("zhima: give either the Alipay public key or the three certificates, not both")
+	case certs && (cfg.AppCert == "" || cfg.AlipayCert == "" || cfg.AlipayRootCert == ""):
+		return errors.New("zhima: certificate mode needs the app certificate, the Alipay certificate and the Alipay root certificate")
+	case certs:
+		var err error
+		c.certs, err = newTrust(cfg.AppCert, cfg.AlipayCert, cfg.AlipayRootCert, &c.key.PublicKey, c.now())
+		return err
+	}
+	var err error
+	if c.alipayKey, err = ParsePublicKey(cfg.AlipayPublicKey); err != nil {
+		return fmt.Errorf("alipay public key: %w", err)
+	}
+	if c.alipayKey.Equal(&c.key.PublicKey) {
+		return errors.New("alipay public key: it is the app's own public key; use the Alipay public key shown beside it in the Alipay console")
+	}
+	return nil
+}
+
+// CertMode reports whether the client runs in certificate mode.
+func (c *Client) CertMode() bool { return c.certs != nil }
+
+// Encrypts reports whether the client encrypts its calls.
+func (c *Client) Encrypts() bool { return c.aes != nil }
 
 // CallOption sets a per-call parameter.
 type CallOption func(*callParams)
@@ -210,11 +259,30 @@ func (c *Client) do(ctx context.Context, req Request, out envelopeHolder, opts [
 
 // send signs, sends, verifies and decodes one prepared call into out.
 func (c *Client) send(ctx context.Context, req *Prepared, out envelopeHolder, opts []CallOption) error {
-	method, biz := req.method, req.biz
 	var p callParams
 	for _, o := range opts {
 		o(&p)
 	}
+	body, traceID, err := c.post(ctx, req.method, req.biz, c.aes, p)
+	if err != nil {
+		return err
+	}
+	if err := ParseResponse(body, req.method, callVerifier{c, ctx}, out); err != nil {
+		var zerr *Error
+		if errors.As(err, &zerr) {
+			zerr.HTTPStatus, zerr.TraceID = http.StatusOK, traceID
+		}
+		return err
+	}
+	out.envelope().TraceID = traceID
+	return nil
+}
+
+// post signs one call (biz encrypted with aes unless it is nil), sends it
+// and returns the body of an HTTP 200 answer, decoded to UTF-8, and the
+// gateway's trace id. Errors are *Error.
+func (c *Client) post(ctx context.Context, method string, biz []byte, aes *AESKey, p callParams) ([]byte, string, error) {
+	local := func(err error) error { return &Error{Source: SourceLocal, Method: method, Err: err} }
 	params := map[string]string{
 		"app_id":         c.appID,
 		"method":         method,
@@ -226,72 +294,145 @@ func (c *Client) send(ctx context.Context, req *Prepared, out envelopeHolder, op
 		"app_auth_token": p.appAuthToken,
 		"biz_content":    string(biz),
 	}
+	if c.certs != nil {
+		params[ParamAppCertSN], params[ParamAlipayRootCertSN] = c.certs.appSN, c.certs.rootSN
+	}
+	if aes != nil {
+		plain, err := c.encode(string(biz))
+		if err != nil {
+			return nil, "", local(err)
+		}
+		params["biz_content"], params[ParamEncryptType] = aes.Encrypt(plain), EncryptAES
+	}
 	content, err := c.encode(SigningString(params))
 	if err != nil {
-		return &Error{Source: SourceLocal, Method: method, Err: err}
+		return nil, "", local(err)
 	}
 	sig, err := Sign(c.key, c.signType, content)
 	if err != nil {
-		return &Error{Source: SourceLocal, Method: method, Err: err}
+		return nil, "", local(err)
 	}
 	params["sign"] = sig
 	form, err := c.form(params)
 	if err != nil {
-		return &Error{Source: SourceLocal, Method: method, Err: err}
+		return nil, "", local(err)
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.gateway, strings.NewReader(form))
 	if err != nil {
-		return &Error{Source: SourceLocal, Method: method, Err: err}
+		return nil, "", local(err)
 	}
 	hreq.Header.Set("Content-Type", "application/x-www-form-urlencoded;charset="+c.charset)
 	hresp, err := c.http.Do(hreq)
 	if err != nil {
-		return &Error{Source: SourceTransport, Method: method, Err: err}
+		return nil, "", &Error{Source: SourceTransport, Method: method, Err: err}
 	}
 	defer hresp.Body.Close()
 	traceID := hresp.Header.Get("trace_id")
 	if traceID == "" {
 		traceID = hresp.Header.Get("alipay-trace-id")
 	}
+	transport := func(err error) error {
+		return &Error{Source: SourceTransport, Method: method, HTTPStatus: hresp.StatusCode, TraceID: traceID, Err: err}
+	}
 	body, err := io.ReadAll(io.LimitReader(hresp.Body, maxResponseBytes+1))
 	if err == nil && len(body) > maxResponseBytes {
-		return &Error{Source: SourceTransport, Method: method, HTTPStatus: hresp.StatusCode, TraceID: traceID,
-			Err: fmt.Errorf("response larger than %d bytes", maxResponseBytes)}
+		return nil, "", transport(fmt.Errorf("response larger than %d bytes", maxResponseBytes))
 	}
 	if err != nil && hresp.StatusCode == http.StatusOK {
 		// The connection failed mid-body: no answer came, like a network error.
-		return &Error{Source: SourceTransport, Method: method, TraceID: traceID, Err: fmt.Errorf("read body: %w", err)}
+		return nil, "", &Error{Source: SourceTransport, Method: method, TraceID: traceID, Err: fmt.Errorf("read body: %w", err)}
 	}
 	if hresp.StatusCode != http.StatusOK {
-		return &Error{Source: SourceTransport, Method: method, HTTPStatus: hresp.StatusCode, TraceID: traceID,
-			Err: fmt.Errorf("HTTP %s", hresp.Status)}
+		return nil, "", transport(fmt.Errorf("HTTP %s", hresp.Status))
 	}
-	if c.charset == "gbk" {
-		if body, err = simplifiedchinese.GBK.NewDecoder().Bytes(body); err != nil {
-			return &Error{Source: SourceTransport, Method: method, HTTPStatus: hresp.StatusCode, TraceID: traceID, Err: fmt.Errorf("decode GBK body: %w", err)}
-		}
+	if body, err = c.decode(body); err != nil {
+		return nil, "", transport(err)
 	}
-	if err := ParseResponse(body, method, c.verifyNode, out); err != nil {
-		var zerr *Error
-		if errors.As(err, &zerr) {
-			zerr.HTTPStatus, zerr.TraceID = hresp.StatusCode, traceID
-		}
-		return err
-	}
-	out.envelope().TraceID = traceID
-	return nil
+	return body, traceID, nil
 }
 
-// verifyNode checks sign over node, re-encoded to the charset it was signed in.
-func (c *Client) verifyNode(node []byte, sign string) error {
+// callVerifier checks one call's answer.
+type callVerifier struct {
+	c   *Client
+	ctx context.Context
+}
+
+// Verify checks sign over a node, re-encoded to the charset it was signed
+// in, with the Alipay public key or the certificate certSN names.
+func (v callVerifier) Verify(node []byte, sign, certSN string) error {
+	c := v.c
 	content, err := c.encode(string(node))
 	if err != nil {
 		return err
 	}
-	return Verify(c.alipayKey, c.signType, content, sign)
+	key := c.alipayKey
+	if c.certs != nil {
+		if key, err = c.certs.key(v.ctx, certSN, c.now(), c.cache, c.downloadCert); err != nil {
+			return err
+		}
+	}
+	return Verify(key, c.signType, content, sign)
+}
+
+// Decrypt opens an encrypted node and decodes it from the charset.
+func (v callVerifier) Decrypt(text string) ([]byte, error) {
+	if v.c.aes == nil {
+		return nil, errors.New("zhima: the answer is encrypted but no AES key is configured")
+	}
+	plain, err := v.c.aes.Decrypt(text)
+	if err != nil {
+		return nil, err
+	}
+	return v.c.decode(plain)
+}
+
+// downloadCert fetches the Alipay certificate file of sn with
+// alipay.open.app.alipaycert.download. Its answer is not signed; the caller
+// checks the certificate's chain before trusting it.
+func (c *Client) downloadCert(ctx context.Context, sn string) ([]byte, error) {
+	biz, err := json.Marshal(map[string]string{ParamAlipayCertSN: sn})
+	if err != nil {
+		return nil, err
+	}
+	body, _, err := c.post(ctx, MethodAlipayCertDownload, biz, nil, callParams{})
+	if err != nil {
+		return nil, fmt.Errorf("zhima: download Alipay certificate %s: %w", sn, err)
+	}
+	a, err := ExtractNode(body, MethodAlipayCertDownload)
+	if err != nil || a.Encrypted {
+		return nil, fmt.Errorf("zhima: download Alipay certificate %s: the answer holds no certificate node", sn)
+	}
+	var node struct {
+		Envelope
+		Content string `json:"alipay_cert_content"`
+	}
+	if err := json.Unmarshal(a.Node, &node); err != nil {
+		return nil, fmt.Errorf("zhima: download Alipay certificate %s: %v", sn, err)
+	}
+	if node.Code != CodeSuccess {
+		return nil, fmt.Errorf("zhima: download Alipay certificate %s: %s", sn,
+			(&Error{Source: SourceGateway, Method: MethodAlipayCertDownload, Code: node.Code, Msg: node.Msg, SubCode: node.SubCode, SubMsg: node.SubMsg}).Error())
+	}
+	pemFile, err := base64.StdEncoding.DecodeString(node.Content)
+	if err != nil {
+		return nil, fmt.Errorf("zhima: download Alipay certificate %s: alipay_cert_content is not base64", sn)
+	}
+	return pemFile, nil
+}
+
+// decode returns a body in the client's charset as UTF-8.
+func (c *Client) decode(b []byte) ([]byte, error) {
+	if c.charset != "gbk" {
+		return b, nil
+	}
+	out, err := simplifiedchinese.GBK.NewDecoder().Bytes(b)
+	if err != nil {
+		return nil, fmt.Errorf("decode GBK body: %w", err)
+	}
+	return out, nil
 }
 
 // encode returns s in the client's charset.

@@ -2,6 +2,7 @@ package zhima
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"testing"
@@ -18,6 +19,22 @@ var responseSeeds = []string{
 	`{"zhima_credit_score_brief_get_response":{"code":10000},"sign":1}`,
 	`{"a":{"b":[1,2,{"c":null}]}}`,
 	`[]`, `{`, `null`, ``, "\xff\xfe{}",
+	`{"zhima_credit_score_brief_get_response":"eyJjb2RlIjoiMTAwMDAifQ==","sign":"AAAA","alipay_cert_sn":"ab"}`,
+	`{"zhima_credit_score_brief_get_response":"","sign":"AAAA"}`,
+}
+
+// fuzzVerifier accepts every signature or none, and "decrypts" base64.
+type fuzzVerifier bool
+
+func (v fuzzVerifier) Verify([]byte, string, string) error {
+	if v {
+		return nil
+	}
+	return errors.New("bad signature")
+}
+
+func (fuzzVerifier) Decrypt(text string) ([]byte, error) {
+	return base64.StdEncoding.DecodeString(text)
 }
 
 func FuzzExtractNode(f *testing.F) {
@@ -25,15 +42,16 @@ func FuzzExtractNode(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		node, _, _, err := ExtractNode(body, MethodScoreBriefGet)
+		a, err := ExtractNode(body, MethodScoreBriefGet)
 		if err != nil {
 			return
 		}
+		node := a.Node
 		if !bytes.Contains(body, node) {
 			t.Fatalf("node %q is not the body's own bytes", node)
 		}
-		if !json.Valid(node) || node[0] != '{' {
-			t.Fatalf("node %q is not a JSON object", node)
+		if !json.Valid(node) || (node[0] != '{') != a.Encrypted || (a.Encrypted && node[0] != '"') {
+			t.Fatalf("node %q is neither a JSON object nor an encrypted string (encrypted %v)", node, a.Encrypted)
 		}
 	})
 }
@@ -44,14 +62,8 @@ func FuzzParseResponse(f *testing.F) {
 		f.Add([]byte(s), true)
 	}
 	f.Fuzz(func(t *testing.T, body []byte, signatureValid bool) {
-		verify := func(node []byte, sign string) error {
-			if signatureValid {
-				return nil
-			}
-			return errors.New("bad signature")
-		}
 		var resp ScoreBriefGetResponse
-		err := ParseResponse(body, MethodScoreBriefGet, verify, &resp)
+		err := ParseResponse(body, MethodScoreBriefGet, fuzzVerifier(signatureValid), &resp)
 		if err == nil {
 			if !signatureValid || resp.Code != CodeSuccess || resp.Raw == nil {
 				t.Fatalf("accepted %q (signature valid %v) as %+v", body, signatureValid, resp)
@@ -68,8 +80,7 @@ func FuzzParseResponse(f *testing.F) {
 		if zerr.Source == SourceGateway && !signatureValid && bytes.Contains(body, []byte(`"sign"`)) {
 			// A signed error whose signature fails must not be trusted either,
 			// unless the sign value is not a string at all (then parsing fails first).
-			_, _, sign, _ := ExtractNode(body, MethodScoreBriefGet)
-			if sign != "" {
+			if a, _ := ExtractNode(body, MethodScoreBriefGet); a.Sign != "" {
 				t.Fatalf("trusted a gateway error with a bad signature: %v", zerr)
 			}
 		}

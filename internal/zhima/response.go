@@ -20,50 +20,97 @@ func NodeKey(method string) string {
 // errNoNode means a response body holds neither the method's node nor error_response.
 var errNoNode = errors.New("response holds no response node")
 
+// Answer is a gateway response body taken apart.
+type Answer struct {
+	// Node is method's node (or error_response) exactly as received: the
+	// bytes the signature covers. An encrypted node is a JSON string,
+	// double quotes included.
+	Node []byte
+	// IsError says Node is error_response.
+	IsError bool
+	// Encrypted says Node is a JSON string holding AES ciphertext.
+	Encrypted bool
+	// Sign is the "sign" value, "" when absent.
+	Sign string
+	// CertSN is "alipay_cert_sn" (certificate mode), "" when absent.
+	CertSN string
+}
+
 // ExtractNode finds method's node (or error_response) in a gateway response
-// body whatever the key order, and returns its bytes exactly as received,
-// whether it was the error node, and the "sign" value ("" when absent).
-func ExtractNode(body []byte, method string) (node []byte, isError bool, sign string, err error) {
+// body whatever the key order, with the sign and the Alipay certificate SN
+// beside it. The node is a JSON object, or, when encrypted, a JSON string.
+func ExtractNode(body []byte, method string) (Answer, error) {
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(body, &top); err != nil {
-		return nil, false, "", fmt.Errorf("response is not a JSON object: %w", err)
+		return Answer{}, fmt.Errorf("response is not a JSON object: %w", err)
 	}
-	if raw, ok := top["sign"]; ok {
-		if err := json.Unmarshal(raw, &sign); err != nil {
-			return nil, false, "", errors.New(`response "sign" is not a string`)
+	var a Answer
+	for field, dst := range map[string]*string{"sign": &a.Sign, ParamAlipayCertSN: &a.CertSN} {
+		if raw, ok := top[field]; ok {
+			if err := json.Unmarshal(raw, dst); err != nil {
+				return Answer{}, fmt.Errorf("response %q is not a string", field)
+			}
 		}
 	}
 	if raw, ok := top[NodeKey(method)]; ok {
-		node = raw
+		a.Node = raw
 	} else if raw, ok := top[ErrorNode]; ok {
-		node, isError = raw, true
+		a.Node, a.IsError = raw, true
 	} else {
-		return nil, false, "", errNoNode
+		return Answer{}, errNoNode
 	}
-	if len(node) == 0 || node[0] != '{' {
-		return nil, false, "", errors.New("response node is not a JSON object")
+	switch {
+	case len(a.Node) > 0 && a.Node[0] == '{':
+	case len(a.Node) > 0 && a.Node[0] == '"':
+		a.Encrypted = true
+	default:
+		return Answer{}, errors.New("response node is neither a JSON object nor an encrypted string")
 	}
-	return node, isError, sign, nil
+	return a, nil
 }
 
-// ParseResponse extracts, verifies and decodes method's node from a response
-// body into out (an *…Response embedding Envelope); out is written only
-// when the node is a verified success. verify checks a signature
-// over the node's bytes; it is called whenever the body carries a sign.
+// Verifier is what ParseResponse needs of a client.
+type Verifier interface {
+	// Verify checks sign over content (a node's bytes as received), made
+	// by the Alipay certificate certSN names ("" in key mode).
+	Verify(content []byte, sign, certSN string) error
+	// Decrypt opens an encrypted node's text into the node's JSON; it fails
+	// when the client does not encrypt.
+	Decrypt(text string) ([]byte, error)
+}
+
+// ParseResponse extracts, verifies, decrypts and decodes method's node from
+// a response body into out (an *…Response embedding Envelope); out is
+// written only when the node is a verified success. The signature is
+// checked first, over the node as received, whenever the body carries one;
+// an encrypted node is opened after that.
 //
-// A node whose signature does not verify is a SourceVerification error. So is
-// a success node with no signature: only error codes may come unsigned (the
-// gateway does not sign some of them), and they are returned as
-// SourceGateway errors.
-func ParseResponse(body []byte, method string, verify func(node []byte, sign string) error, out envelopeHolder) error {
-	node, isError, sign, err := ExtractNode(body, method)
+// A node whose signature does not verify, or that cannot be decrypted, is a
+// SourceVerification error. So is a success node with no signature: only
+// error codes may come unsigned (the gateway does not sign some of them),
+// and they are returned as SourceGateway errors.
+func ParseResponse(body []byte, method string, v Verifier, out envelopeHolder) error {
+	a, err := ExtractNode(body, method)
 	if err != nil {
 		return &Error{Source: SourceTransport, Method: method, Err: err}
 	}
-	signed := sign != ""
+	signed := a.Sign != ""
 	if signed {
-		if err := verify(node, sign); err != nil {
+		if err := v.Verify(a.Node, a.Sign, a.CertSN); err != nil {
 			return &Error{Source: SourceVerification, Method: method, Err: err}
+		}
+	}
+	node := a.Node
+	if a.Encrypted {
+		var text string
+		if err := json.Unmarshal(a.Node, &text); err != nil {
+			return &Error{Source: SourceTransport, Method: method, Err: fmt.Errorf("decode %s: %w", NodeKey(method), err)}
+		}
+		if node, err = v.Decrypt(text); err != nil {
+			return &Error{Source: SourceVerification, Method: method, Err: err}
+		}
+		if len(node) == 0 || node[0] != '{' {
+			return &Error{Source: SourceVerification, Method: method, Err: errors.New("decrypted node is not a JSON object")}
 		}
 	}
 	var env Envelope
@@ -73,7 +120,7 @@ func ParseResponse(body []byte, method string, verify func(node []byte, sign str
 	if env.Code != CodeSuccess {
 		return &Error{Source: SourceGateway, Method: method, Code: env.Code, Msg: env.Msg, SubCode: env.SubCode, SubMsg: env.SubMsg}
 	}
-	if isError { // an error node that claims success
+	if a.IsError { // an error node that claims success
 		return &Error{Source: SourceVerification, Method: method, Err: errors.New("error_response claims success")}
 	}
 	if !signed {

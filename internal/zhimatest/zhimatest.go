@@ -82,7 +82,7 @@ func StartGateway(tb testing.TB, cfg sandbox.Config) (*sandbox.Server, string) {
 	if cfg.AppPublicKey == nil {
 		cfg.AppPublicKey = AppPublicKey(tb)
 	}
-	if cfg.AlipayKey == nil {
+	if cfg.AlipayKey == nil && cfg.Certs == nil {
 		cfg.AlipayKey = AlipayKey()
 	}
 	if cfg.AppID == "" {
@@ -99,8 +99,20 @@ func StartGateway(tb testing.TB, cfg sandbox.Config) (*sandbox.Server, string) {
 	return gw, hs.URL + "/gateway.do"
 }
 
+// PKI is a sandbox certificate authority for the test app, in a directory
+// of tb's: set it as sandbox.Config.Certs for certificate mode.
+func PKI(tb testing.TB) *sandbox.PKI {
+	tb.Helper()
+	p, err := sandbox.OpenPKI(tb.TempDir(), AppID, AppPublicKey(tb))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
 // WorkerConfig is a worker's configuration for tests: the test app against
 // gatewayURL, srv's queue and key prefix, fast retries, no HTTP listener.
+// A gateway in certificate mode is verified with its certificates.
 func WorkerConfig(tb testing.TB, srv *redistest.Server, gw *sandbox.Server, gatewayURL string) config.Config {
 	tb.Helper()
 	cfg := config.Defaults
@@ -108,7 +120,11 @@ func WorkerConfig(tb testing.TB, srv *redistest.Server, gw *sandbox.Server, gate
 	cfg.GatewayURL = gatewayURL
 	cfg.AppID = AppID
 	cfg.AppPrivateKey = AppPrivateKeyPEM(tb)
-	cfg.AlipayPublicKey = string(gw.AlipayPublicKeyPEM())
+	if p := gw.Certs(); p != nil {
+		cfg.AppCert, cfg.AlipayCert, cfg.AlipayRootCert = string(p.AppCertPEM()), string(p.AlipayCertPEM()), string(p.RootCertPEM())
+	} else {
+		cfg.AlipayPublicKey = string(gw.AlipayPublicKeyPEM())
+	}
 	cfg.RetryBaseDelay, cfg.RetryMaxDelay = 10*time.Millisecond, 40*time.Millisecond
 	cfg.GatewayTimeout = 5 * time.Second
 	cfg.WorkerConcurrency = 20
