@@ -156,7 +156,13 @@ func New(opts Options) (_ *Worker, err error) {
 		Charset:         cfg.Charset,
 		Timeout:         cfg.GatewayTimeout,
 	}, zhima.WithHTTPClient(HTTPClient(cfg.WorkerConcurrency)), zhima.WithClock(now),
-		zhima.WithCertCache(certcache.New(w.rdb, cfg.KeyPrefix, cfg.AppID)))
+		zhima.WithCertCache(certcache.New(w.rdb, cfg.KeyPrefix, cfg.AppID)), zhima.WithCertEvents(func(sn string, err error) {
+			if err != nil {
+				log.Warn("Alipay certificate not trusted; answers signed with it fail verification and are retried", zap.String("alipay_cert_sn", sn), zap.Error(err))
+				return
+			}
+			log.Info("Alipay certificate rotated: the new one chains to the root file and is trusted", zap.String("alipay_cert_sn", sn))
+		}))
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -286,7 +292,12 @@ func (w *Worker) Start() error {
 // leave something open or unserved.
 func (w *Worker) logStarted() {
 	cfg := w.opts.Config
+	mode := "public key"
+	if cfg.CertMode() {
+		mode = "certificate"
+	}
 	w.log.Info("worker started", zap.Int("concurrency", cfg.WorkerConcurrency), zap.String("gateway", cfg.GatewayURL),
+		zap.String("mode", mode), zap.Bool("encrypt", cfg.EncryptKey != ""), zap.String("charset", cfg.Charset),
 		zap.Stringer("rate_limit", w.handler.Limiter), zap.Stringer("callback_hosts", w.callbacks.Hosts), zap.String("http", w.Addr()))
 	switch {
 	case w.http != nil && w.api == nil && len(cfg.APITokens) == 0:

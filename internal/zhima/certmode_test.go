@@ -152,7 +152,13 @@ func TestRotationIsDownloadedOnceAndShared(t *testing.T) {
 	gw, url := zhimatest.StartGateway(t, sandbox.Config{Certs: p})
 	cache := new(memCache)
 	before := filesOf(p)
-	c := certClient(t, url, before, "", "", zhima.WithCertCache(cache))
+	var events []string
+	var mu sync.Mutex
+	c := certClient(t, url, before, "", "", zhima.WithCertCache(cache), zhima.WithCertEvents(func(sn string, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		events = append(events, fmt.Sprintf("%s %v", sn, err))
+	}))
 	ctx := context.Background()
 	if _, err := c.ScoreBriefGet(ctx, score()); err != nil {
 		t.Fatal(err)
@@ -183,6 +189,9 @@ func TestRotationIsDownloadedOnceAndShared(t *testing.T) {
 	}
 	if cache.pems[newSN] == nil {
 		t.Fatal("the downloaded certificate is not in the shared cache")
+	}
+	if want := newSN + " <nil>"; len(events) != 1 || events[0] != want {
+		t.Fatalf("certificate events %q; want one: %q", events, want)
 	}
 
 	// Another worker of the app, started with the files of before the

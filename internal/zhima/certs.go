@@ -28,12 +28,19 @@ type CertCache interface {
 // times costs one download.
 const rejectFor = 10 * time.Minute
 
+// maxRejected bounds the refused SNs remembered.
+const maxRejected = 1024
+
 // trust is certificate mode's state: the SNs requests carry, the roots, and
 // every Alipay certificate that passed the chain check, by SN.
 type trust struct {
 	appSN, rootSN string
 	defaultSN     string // the SN of the configured Alipay certificate
 	roots         *x509.CertPool
+	// inter are the intermediates of the configured Alipay certificate
+	// file: a downloaded certificate may chain through them, for a
+	// gateway that sends the leaf alone.
+	inter []*x509.Certificate
 
 	mu       sync.Mutex
 	keys     map[string]trusted
@@ -80,6 +87,13 @@ func newTrust(appCert, alipayCert, rootCert string, appKey *rsa.PublicKey, now t
 			t.roots.AddCert(c)
 		}
 	}
+	if files, err := pemCerts([]byte(alipayCert)); err == nil {
+		for _, f := range files[1:] {
+			if c, err := x509.ParseCertificate(f.der); err == nil {
+				t.inter = append(t.inter, c)
+			}
+		}
+	}
 	sn, key, err := t.check([]byte(alipayCert), now)
 	if err != nil {
 		return nil, fmt.Errorf("alipay certificate: %w", err)
@@ -107,7 +121,10 @@ func firstCert(pemFile []byte) (*x509.Certificate, error) {
 
 // check reads an Alipay certificate file (the leaf, then its intermediates)
 // and returns its SN and key when the leaf chains to a root and now is
-// within its dates. Nothing else makes a certificate trusted.
+// within its dates. Nothing else makes a certificate trusted. The chain is
+// checked as crypto/x509 checks it, strictly: every issuer must be marked a
+// CA (else an app certificate, whose key a merchant holds, could issue an
+// "Alipay" one), and SHA-1 signatures are refused.
 func (t *trust) check(pemFile []byte, now time.Time) (string, trusted, error) {
 	sn, err := CertSN(pemFile)
 	if err != nil {
@@ -119,6 +136,9 @@ func (t *trust) check(pemFile []byte, now time.Time) (string, trusted, error) {
 		return "", trusted{}, fmt.Errorf("zhima: %v", err)
 	}
 	inter := x509.NewCertPool()
+	for _, c := range t.inter {
+		inter.AddCert(c)
+	}
 	for _, c := range certs[1:] {
 		ic, err := x509.ParseCertificate(c.der)
 		if err != nil {
@@ -140,7 +160,7 @@ func (t *trust) check(pemFile []byte, now time.Time) (string, trusted, error) {
 // key returns the trusted key of sn ("" means the configured certificate).
 // An unknown SN is resolved once however many callers wait for it: from
 // the cache, else by fetch; the result is checked, kept and cached.
-func (t *trust) key(ctx context.Context, sn string, now time.Time, cache CertCache, fetch func(context.Context, string) ([]byte, error)) (*rsa.PublicKey, error) {
+func (t *trust) key(ctx context.Context, sn string, now time.Time, cache CertCache, fetch func(context.Context, string) ([]byte, error), done func(string, error)) (*rsa.PublicKey, error) {
 	if sn == "" {
 		sn = t.defaultSN
 	}
@@ -160,7 +180,7 @@ func (t *trust) key(ctx context.Context, sn string, now time.Time, cache CertCac
 	if !ok {
 		f = &flight{done: make(chan struct{})}
 		t.flights[sn] = f
-		go t.resolve(context.WithoutCancel(ctx), sn, now, f, cache, fetch)
+		go t.resolve(context.WithoutCancel(ctx), sn, now, f, cache, fetch, done)
 	}
 	t.mu.Unlock()
 	select {
@@ -178,7 +198,7 @@ func (t *trust) key(ctx context.Context, sn string, now time.Time, cache CertCac
 // started it so that its waiters are not failed by one caller's deadline.
 const resolveTimeout = 30 * time.Second
 
-func (t *trust) resolve(ctx context.Context, sn string, now time.Time, f *flight, cache CertCache, fetch func(context.Context, string) ([]byte, error)) {
+func (t *trust) resolve(ctx context.Context, sn string, now time.Time, f *flight, cache CertCache, fetch func(context.Context, string) ([]byte, error), done func(string, error)) {
 	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
 	defer cancel()
 	chainFailed := false
@@ -212,8 +232,14 @@ func (t *trust) resolve(ctx context.Context, sn string, now time.Time, f *flight
 	if f.err == nil {
 		t.keys[sn] = f.key
 	} else if chainFailed {
+		if len(t.rejected) >= maxRejected { // a flood of made-up SNs costs memory no more
+			clear(t.rejected)
+		}
 		t.rejected[sn] = now
 	}
 	t.mu.Unlock()
 	close(f.done)
+	if done != nil {
+		done(sn, f.err)
+	}
 }

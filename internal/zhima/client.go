@@ -59,6 +59,7 @@ type Client struct {
 	alipayKey *rsa.PublicKey // public-key mode
 	certs     *trust         // certificate mode
 	cache     CertCache
+	onCert    func(sn string, err error)
 	aes       *AESKey
 	signType  SignType
 	charset   string
@@ -78,6 +79,12 @@ func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.http = 
 // WithCertCache shares downloaded Alipay certificates through cache
 // (certificate mode). Default: each client keeps its own.
 func WithCertCache(cache CertCache) Option { return func(c *Client) { c.cache = cache } }
+
+// WithCertEvents calls fn after each Alipay certificate SN the client did
+// not hold was resolved (certificate mode): err nil when the certificate was
+// checked and is now trusted, else why it was refused or not fetched. fn
+// must not block.
+func WithCertEvents(fn func(sn string, err error)) Option { return func(c *Client) { c.onCert = fn } }
 
 // WithClock makes the client take request timestamps from now.
 func WithClock(now func() time.Time) Option { return func(c *Client) { c.now = now } }
@@ -164,9 +171,6 @@ func (c *Client) loadAlipayKeys(cfg Config) error {
 
 // CertMode reports whether the client runs in certificate mode.
 func (c *Client) CertMode() bool { return c.certs != nil }
-
-// Encrypts reports whether the client encrypts its calls.
-func (c *Client) Encrypts() bool { return c.aes != nil }
 
 // CallOption sets a per-call parameter.
 type CallOption func(*callParams)
@@ -370,7 +374,7 @@ func (v callVerifier) Verify(node []byte, sign, certSN string) error {
 	}
 	key := c.alipayKey
 	if c.certs != nil {
-		if key, err = c.certs.key(v.ctx, certSN, c.now(), c.cache, c.downloadCert); err != nil {
+		if key, err = c.certs.key(v.ctx, certSN, c.now(), c.cache, c.downloadCert, c.onCert); err != nil {
 			return err
 		}
 	}
