@@ -70,7 +70,7 @@ func TestAlipaySandbox(t *testing.T) {
 			ctx := context.Background()
 			txid := "ZQLIVE" + time.Now().Format("20060102150405")
 			req := &ScoreBriefGetRequest{TransactionID: txid, ProductCode: "w1010100000000002733",
-				CertType: "IDENTITY_CARD", CertNo: "110101199003071234", Name: "张三", AdmittanceScore: 650}
+				CertType: "IDENTITY_CARD", CertNo: "11010519491231002X", Name: "张三", AdmittanceScore: 650}
 			_, err = c.ScoreBriefGet(ctx, req)
 			var zerr *Error
 			switch {

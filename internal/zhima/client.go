@@ -395,34 +395,58 @@ func (v callVerifier) Decrypt(text string) ([]byte, error) {
 
 // downloadCert fetches the Alipay certificate file of sn with
 // alipay.open.app.alipaycert.download. Its answer is not signed; the caller
-// checks the certificate's chain before trusting it.
+// checks the certificate's chain before trusting it. Like Alipay's SDKs it
+// asks in clear; a client with an AES key asks again encrypted when a
+// gateway refuses that, and reads an encrypted answer either way.
 func (c *Client) downloadCert(ctx context.Context, sn string) ([]byte, error) {
 	biz, err := json.Marshal(map[string]string{ParamAlipayCertSN: sn})
 	if err != nil {
 		return nil, err
 	}
-	body, _, err := c.post(ctx, MethodAlipayCertDownload, biz, nil, callParams{})
+	pemFile, err := c.fetchCert(ctx, biz, nil)
+	if zerr, ok := errors.AsType[*Error](err); ok && zerr.Source == SourceGateway && c.aes != nil {
+		pemFile, err = c.fetchCert(ctx, biz, c.aes)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("zhima: download Alipay certificate %s: %w", sn, err)
 	}
-	a, err := ExtractNode(body, MethodAlipayCertDownload)
-	if err != nil || a.Encrypted {
-		return nil, fmt.Errorf("zhima: download Alipay certificate %s: the answer holds no certificate node", sn)
+	return pemFile, nil
+}
+
+// fetchCert makes one download call; an answer other than success is an
+// *Error of SourceGateway.
+func (c *Client) fetchCert(ctx context.Context, biz []byte, aes *AESKey) ([]byte, error) {
+	body, _, err := c.post(ctx, MethodAlipayCertDownload, biz, aes, callParams{})
+	if err != nil {
+		return nil, err
 	}
-	var node struct {
+	a, err := ExtractNode(body, MethodAlipayCertDownload)
+	if err != nil {
+		return nil, errors.New("the answer holds no certificate node")
+	}
+	node := a.Node
+	if a.Encrypted {
+		var text string
+		if err := json.Unmarshal(a.Node, &text); err != nil {
+			return nil, err
+		}
+		if node, err = (callVerifier{c: c, ctx: ctx}).Decrypt(text); err != nil {
+			return nil, err
+		}
+	}
+	var answer struct {
 		Envelope
 		Content string `json:"alipay_cert_content"`
 	}
-	if err := json.Unmarshal(a.Node, &node); err != nil {
-		return nil, fmt.Errorf("zhima: download Alipay certificate %s: %v", sn, err)
+	if err := json.Unmarshal(node, &answer); err != nil {
+		return nil, err
 	}
-	if node.Code != CodeSuccess {
-		return nil, fmt.Errorf("zhima: download Alipay certificate %s: %s", sn,
-			(&Error{Source: SourceGateway, Method: MethodAlipayCertDownload, Code: node.Code, Msg: node.Msg, SubCode: node.SubCode, SubMsg: node.SubMsg}).Error())
+	if answer.Code != CodeSuccess {
+		return nil, &Error{Source: SourceGateway, Method: MethodAlipayCertDownload, Code: answer.Code, Msg: answer.Msg, SubCode: answer.SubCode, SubMsg: answer.SubMsg}
 	}
-	pemFile, err := base64.StdEncoding.DecodeString(node.Content)
+	pemFile, err := base64.StdEncoding.DecodeString(answer.Content)
 	if err != nil {
-		return nil, fmt.Errorf("zhima: download Alipay certificate %s: alipay_cert_content is not base64", sn)
+		return nil, errors.New("alipay_cert_content is not base64")
 	}
 	return pemFile, nil
 }
