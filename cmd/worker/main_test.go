@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +35,8 @@ func TestRunRefusesBadConfigurationInOneLine(t *testing.T) {
 			"ZHIMA_APP_PRIVATE_KEY_FILE": zhimatest.KeyFile("app_private_pkcs1.pem"), "ZHIMA_ALIPAY_PUBLIC_KEY_FILE": zhimatest.KeyFile("app_public.pem"), "DATA_KEYS": "plaintext"}, "app's own public key"},
 		{"private key where the alipay key belongs", map[string]string{"ZHIMA_APP_ID": "2021000000000001",
 			"ZHIMA_APP_PRIVATE_KEY_FILE": zhimatest.KeyFile("app_private_pkcs1.pem"), "ZHIMA_ALIPAY_PUBLIC_KEY_FILE": zhimatest.KeyFile("app_private_pkcs8.pem"), "DATA_KEYS": "plaintext"}, "private key where a public key belongs"},
+		{"an Alipay certificate without its chain", certEnv("appCertPublicKey_2021000000000001.crt", "appCertPublicKey_2021000000000001.crt"), "does not chain to the Alipay root file"},
+		{"the root file as the app certificate", certEnv("alipayCertPublicKey_RSA2.crt", "alipayRootCert.crt"), "app certificate"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -45,6 +48,17 @@ func TestRunRefusesBadConfigurationInOneLine(t *testing.T) {
 			}
 		})
 	}
+}
+
+// certEnv is a certificate-mode environment over the committed vector PKI
+// with the Alipay certificate and the app certificate files given.
+func certEnv(alipayCert, appCert string) map[string]string {
+	dir := filepath.Join("..", "..", "internal", "zhima", "testdata", "certvectors")
+	return map[string]string{"ZHIMA_APP_ID": zhimatest.AppID, "DATA_KEYS": "plaintext",
+		"ZHIMA_APP_PRIVATE_KEY_FILE":  zhimatest.KeyFile("app_private_pkcs1.pem"),
+		"ZHIMA_APP_CERT_FILE":         filepath.Join(dir, appCert),
+		"ZHIMA_ALIPAY_CERT_FILE":      filepath.Join(dir, alipayCert),
+		"ZHIMA_ALIPAY_ROOT_CERT_FILE": filepath.Join(dir, "alipayRootCert.crt")}
 }
 
 func TestRunStopsCleanlyWhenSignalled(t *testing.T) {
