@@ -190,6 +190,8 @@ func TestRotationIsDownloadedOnceAndShared(t *testing.T) {
 	if cache.pems[newSN] == nil {
 		t.Fatal("the downloaded certificate is not in the shared cache")
 	}
+	mu.Lock()
+	defer mu.Unlock()
 	if want := newSN + " <nil>"; len(events) != 1 || events[0] != want {
 		t.Fatalf("certificate events %q; want one: %q", events, want)
 	}

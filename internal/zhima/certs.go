@@ -238,8 +238,8 @@ func (t *trust) resolve(ctx context.Context, sn string, now time.Time, f *flight
 		t.rejected[sn] = now
 	}
 	t.mu.Unlock()
-	close(f.done)
 	if done != nil {
-		done(sn, f.err)
+		done(sn, f.err) // before the waiters go on, so the event comes first
 	}
+	close(f.done)
 }
