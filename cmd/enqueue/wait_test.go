@@ -28,9 +28,9 @@ func startWorker(t *testing.T, env map[string]string, faults sandbox.Faults) *sa
 			c.RedisURL, c.Queue, c.KeyPrefix = shared.RedisURL, shared.Queue, shared.KeyPrefix
 			c.AppID, c.DataKeys, c.DedupWindow, c.ResultTTL = shared.AppID, shared.DataKeys, shared.DedupWindow, shared.ResultTTL
 			c.CallbackHosts, c.BatchMaxLines = shared.CallbackHosts, shared.BatchMaxLines
-			c.WorkerConcurrency, c.RetryMaxDelay = 8, 50*time.Millisecond
+			c.WorkerConcurrency, c.RetryMaxDelay, c.PollInterval = 8, 50*time.Millisecond, 50*time.Millisecond
 		},
-		Worker: worker.Options{PollInterval: 50 * time.Millisecond, ShutdownTimeout: time.Second},
+		Worker: worker.Options{ShutdownTimeout: time.Second},
 	})
 	return s.Gateway
 }

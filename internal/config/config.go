@@ -48,6 +48,7 @@ type Config struct {
 	DedupWindow        time.Duration // DEDUP_WINDOW
 	ResultTTL          time.Duration // RESULT_TTL
 	QPS                float64       // ZHIMA_QPS, 0 = no limit
+	PollInterval       time.Duration // POLL_INTERVAL: asynq's check for due retries and an idle worker's wait
 	BreakerFailures    int           // BREAKER_FAILURES: transient failures in a row that open the breaker
 	BreakerCooldown    time.Duration // BREAKER_COOLDOWN: how long it stays open before a probe
 	DataKeys           string        // DATA_KEYS or the file DATA_KEYS_FILE
@@ -90,6 +91,7 @@ var Defaults = Config{
 	HTTPMaxHeaderBytes: 16 << 10,
 	APIMaxRequests:     32,
 	BatchMaxLines:      100_000,
+	PollInterval:       200 * time.Millisecond,
 	BreakerFailures:    20,
 	BreakerCooldown:    10 * time.Second,
 	Queue:              "zhimaq",

@@ -65,6 +65,14 @@ type Handler struct {
 	// MaxLimiterWait is how long a handler waits for the rate limiter
 	// before handing its task back; default 2s.
 	MaxLimiterWait time.Duration
+	// Backoff is the delay before a job's next attempt (RetryDelay, as
+	// given to asynq), and InlineBelow the longest such delay the handler
+	// waits out itself, calling again within the same delivery: asynq would
+	// only see a due retry at its next poll. Each inline attempt is decided
+	// afresh (window, attempts, breaker, rate limiter) and counted like any
+	// other. InlineBelow 0 leaves every retry to asynq.
+	Backoff     asynq.RetryDelayFunc
+	InlineBelow time.Duration
 
 	unsealed atomic.Int64 // payloads refused for being in clear
 }
@@ -110,7 +118,42 @@ func (h *Handler) Register(mux *asynq.ServeMux) {
 // asynq's archive (which it trims at 10,000 tasks) is kept for payloads
 // that cannot be read at all. It returns an error, so asynq tries again,
 // only while the job may still succeed or its outcome could not be stored.
+//
+// A retry due sooner than InlineBelow is made within the delivery.
 func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	retried, _ := asynq.GetRetryCount(ctx)
+	for n := retried; ; n++ {
+		err := h.deliver(ctx, t)
+		delay, inline := h.inlineDelay(n, err, t)
+		if !inline {
+			return err
+		}
+		timer := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return err
+		case <-timer.C:
+		}
+	}
+}
+
+// inlineDelay says whether the retry err asks for is short enough to wait
+// out in the handler, and how long it is. Only a gateway failure is: a
+// call held back has its own wait, and a store failure is asynq's to retry.
+func (h *Handler) inlineDelay(n int, err error, t *asynq.Task) (time.Duration, bool) {
+	if err == nil || h.Backoff == nil || h.InlineBelow <= 0 {
+		return 0, false
+	}
+	if _, ok := errors.AsType[*zhima.Error](err); !ok {
+		return 0, false
+	}
+	d := h.Backoff(n, err, t)
+	return d, d < h.InlineBelow
+}
+
+// deliver is one attempt at a job: decide, execute, report.
+func (h *Handler) deliver(ctx context.Context, t *asynq.Task) error {
 	d := h.decide(ctx, t)
 	switch d.action {
 	case failJob:

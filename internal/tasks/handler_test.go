@@ -346,3 +346,32 @@ func TestUnsealedPayloads(t *testing.T) {
 		}
 	})
 }
+
+func TestShortRetriesAreMadeWithinTheDelivery(t *testing.T) {
+	f := newFixture(t, sandbox.Faults{UnavailableRate: 1})
+	f.h.Backoff = func(n int, _ error, _ *asynq.Task) time.Duration { return time.Duration(n+1) * time.Millisecond }
+
+	// Every retry is due within InlineBelow: one delivery makes all three
+	// attempts and ends the task with the job failed.
+	f.h.InlineBelow = 50 * time.Millisecond
+	p := scorePayload("INLINE_1")
+	if err := f.h.ProcessTask(context.Background(), task(t, p)); err != nil {
+		t.Fatalf("one delivery: %v; want the task ended", err)
+	}
+	rec, _ := f.h.Results.Get(context.Background(), p.Key())
+	if rec.State != results.Failed || rec.Attempts != 3 || f.gateway.Calls(p.Method, p.TransactionID) != 3 {
+		t.Fatalf("record %+v after %d calls; want failed after 3", rec, f.gateway.Calls(p.Method, p.TransactionID))
+	}
+
+	// The second retry is due later than InlineBelow: the delivery makes two
+	// attempts and hands the task to asynq with the gateway's error.
+	f.h.InlineBelow = 2 * time.Millisecond
+	p = scorePayload("INLINE_2")
+	err := f.h.ProcessTask(context.Background(), task(t, p))
+	if zerr, ok := errors.AsType[*zhima.Error](err); !ok || !zerr.Retryable() {
+		t.Fatalf("delivery: %v; want the retryable gateway error", err)
+	}
+	if rec, _ := f.h.Results.Get(context.Background(), p.Key()); rec.State != results.Retrying || rec.Attempts != 2 {
+		t.Fatalf("record %+v; want retrying after 2 attempts", rec)
+	}
+}

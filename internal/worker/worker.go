@@ -23,6 +23,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -59,11 +60,6 @@ type Options struct {
 	Log *zap.Logger
 	// Redis defaults to a client for Config.RedisURL, closed by Close.
 	Redis redis.UniversalClient
-	// PollInterval is how often retries that are due are moved back to the
-	// queue (asynq's DelayedTaskCheckInterval), and how long an idle worker
-	// waits before looking at the queue again; default 200ms, so the last
-	// retries of a batch do not wait a second each.
-	PollInterval time.Duration
 	// ShutdownTimeout is how long running calls may finish on shutdown
 	// before their tasks are handed back; default: the gateway timeout + 2s.
 	ShutdownTimeout time.Duration
@@ -186,10 +182,13 @@ func New(opts Options) (_ *Worker, err error) {
 				m.BreakerChanged(to)
 			}}),
 	}
-	poll := opts.PollInterval
-	if poll == 0 {
-		poll = 200 * time.Millisecond
-	}
+	// POLL_INTERVAL is how often due retries are moved back to the queue
+	// (asynq's DelayedTaskCheckInterval) and how long an idle processor
+	// waits before it looks again; a retry due within two of them is made in
+	// the handler, which would otherwise wait for the next poll.
+	poll := cmp.Or(cfg.PollInterval, config.Defaults.PollInterval)
+	backoff := tasks.RetryDelay(cfg.RetryBaseDelay, cfg.RetryMaxDelay)
+	w.handler.Backoff, w.handler.InlineBelow = backoff, 2*poll
 	shutdown := opts.ShutdownTimeout
 	if shutdown == 0 {
 		shutdown = cfg.GatewayTimeout + 2*time.Second
@@ -197,7 +196,7 @@ func New(opts Options) (_ *Worker, err error) {
 	w.server = asynq.NewServerFromRedisClient(w.rdb, asynq.Config{
 		Concurrency:              cfg.WorkerConcurrency,
 		Queues:                   map[string]int{cfg.Queue: 1},
-		RetryDelayFunc:           tasks.RetryDelay(cfg.RetryBaseDelay, cfg.RetryMaxDelay),
+		RetryDelayFunc:           backoff,
 		IsFailure:                tasks.IsFailure,
 		ErrorHandler:             asynq.ErrorHandlerFunc(w.exhausted),
 		Logger:                   log.Named("asynq").Sugar(),

@@ -9,7 +9,6 @@ package workertest
 
 import (
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -22,10 +21,6 @@ import (
 	"github.com/zhimaq/zhimaq/internal/zhimatest"
 )
 
-// DefaultPollInterval is a test worker's Options.PollInterval when unset,
-// so that retries that are due do not wait long.
-const DefaultPollInterval = 20 * time.Millisecond
-
 // Options are what a test changes in its Stack.
 type Options struct {
 	// Gateway configures the sandbox gateway (faults, seed, clock, MaxHang…);
@@ -37,7 +32,7 @@ type Options struct {
 	// namespace's queue and key prefix). What it sets is Stack.Config.
 	Change func(*config.Config)
 	// Worker are the worker's options: Config and Log are filled in from the
-	// Stack, PollInterval defaults to DefaultPollInterval.
+	// Stack.
 	Worker worker.Options
 	// NoStart builds Stack.Worker without starting it, for tests of Start
 	// itself (or of a configuration that New is given).
@@ -97,9 +92,6 @@ func Start(tb testing.TB, opts Options) *Stack {
 func (s *Stack) NewWorker(tb testing.TB, opts worker.Options) *worker.Worker {
 	tb.Helper()
 	opts.Config, opts.Log = s.Config, s.Log
-	if opts.PollInterval == 0 {
-		opts.PollInterval = DefaultPollInterval
-	}
 	w, err := worker.New(opts)
 	if err != nil {
 		tb.Fatal(err)

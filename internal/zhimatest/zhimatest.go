@@ -111,7 +111,8 @@ func PKI(tb testing.TB) *sandbox.PKI {
 }
 
 // WorkerConfig is a worker's configuration for tests: the test app against
-// gatewayURL, srv's queue and key prefix, fast retries, no HTTP listener.
+// gatewayURL, srv's queue and key prefix, fast retries and polls, no HTTP
+// listener.
 // A gateway in certificate mode is verified with its certificates.
 func WorkerConfig(tb testing.TB, srv *redistest.Server, gw *sandbox.Server, gatewayURL string) config.Config {
 	tb.Helper()
@@ -129,6 +130,7 @@ func WorkerConfig(tb testing.TB, srv *redistest.Server, gw *sandbox.Server, gate
 	cfg.GatewayTimeout = 5 * time.Second
 	cfg.WorkerConcurrency = 20
 	cfg.HTTPAddr = "off"
+	cfg.PollInterval = 20 * time.Millisecond // retries that are due do not wait long
 	cfg.Queue, cfg.KeyPrefix = srv.Queue, srv.Prefix
 	cfg.DataKeys = DataKeys
 	return cfg
