@@ -12,16 +12,19 @@
 //     N / 0.9 × latency / concurrency;
 //  4. Redis memory per queued job against bare asynq's;
 //  5. gateway calls per second with ZHIMA_QPS and two bin/worker processes
-//     against the quota, and the most in any one-second window;
+//     against the quota, the most in any one-second window, and the
+//     limiter's Redis calls per gateway call (from the workers' metrics);
 //  6. Redis memory per rejected batch line (100,000 lines of {} through
 //     Batch.SubmitJSONL) against a budget of 64 bytes;
 //
-// plus the gateway connections per 1,000 calls and RSA2 signing cost in
-// pure Go, with GOEXPERIMENT=boringcrypto, and in OpenSSL.
+// plus the gateway connections per 1,000 calls, RSA2 signing cost in pure
+// Go, with GOEXPERIMENT=boringcrypto, and in OpenSSL, and that of the
+// OpenSSL build (-tags openssl) against `openssl speed` ("sign-openssl").
 //
 // The bench starts and stops its own redis-server (no persistence) on a
 // free loopback port, and bin/zhima-sandbox; it needs redis-server and
-// openssl on PATH and gcc for the boringcrypto build.
+// openssl on PATH, gcc for the boringcrypto build and libcrypto's headers
+// for the OpenSSL build.
 package bench
 
 import (
@@ -52,7 +55,8 @@ type Options struct {
 	Scale float64
 	// Rounds per figure; default 5.
 	Rounds int
-	// Only lists the figures to run ("1,2,3,4,5,6,sign"); default all.
+	// Only lists the figures to run ("1,2,3,4,5,6,sign,sign-openssl");
+	// default all.
 	Only string
 	// BenchTime is testing.Benchmark's time; default 1s × Scale.
 	BenchTime time.Duration
@@ -157,14 +161,14 @@ func Run(ctx context.Context, opts Options, w io.Writer) error {
 		e.logf("bench: %s took %s", title, time.Since(t).Round(time.Second))
 	}
 	one := func(f *figure, err error) ([]*figure, error) { return []*figure{f}, err }
-	two := func(a, b *figure, err error) ([]*figure, error) { return []*figure{a, b}, err }
 	step("1", "figure 1, enqueue rate", func() ([]*figure, error) { return one(e.figEnqueue(ctx)) })
-	step("2", "figure 2, worker CPU per job", func() ([]*figure, error) { return two(e.figCPU(ctx)) })
+	step("2", "figure 2, worker CPU per job", func() ([]*figure, error) { return e.figCPU(ctx) })
 	step("3", "figure 3, drain time with latency and errors", func() ([]*figure, error) { return one(e.figDrain(ctx)) })
 	step("4", "figure 4, Redis memory per job", func() ([]*figure, error) { return one(e.figMemory(ctx)) })
-	step("5", "figure 5, calls per second under ZHIMA_QPS", func() ([]*figure, error) { return two(e.figQuota(ctx)) })
+	step("5", "figure 5, calls per second under ZHIMA_QPS", func() ([]*figure, error) { return e.figQuota(ctx) })
 	step("6", "figure 6, Redis memory per rejected batch line", func() ([]*figure, error) { return one(e.figLines(ctx)) })
 	step("sign", "signing cost", func() ([]*figure, error) { return e.figSign(ctx) })
+	step("sign-openssl", "signing cost, OpenSSL build", func() ([]*figure, error) { return one(e.figSignOpenSSL(ctx)) })
 	if ctx.Err() != nil {
 		failures = append(failures, "interrupted")
 	}

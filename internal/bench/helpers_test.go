@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/zhimaq/zhimaq/internal/zhimatest"
 )
 
 func TestMedian(t *testing.T) {
@@ -42,8 +44,8 @@ func TestMaxInWindowCountsHalfOpenWindows(t *testing.T) {
 		{"just inside one window", at(0, 999), 2},
 		{"densest stretch anywhere", at(0, 100, 1500, 1600, 1700, 2499, 2500), 4},
 	} {
-		if got := maxInWindow(c.ts, time.Second); got != c.want {
-			t.Errorf("%s: maxInWindow = %d, want %d", c.name, got, c.want)
+		if got := zhimatest.MostInWindow(c.ts, time.Second); got != c.want {
+			t.Errorf("%s: MostInWindow = %d, want %d", c.name, got, c.want)
 		}
 	}
 }

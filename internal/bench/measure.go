@@ -40,19 +40,6 @@ func ratios(a, b []float64) []float64 {
 	return out
 }
 
-// maxInWindow is the largest number of sorted timestamps that fall in any
-// half-open window [t, t+w).
-func maxInWindow(ts []time.Time, w time.Duration) int {
-	best, j := 0, 0
-	for i := range ts {
-		for ts[i].Sub(ts[j]) >= w {
-			j++
-		}
-		best = max(best, i-j+1)
-	}
-	return best
-}
-
 // perSecond counts sorted timestamps in consecutive seconds from the first.
 func perSecond(ts []time.Time) []int {
 	if len(ts) == 0 {

@@ -126,7 +126,7 @@ func usedMemory(ctx context.Context, rdb *redis.Client) (int64, error) {
 // asynq with the same payloads.
 func (e *env) figMemory(ctx context.Context) (*figure, error) {
 	n := e.opts.scaled(5000, 500)
-	f := &figure{ID: "4", Name: fmt.Sprintf("Redis memory per queued job, %d jobs (bytes)", n), Target: "≤ 1.50×"}
+	f := &figure{ID: "4", Name: fmt.Sprintf("Redis memory per queued job, %d jobs (bytes)", n), Target: "≤ 1.35×"}
 	if e.redis == nil {
 		f.Skip = "needs the bench's private redis-server (none on PATH)"
 		return f, nil
@@ -150,7 +150,7 @@ func (e *env) figMemory(ctx context.Context) (*figure, error) {
 	}
 	f.Zhimaq, f.Reference = fmt.Sprintf("%.0f B", median(z)), fmt.Sprintf("%.0f B (asynq)", median(r))
 	f.Ratio = median(ratios(z, r))
-	f.check(f.Ratio <= 1.5)
+	f.check(f.Ratio <= 1.35)
 	f.rawf("zhimaq bytes per job per round: %s", list("%.0f", z))
 	f.rawf("asynq  bytes per job per round: %s", list("%.0f", r))
 	zj, rj := zr[0], rr[0]

@@ -110,33 +110,46 @@ var benchLine = regexp.MustCompile(`(?m)^BenchmarkSign\S*\s+\d+\s+([\d.]+) ns/op
 type signResult struct {
 	wall, cpu float64 // ns/op, cpu-ns/op
 	boring    bool    // crypto/boring.Enabled()
+	openssl   bool    // zhima.SignBackend == "openssl"
 }
 
-// signTestBinary builds this package's test binary with `go test -c`,
-// with GOEXPERIMENT=boringcrypto (and cgo) when boring, once per run.
-func (e *env) signTestBinary(ctx context.Context, boring bool) (string, error) {
-	name := "bench-pure.test"
+// signBuild is how the test binary that runs BenchmarkSign is built.
+type signBuild string
+
+const (
+	pureBuild    signBuild = "pure"         // CGO_ENABLED=0
+	boringBuild  signBuild = "boringcrypto" // CGO_ENABLED=1 GOEXPERIMENT=boringcrypto
+	opensslBuild signBuild = "openssl"      // CGO_ENABLED=1 -tags openssl
+)
+
+// signTestBinary builds this package's test binary with `go test -c` as
+// build says, once per run.
+func (e *env) signTestBinary(ctx context.Context, build signBuild) (string, error) {
+	args := []string{"test", "-c"}
 	env := append(baseEnv(), "CGO_ENABLED=0")
-	if boring {
-		name = "bench-boringcrypto.test"
+	switch build {
+	case boringBuild:
 		env = append(baseEnv(), "CGO_ENABLED=1", "GOEXPERIMENT=boringcrypto")
+	case opensslBuild:
+		env = append(baseEnv(), "CGO_ENABLED=1")
+		args = append(args, "-tags", "openssl")
 	}
-	path := filepath.Join(e.tmp, name)
+	path := filepath.Join(e.tmp, "bench-"+string(build)+".test")
 	if _, err := os.Stat(path); err == nil {
 		return path, nil
 	}
-	cmd := exec.CommandContext(ctx, "go", "test", "-c", "-o", path, "./internal/bench")
+	cmd := exec.CommandContext(ctx, "go", append(args, "-o", path, "./internal/bench")...)
 	cmd.Dir, cmd.Env = e.opts.Root, env
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go test -c ./internal/bench (boringcrypto %v): %v\n%s", boring, err, out)
+		return "", fmt.Errorf("go test -c ./internal/bench (%s build): %v\n%s", build, err, out)
 	}
 	return path, nil
 }
 
-// goTestSign runs BenchmarkSign in the package's test binary, built with
-// GOEXPERIMENT=boringcrypto when boring, as `go test -bench` would.
-func (e *env) goTestSign(ctx context.Context, boring bool) (signResult, error) {
-	bin, err := e.signTestBinary(ctx, boring)
+// goTestSign runs BenchmarkSign in the package's test binary, built as
+// build says, as `go test -bench` would.
+func (e *env) goTestSign(ctx context.Context, build signBuild) (signResult, error) {
+	bin, err := e.signTestBinary(ctx, build)
 	if err != nil {
 		return signResult{}, err
 	}
@@ -146,7 +159,7 @@ func (e *env) goTestSign(ctx context.Context, boring bool) (signResult, error) {
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
-		return signResult{}, fmt.Errorf("BenchmarkSign (boringcrypto %v): %v\n%s", boring, err, out.String())
+		return signResult{}, fmt.Errorf("BenchmarkSign (%s build): %v\n%s", build, err, out.String())
 	}
 	m := benchLine.FindStringSubmatch(out.String())
 	if m == nil {
@@ -158,6 +171,10 @@ func (e *env) goTestSign(ctx context.Context, boring bool) (signResult, error) {
 		v, _ := strconv.ParseFloat(bm[1], 64)
 		r.boring = v == 1
 	}
+	if om := opensslMetric.FindStringSubmatch(m[2]); om != nil {
+		v, _ := strconv.ParseFloat(om[1], 64)
+		r.openssl = v == 1
+	}
 	if cm := cpuMetric.FindStringSubmatch(m[2]); cm != nil {
 		r.cpu, _ = strconv.ParseFloat(cm[1], 64)
 	}
@@ -167,6 +184,8 @@ func (e *env) goTestSign(ctx context.Context, boring bool) (signResult, error) {
 var cpuMetric = regexp.MustCompile(`([\d.]+) cpu-ns/op`)
 
 var boringMetric = regexp.MustCompile(`([\d.]+) boring\b`)
+
+var opensslMetric = regexp.MustCompile(`([\d.]+) openssl\b`)
 
 var opensslF2 = regexp.MustCompile(`(?m)^\+F2:\d+:2048:([\d.]+):([\d.]+)`)
 
@@ -220,7 +239,7 @@ func (e *env) figSign(ctx context.Context) ([]*figure, error) {
 		for _, s := range steps {
 			switch s {
 			case "pure":
-				r, err := e.goTestSign(ctx, false)
+				r, err := e.goTestSign(ctx, pureBuild)
 				if err != nil {
 					return nil, err
 				}
@@ -229,7 +248,7 @@ func (e *env) figSign(ctx context.Context) ([]*figure, error) {
 				if boringErr != nil {
 					continue
 				}
-				r, err := e.goTestSign(ctx, true)
+				r, err := e.goTestSign(ctx, boringBuild)
 				if err != nil {
 					boringErr = err
 					continue
@@ -289,6 +308,68 @@ func (e *env) figSign(ctx context.Context) ([]*figure, error) {
 		}
 	}
 	return figs, nil
+}
+
+// figSignOpenSSL is the signing cost of the OpenSSL build (-tags openssl,
+// zhima.Sign through libcrypto's EVP_DigestSign) against `openssl speed`
+// with the same libcrypto, interleaved round by round: the cost of reaching
+// OpenSSL from Go (cgo, the digest, a context per signature, base64).
+func (e *env) figSignOpenSSL(ctx context.Context) (*figure, error) {
+	f := &figure{ID: "sign-openssl", Name: "RSA2 sign, OpenSSL build vs `openssl speed` (CPU µs/sign)", Target: "≤ 1.10×"}
+	if _, err := exec.LookPath("openssl"); err != nil {
+		f.Skip = "openssl not found"
+		return f, nil
+	}
+	if err := exec.CommandContext(ctx, "pkg-config", "--exists", "libcrypto").Run(); err != nil {
+		f.Skip = "no libcrypto to build with (pkg-config --exists libcrypto)"
+		return f, nil
+	}
+	seconds := max(1, int(3*e.opts.Scale+0.5))
+	var gw, gc, o []float64
+	used := true
+	for round := range e.opts.Rounds {
+		steps := []string{"go", "openssl"}
+		if round%2 == 1 {
+			steps = []string{"openssl", "go"}
+		}
+		for _, s := range steps {
+			switch s {
+			case "go":
+				r, err := e.goTestSign(ctx, opensslBuild)
+				if err != nil {
+					return nil, err
+				}
+				used = used && r.openssl
+				gw, gc = append(gw, r.wall), append(gc, cpuOr(r))
+			case "openssl":
+				ns, err := e.opensslSign(ctx, seconds, false)
+				if err != nil {
+					return nil, err
+				}
+				o = append(o, ns)
+			}
+		}
+		e.logf("  round %d: OpenSSL build %.0f ns, openssl speed %.0f ns (CPU per sign)", round+1, gc[len(gc)-1], o[len(o)-1])
+	}
+	f.Zhimaq, f.Reference = fmt.Sprintf("%.0f µs", median(gc)/1e3), fmt.Sprintf("%.0f µs (openssl speed)", median(o)/1e3)
+	f.Ratio = median(ratios(gc, o))
+	f.check(f.Ratio <= 1.1 && used)
+	f.rawf("OpenSSL build cpu-ns/op per round: %s; ns/op (wall): %s; zhima.SignBackend == \"openssl\": %v", list("%.0f", gc), list("%.0f", gw), used)
+	f.rawf("openssl speed ns/sign per round (1e9 / sign/s): %s", list("%.0f", o))
+	f.How = fmt.Sprintf("BenchmarkSign (as in the rows above) in a test binary built with CGO_ENABLED=1 `go test -c -tags openssl ./internal/bench`, "+
+		"run with -test.benchtime %s; it reports zhima.SignBackend == \"openssl\" as its `openssl` metric. Against `openssl speed -seconds %d -mr rsa2048`: "+
+		"1e9 / sign/s (CPU user time; its loop signs a ready digest with one reused context). %d rounds interleaved; ratio = median of per-round cpu-ns/op / OpenSSL ns.",
+		e.opts.BenchTime, seconds, e.opts.Rounds)
+	wallRatio := median(ratios(gw, o))
+	f.rawf("OpenSSL build wall ns/op / openssl speed: %.3f×", wallRatio)
+	if !used {
+		f.whyf("the benchmark reported zhima.SignBackend != \"openssl\": the build did not sign with OpenSSL")
+	} else if !*f.Met {
+		f.whyf("Measured in wall time per sign the OpenSSL build is %.2f× openssl speed; its CPU per sign is %.2f× its wall time: "+
+			"threads besides the signing one (the Go runtime's sysmon, and the Ms that take its P over while each ~0.5 ms cgo call runs) "+
+			"burn CPU that openssl speed's single-threaded loop does not.", wallRatio, median(gc)/median(gw))
+	}
+	return f, nil
 }
 
 // cpuHas reports whether /proc/cpuinfo lists flag.

@@ -296,7 +296,7 @@ func (w *Worker) logStarted() {
 		mode = "certificate"
 	}
 	w.log.Info("worker started", zap.Int("concurrency", cfg.WorkerConcurrency), zap.String("gateway", cfg.GatewayURL),
-		zap.String("mode", mode), zap.Bool("encrypt", cfg.EncryptKey != ""), zap.String("charset", cfg.Charset),
+		zap.String("mode", mode), zap.Bool("encrypt", cfg.EncryptKey != ""), zap.String("charset", cfg.Charset), zap.String("signer", zhima.SignBackend),
 		zap.Stringer("rate_limit", w.handler.Limiter), zap.Stringer("callback_hosts", w.callbacks.Hosts), zap.String("http", w.Addr()))
 	switch {
 	case w.http != nil && w.api == nil && len(cfg.APITokens) == 0:

@@ -2,7 +2,6 @@ package zhima
 
 import (
 	"crypto"
-	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha1"
 	"crypto/sha256"
@@ -70,12 +69,15 @@ func SigningString(params map[string]string) string {
 }
 
 // Sign signs content with key and returns the standard base64 signature.
+// It signs with crypto/rsa, or with OpenSSL's libcrypto in a build with
+// -tags openssl (SignBackend says which); the signatures are the same.
+// key must not be modified once it has signed (crypto/rsa's rule).
 func Sign(key *rsa.PrivateKey, t SignType, content []byte) (string, error) {
 	h, err := t.hash()
 	if err != nil {
 		return "", err
 	}
-	sig, err := rsa.SignPKCS1v15(rand.Reader, key, h, digest(h, content))
+	sig, err := signPKCS1v15(key, h, content)
 	if err != nil {
 		return "", fmt.Errorf("zhima: sign: %w", err)
 	}

@@ -191,3 +191,16 @@ func PrintableASCII(s string) bool {
 	}
 	return true
 }
+
+// MostInWindow is the largest number of sorted times that fall in any
+// half-open window [t, t+w).
+func MostInWindow(ts []time.Time, w time.Duration) int {
+	best, j := 0, 0
+	for i := range ts {
+		for ts[i].Sub(ts[j]) >= w {
+			j++
+		}
+		best = max(best, i-j+1)
+	}
+	return best
+}
