@@ -61,7 +61,6 @@ type Producer struct {
 	keys          *seal.Keyring
 	callbackHosts hosts.List
 	queue         *asynq.Client
-	claims        *idempotency.Store
 	results       *results.Store
 	batches       *batches.Store
 }
@@ -101,7 +100,6 @@ func NewProducer(rdb redis.UniversalClient, cfg ProducerConfig) (*Producer, erro
 		keys:          keys,
 		callbackHosts: hosts,
 		queue:         asynq.NewClientFromRedisClient(rdb),
-		claims:        idempotency.New(rdb, cfg.KeyPrefix),
 		results:       results.New(rdb, cfg.KeyPrefix, cfg.ResultTTL),
 		batches:       batches.New(rdb, cfg.KeyPrefix, cfg.ResultTTL),
 	}, nil
@@ -157,15 +155,10 @@ func (p *Producer) submit(ctx context.Context, pj preparedJob, batchID string) (
 	if digests := p.keys.Digests([]byte(fp)); digests != nil {
 		fp, previous = digests[0], digests[1:]
 	}
-	now := p.cfg.Now().UTC()
+	now := p.cfg.Now().UTC().Truncate(time.Millisecond) // as the record keeps it
 	rec := &results.Record{Method: job.Method, TransactionID: key.TransactionID, State: results.Queued, EnqueuedAt: &now, UpdatedAt: now, BatchID: batchID}
-	first, err := p.results.Companion(key, rec)
-	if err != nil {
-		return nil, fmt.Errorf("zhimaq: submit %s: %w", key, err)
-	}
-	// The claim and the first record are written in one step, so a racing
-	// producer sees both or neither.
-	outcome, err := p.claims.ClaimWith(ctx, key, fp, p.cfg.DedupWindow, first, previous...)
+	// The claim is written with the first record, in one step.
+	outcome, found, err := p.results.Claim(ctx, key, rec, results.Claim{Fingerprint: fp, Previous: previous, Window: p.cfg.DedupWindow, Now: now})
 	if err != nil {
 		return nil, fmt.Errorf("zhimaq: submit %s: claim: %w", key, err)
 	}
@@ -176,7 +169,7 @@ func (p *Producer) submit(ctx context.Context, pj preparedJob, batchID string) (
 			zhima.TransactionIDRepeat(job.Method, "transaction_id was already used with other parameters within the window")), BatchID: batchID}, nil
 	case idempotency.Duplicate:
 		p.dedup(job.Method, "duplicate")
-		return p.resume(ctx, key, job, batchID)
+		return p.resume(ctx, key, job, found, batchID)
 	case idempotency.Lapsed:
 		// The claim has expired but the record of the first use lives on:
 		// the gateway's one-day window for this transaction_id is over.
@@ -191,19 +184,8 @@ func (p *Producer) submit(ctx context.Context, pj preparedJob, batchID string) (
 
 // resume answers a duplicate submission with the first job's record, and
 // re-enqueues the job if an earlier producer stopped between claim and
-// enqueue. A claim without a record (one made before records were written
-// with claims, or whose record was lost) gets its record back.
-func (p *Producer) resume(ctx context.Context, key idempotency.Key, job Job, batchID string) (*Submission, error) {
-	rec, err := p.results.Get(ctx, key)
-	if errors.Is(err, ErrNotFound) {
-		now := p.cfg.Now().UTC()
-		rec = &results.Record{Method: job.Method, TransactionID: key.TransactionID, State: results.Queued, EnqueuedAt: &now, UpdatedAt: now, BatchID: batchID}
-		if _, err := p.results.Create(ctx, key, rec); err != nil {
-			return nil, fmt.Errorf("zhimaq: submit %s: record: %w", key, err)
-		}
-	} else if err != nil {
-		return nil, fmt.Errorf("zhimaq: submit %s: read record: %w", key, err)
-	}
+// enqueue.
+func (p *Producer) resume(ctx context.Context, key idempotency.Key, job Job, rec *results.Record, batchID string) (*Submission, error) {
 	if !rec.State.Terminal() {
 		if err := p.enqueue(ctx, key, job); err != nil {
 			return nil, err

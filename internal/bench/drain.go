@@ -32,9 +32,9 @@ type drainRun struct {
 	// zhimaq only: round trips the worker's Redis client made (a pipeline
 	// or a script is one), and Redis's used_memory after the drain less
 	// before the submission (the private Redis only; 0 otherwise).
-	roundTrips    int64
-	kept          int64
-	record, claim int64 // MEMORY USAGE of the first job's record and claim after the drain
+	roundTrips int64
+	kept       int64
+	record     int64 // MEMORY USAGE of the first job's record (holding its claim) after the drain
 }
 
 // drainZhimaq enqueues n jobs, then starts a real worker in this process
@@ -108,7 +108,6 @@ func (e *env) drainZhimaq(ctx context.Context, n int, faults sandbox.Faults, ext
 		}
 		k, keys := key(txs[0]), keyspace.New(ns.prefix)
 		run.record, _ = e.rdb.MemoryUsage(ctx, keys.Result(k.AppID, k.Method, k.TransactionID), 0).Result()
-		run.claim, _ = e.rdb.MemoryUsage(ctx, keys.Claim(k.AppID, k.Method, k.TransactionID), 0).Result()
 	}
 	return run, nil
 }
@@ -296,8 +295,8 @@ func (e *env) figCPU(ctx context.Context) ([]*figure, error) {
 	} else {
 		kept.Zhimaq = fmt.Sprintf("%.0f B", median(kb))
 		kept.Reference = "—"
-		kept.rawf("bytes per finished job per round: %s; MEMORY USAGE of one finished job: record %d B, claim %d B", list("%.0f", kb), zr[0].record, zr[0].claim)
-		kept.How = "INFO memory used_memory after the drain (the tasks gone, the records and claims left, the worker's connections closed) less before the jobs were submitted, per job: what a million finished jobs hold in Redis for RESULT_TTL (the claim for DEDUP_WINDOW). It counts Redis's own overhead per key (dict entries, expiry entries, allocator size classes) beside MEMORY USAGE's figures."
+		kept.rawf("bytes per finished job per round: %s; MEMORY USAGE of one finished job's record (its claim included): %d B", list("%.0f", kb), zr[0].record)
+		kept.How = "INFO memory used_memory after the drain (the tasks gone, the records left, the worker's connections closed) less before the jobs were submitted, per job: what a million finished jobs hold in Redis for RESULT_TTL. It counts Redis's own overhead per key (dict entries, expiry entries, allocator size classes) beside MEMORY USAGE's figures."
 	}
 	return []*figure{f, trips, kept, conn}, nil
 }
@@ -371,7 +370,7 @@ func (e *env) figDrain(ctx context.Context) (*figure, error) {
 		mr := median(midRate)
 		perCall := concurrency/(mr/(1-errRate)) - latency.Seconds()
 		f.whyf("Steady state (10%% → 90%% of jobs done) runs at %.0f jobs/s against the ideal %.0f: each handler spends about %.1f ms per call beyond "+
-			"the sandbox's 100 ms (Redis round trips for the record and claim, signing, verifying, asynq's dequeue and ack). That alone is %.2f× of the ideal.",
+			"the sandbox's 100 ms (Redis round trips for the record, signing, verifying, asynq's dequeue and ack). That alone is %.2f× of the ideal.",
 			mr, idealRate, perCall*1e3, idealRate/mr)
 		f.whyf("The last 1%% of jobs take %.2f s (median): a retry due later than two polls goes to asynq's retry set, which stores due times in whole "+
 			"seconds and is checked every POLL_INTERVAL (%s), and an idle processor waits up to a poll before it looks again; retries due sooner "+

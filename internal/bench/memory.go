@@ -18,10 +18,10 @@ import (
 // memRun is the Redis memory n queued jobs took.
 type memRun struct {
 	perJob float64 // bytes, INFO memory used_memory delta / n
-	// MEMORY USAGE of one job's keys (zhimaq: claim, record, task hash;
-	// asynq: task hash), and of the pending list per job.
-	claim, record, task, pending int64
-	keys                         int64 // keys per job
+	// MEMORY USAGE of one job's keys (zhimaq: record, task hash; asynq:
+	// task hash), and of the pending list per job.
+	record, task, pending int64
+	keys                  int64 // keys per job
 }
 
 // runMemory queues n jobs on the bench's private Redis, with zhimaq's
@@ -85,7 +85,6 @@ func (e *env) runMemory(ctx context.Context, n int, useZhimaq bool) (memRun, err
 	r.pending = usage("asynq:{"+ns.queue+"}:pending") / int64(n+1)
 	if useZhimaq {
 		k, keys := key(tx0), keyspace.New(ns.prefix)
-		r.claim = usage(keys.Claim(k.AppID, k.Method, k.TransactionID))
 		r.record = usage(keys.Result(k.AppID, k.Method, k.TransactionID))
 	}
 	return r, nil
@@ -154,17 +153,17 @@ func (e *env) figMemory(ctx context.Context) (*figure, error) {
 	f.rawf("zhimaq bytes per job per round: %s", list("%.0f", z))
 	f.rawf("asynq  bytes per job per round: %s", list("%.0f", r))
 	zj, rj := zr[0], rr[0]
-	f.rawf("zhimaq keys per job: %d — MEMORY USAGE of one job: task hash %d B, claim %d B, record %d B; pending list %d B per job",
-		zj.keys, zj.task, zj.claim, zj.record, zj.pending)
+	f.rawf("zhimaq keys per job: %d — MEMORY USAGE of one job: task hash %d B, record %d B; pending list %d B per job",
+		zj.keys, zj.task, zj.record, zj.pending)
 	f.rawf("asynq keys per job: %d — MEMORY USAGE of one job: task hash %d B; pending list %d B per job", rj.keys, rj.task, rj.pending)
 	f.How = fmt.Sprintf("On the bench's own redis-server (--save \"\" --appendonly no), flushed before each run: one job first (the queue's own keys), "+
 		"INFO memory used_memory, then %d more jobs submitted on %d goroutines (zhimaq.Producer.Submit, or asynq Client.Enqueue of the same payload bytes), "+
 		"used_memory again; bytes per job = delta / %d. %d rounds interleaved; ratio = median of per-round ratios. Beyond asynq's task, zhimaq keeps per job a "+
-		"claim key (<prefix>claim:<app_id>:<method>:<transaction_id>, the fingerprint, for DEDUP_WINDOW) and a record key (<prefix>result:…, the JSON record, "+
-		"for RESULT_TTL), and its task id (app_id:method:transaction_id) is longer than asynq's UUID.", n, enqueueParallel, n, e.opts.Rounds)
+		"record key (<prefix>result:<app_id>:<method>:<transaction_id>: a header of the state, the claim's fingerprint and its end, the times, then the error "+
+		"and the response, for RESULT_TTL or the claim's end if later); its task id (22 characters) is shorter than asynq's UUID.", n, enqueueParallel, n, e.opts.Rounds)
 	if !*f.Met {
-		f.whyf("zhimaq stores %d keys per job against asynq's %d: claim %d B + record %d B on top of a task hash of %d B (asynq's: %d B).",
-			zj.keys, rj.keys, zj.claim, zj.record, zj.task, rj.task)
+		f.whyf("zhimaq stores %d keys per job against asynq's %d: a record of %d B on top of a task hash of %d B (asynq's: %d B).",
+			zj.keys, rj.keys, zj.record, zj.task, rj.task)
 	}
 	return f, nil
 }

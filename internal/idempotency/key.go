@@ -1,7 +1,9 @@
-// Package idempotency claims (app_id, method, transaction_id) in Redis for
-// the gateway's de-duplication window, so that a transaction is enqueued once:
-// a resubmission with the same parameters is a Duplicate, one with other
-// parameters a Conflict (the gateway's TRANSACTION_ID_REPEAT), never sent.
+// Package idempotency names a transaction (Key), fingerprints its
+// parameters and says what a claim on it found (Outcome): a transaction is
+// enqueued once for the gateway's de-duplication window; a resubmission
+// with the same parameters is a Duplicate, one with other parameters a
+// Conflict (the gateway's TRANSACTION_ID_REPEAT), never sent. The claim
+// itself is kept in the transaction's record (results.Store.Claim).
 package idempotency
 
 import (
@@ -66,7 +68,7 @@ const (
 	// Conflict: the key is claimed with another fingerprint; the job must be
 	// rejected locally with TRANSACTION_ID_REPEAT.
 	Conflict
-	// Lapsed (ClaimWith only): the claim has expired but the transaction's
+	// Lapsed: the claim has expired but the transaction's
 	// record lives on: its window is over, and nothing was claimed.
 	Lapsed
 )

@@ -1,8 +1,8 @@
 // Package keyspace names every Redis key zhimaq keeps beside asynq's own,
 // all under one prefix (ZHIMAQ_KEY_PREFIX, "zhimaq:" by default):
 //
-//	<prefix>claim:<app_id>:<method>:<transaction_id>   string: the transaction's claim (package idempotency)
-//	<prefix>result:<app_id>:<method>:<transaction_id>  string: the job's record (package results)
+//	<prefix>result:<app_id>:<method>:<transaction_id>  string: the job's record, holding the transaction's claim (package results)
+//	<prefix>claim:<app_id>:<method>:<transaction_id>   string: a claim of a record written before the claim moved into it (read only)
 //	<prefix>batch:<id>                                 hash: a batch's metadata (package batches)
 //	<prefix>batch:<id>:lines                           list: a batch's lines
 //	<prefix>batches:callbacks                          sorted set: batches awaiting their callback
@@ -30,7 +30,9 @@ func New(prefix string) Space {
 // Prefix is the prefix every key of s starts with.
 func (s Space) Prefix() string { return s.prefix }
 
-// Claim is the key of a transaction's claim.
+// Claim is the key where a record of the JSON format (written before
+// claims moved into the record) has its transaction's claim. Nothing
+// writes it any more; it is read until such records have gone.
 func (s Space) Claim(appID, method, transactionID string) string {
 	return s.job("claim", appID, method, transactionID)
 }

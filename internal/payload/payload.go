@@ -7,6 +7,8 @@ package payload
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -100,10 +102,16 @@ func (p *Payload) Key() idempotency.Key {
 // queues read plainly in asynq's tools.
 func TaskType(method string) string { return method }
 
-// TaskID is the asynq task id of a transaction. It is derived from the key,
-// so enqueueing the same transaction twice can never make two tasks.
+// TaskID is the asynq task id of a transaction: 22 characters of base64url,
+// the first 128 bits of the SHA-256 of "app_id:method:transaction_id". It is
+// derived from the key, so enqueueing the same transaction twice can never
+// make two tasks; it is short because asynq keeps it three times per task.
+// (Before, the id was the key itself: a task enqueued by an older producer
+// and re-enqueued by this one can run twice during an upgrade; its record
+// and the gateway's de-duplication keep it from being billed twice.)
 func TaskID(k idempotency.Key) string {
-	return k.AppID + ":" + k.Method + ":" + k.TransactionID
+	sum := sha256.Sum256([]byte(k.AppID + ":" + k.Method + ":" + k.TransactionID))
+	return base64.RawURLEncoding.EncodeToString(sum[:16])
 }
 
 // NewTask builds the task for p. opts are asynq options (queue, retries).

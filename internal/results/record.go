@@ -86,11 +86,6 @@ type Record struct {
 	BatchID string `json:"batch_id,omitempty"`
 }
 
-// Version is the stored value a record was read from or written as:
-// UpdateFrom writes only while the store still holds it. The zero Version
-// is none: UpdateFrom reads the record afresh.
-type Version struct{ data []byte }
-
 // clone is a copy of r that changes to its fields do not reach r through.
 func (r *Record) clone() *Record {
 	c := *r

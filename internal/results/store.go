@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -78,27 +79,8 @@ func (s *Store) Get(ctx context.Context, k idempotency.Key) (*Record, error) {
 	if err != nil {
 		return nil, fmt.Errorf("results: get %s: %w", k, err)
 	}
-	return decode(k, data)
-}
-
-// GetVersion is Get for a caller that will update the record: it returns
-// the record's version too, for UpdateFrom.
-func (s *Store) GetVersion(ctx context.Context, k idempotency.Key) (*Record, Version, error) {
-	if err := k.Validate(); err != nil {
-		return nil, Version{}, fmt.Errorf("results: get: %w", err)
-	}
-	data, err := s.rdb.Get(ctx, s.key(k)).Bytes()
-	if err == redis.Nil {
-		return nil, Version{}, fmt.Errorf("%w: %s", ErrNotFound, k)
-	}
-	if err != nil {
-		return nil, Version{}, fmt.Errorf("results: get %s: %w", k, err)
-	}
-	rec, err := decode(k, data)
-	if err != nil {
-		return nil, Version{}, err
-	}
-	return rec, Version{data: data}, nil
+	rec, _, err := decode(k, data)
+	return rec, err
 }
 
 // GetMany returns the records of keys, in order, with nil where there is
@@ -134,7 +116,7 @@ func (s *Store) GetMany(ctx context.Context, keys []idempotency.Key) ([]*Record,
 				switch v := v.(type) {
 				case nil:
 				case string:
-					rec, err := decode(keys[i], []byte(v))
+					rec, _, err := decode(keys[i], []byte(v))
 					if err != nil {
 						corrupt = append(corrupt, err)
 						continue
@@ -147,46 +129,6 @@ func (s *Store) GetMany(ctx context.Context, keys []idempotency.Key) ([]*Record,
 		}
 	}
 	return recs, errors.Join(corrupt...)
-}
-
-// Create writes rec as k's record only if k has none (SET NX, with the TTL),
-// in one round trip, and reports whether it wrote. It returns an error when
-// k is invalid, rec is not for k (its Method and TransactionID), rec cannot
-// be encoded, or Redis fails.
-func (s *Store) Create(ctx context.Context, k idempotency.Key, rec *Record) (bool, error) {
-	data, err := encode("create", k, rec)
-	if err != nil {
-		return false, err
-	}
-	ok, err := s.rdb.SetNX(ctx, s.key(k), data, s.ttl).Result()
-	if err != nil {
-		return false, fmt.Errorf("results: create %s: %w", k, err)
-	}
-	return ok, nil
-}
-
-// Companion is the write of rec as k's first record, for
-// idempotency.ClaimWith to make in the same atomic step as the claim. Its
-// errors are Create's.
-func (s *Store) Companion(k idempotency.Key, rec *Record) (idempotency.Companion, error) {
-	data, err := encode("create", k, rec)
-	if err != nil {
-		return idempotency.Companion{}, err
-	}
-	return idempotency.Companion{Key: s.key(k), Value: data, TTL: s.ttl}, nil
-}
-
-// Put writes rec as k's record whatever is there, with the TTL, in one round
-// trip, and returns the version it wrote. Its errors are Create's.
-func (s *Store) Put(ctx context.Context, k idempotency.Key, rec *Record) (Version, error) {
-	data, err := encode("put", k, rec)
-	if err != nil {
-		return Version{}, err
-	}
-	if err := s.rdb.Set(ctx, s.key(k), data, s.ttl).Err(); err != nil {
-		return Version{}, fmt.Errorf("results: put %s: %w", k, err)
-	}
-	return Version{data: data}, nil
 }
 
 // Update reads k's record, applies change to it and writes it back, with the
@@ -207,47 +149,83 @@ func (s *Store) Update(ctx context.Context, k idempotency.Key, change func(*Reco
 	return rec, err
 }
 
-// UpdateFrom is Update starting from current at version v (from
-// GetVersion, Put or UpdateFrom): while the store still holds v it costs
-// one round trip instead of two. A nil current or a zero v is read afresh.
-// It returns the record written and its version.
+// Version is the stored value a record was read from or written as:
+// UpdateFrom writes only while the store still holds it. The zero Version
+// is none: UpdateFrom reads the record afresh.
+type Version struct {
+	meta
+	legacy []byte // the whole value, for a record of the JSON format
+}
+
+// IsZero reports whether v is no version.
+func (v Version) IsZero() bool { return v.version == 0 && v.legacy == nil }
+
+// expected is what the compare-and-set compares the stored value with.
+func (v Version) expected() string {
+	if v.legacy != nil {
+		return string(v.legacy)
+	}
+	return strconv.FormatInt(v.version, 10)
+}
+
+// next is the header of the value that replaces v: the next version, the
+// same claim.
+func (v Version) next() meta {
+	m := v.meta
+	m.version++
+	return m
+}
+
+// Put writes rec as k's record whatever is there (a claim included), with
+// the TTL, in one round trip, and returns the version it wrote. It returns
+// an error when k is invalid, rec is not for k (its Method and
+// TransactionID), rec cannot be encoded, or Redis fails.
+func (s *Store) Put(ctx context.Context, k idempotency.Key, rec *Record) (Version, error) {
+	m := meta{version: 1}
+	data, err := encode("put", k, rec, m)
+	if err != nil {
+		return Version{}, err
+	}
+	if err := s.rdb.Set(ctx, s.key(k), data, s.ttl).Err(); err != nil {
+		return Version{}, fmt.Errorf("results: put %s: %w", k, err)
+	}
+	return Version{meta: m}, nil
+}
+
+// UpdateFrom is Update starting from current at version v (from Begin, Put
+// or UpdateFrom): while the store still holds v it costs one round trip
+// instead of two. A nil current or a zero v is read afresh. It returns the
+// record written and its version. The record keeps its claim.
 func (s *Store) UpdateFrom(ctx context.Context, k idempotency.Key, current *Record, v Version, change func(*Record) error) (*Record, Version, error) {
 	if err := k.Validate(); err != nil {
 		return nil, Version{}, fmt.Errorf("results: update: %w", err)
 	}
 	key := s.key(k)
-	var old []byte
 	var rec *Record
-	if current != nil && v.data != nil {
-		old, rec = v.data, current.clone()
+	if current != nil && !v.IsZero() {
+		rec = current.clone()
 	}
 	for range maxUpdateTries {
 		if rec == nil {
-			data, err := s.rdb.Get(ctx, key).Bytes()
-			if err == redis.Nil {
-				return nil, Version{}, fmt.Errorf("%w: %s", ErrNotFound, k)
-			}
-			if err != nil {
-				return nil, Version{}, fmt.Errorf("results: update %s: %w", k, err)
-			}
-			if rec, err = decode(k, data); err != nil {
+			var err error
+			if rec, v, err = s.read(ctx, k); err != nil {
 				return nil, Version{}, err
 			}
-			old = data
 		}
 		if err := change(rec); err != nil {
 			return nil, Version{}, err
 		}
-		data, err := encode("update", k, rec)
+		m := v.next()
+		data, err := encode("update", k, rec, m)
 		if err != nil {
 			return nil, Version{}, err
 		}
-		swapped, err := casScript.Run(ctx, s.rdb, []string{key}, old, data, s.ttl.Milliseconds()).Int()
+		swapped, err := casScript.Run(ctx, s.rdb, []string{key}, v.expected(), data, s.px(m)).Int()
 		if err != nil {
 			return nil, Version{}, fmt.Errorf("results: update %s: %w", k, err)
 		}
 		if swapped == 1 {
-			return rec, Version{data: data}, nil
+			return rec, Version{meta: m}, nil
 		}
 		rec = nil
 		if err := ctx.Err(); err != nil {
@@ -257,10 +235,55 @@ func (s *Store) UpdateFrom(ctx context.Context, k idempotency.Key, current *Reco
 	return nil, Version{}, fmt.Errorf("results: update %s: %d tries met conflicting writes: %w", k, maxUpdateTries, redis.TxFailedErr)
 }
 
-// casScript: KEYS[1] record, ARGV[1] the value read, ARGV[2] the new value,
-// ARGV[3] TTL in ms. Writes only if the record is still the value read.
+// read returns k's record and its version for an update. A record of the
+// JSON format comes with the claim of its own key, so that the update
+// folds it in.
+func (s *Store) read(ctx context.Context, k idempotency.Key) (*Record, Version, error) {
+	data, err := s.rdb.Get(ctx, s.key(k)).Bytes()
+	if err == redis.Nil {
+		return nil, Version{}, fmt.Errorf("%w: %s", ErrNotFound, k)
+	}
+	if err != nil {
+		return nil, Version{}, fmt.Errorf("results: update %s: %w", k, err)
+	}
+	rec, v, err := decode(k, data)
+	if err != nil || v.legacy == nil {
+		return rec, v, err
+	}
+	if v.meta, err = s.legacyClaim(ctx, k); err != nil {
+		return nil, Version{}, fmt.Errorf("results: update %s: %w", k, err)
+	}
+	return rec, v, nil
+}
+
+// legacyClaim reads the claim a record of the JSON format has in a key of
+// its own, as the header fields of the record that will replace it.
+func (s *Store) legacyClaim(ctx context.Context, k idempotency.Key) (meta, error) {
+	key := s.keys.Claim(k.AppID, k.Method, k.TransactionID)
+	pipe := s.rdb.Pipeline()
+	fp := pipe.Get(ctx, key)
+	ttl := pipe.PTTL(ctx, key)
+	if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
+		return meta{}, err
+	}
+	if fp.Err() == redis.Nil || ttl.Val() <= 0 {
+		return meta{}, nil
+	}
+	return meta{claimUntil: time.Now().Add(ttl.Val()).UnixMilli(), claim: storedForm(fp.Val())}, nil
+}
+
+// px is the TTL of a value with header m: RESULT_TTL, or longer while its
+// claim lasts.
+func (s *Store) px(m meta) int64 {
+	return max(s.ttl.Milliseconds(), m.claimUntil-time.Now().UnixMilli())
+}
+
+// casScript: KEYS[1] record, ARGV[1] the version read (or, for a record of
+// the JSON format, the whole value read), ARGV[2] the new value, ARGV[3]
+// its TTL in ms. Writes only if the record is still at the version read.
 var casScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local v = redis.call('GET', KEYS[1])
+if v and (string.match(v, '^2|(%d+)|') == ARGV[1] or v == ARGV[1]) then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
   return 1
 end
@@ -270,8 +293,9 @@ return 0
 // errEncode marks encode's errors, which Update passes on as they are.
 var errEncode = errors.New("cannot store record")
 
-// encode checks k and that rec belongs to it, and returns rec's JSON.
-func encode(op string, k idempotency.Key, rec *Record) ([]byte, error) {
+// encode checks k and that rec belongs to it, and returns rec's stored form
+// with header m.
+func encode(op string, k idempotency.Key, rec *Record, m meta) ([]byte, error) {
 	if err := k.Validate(); err != nil {
 		return nil, fmt.Errorf("results: %s: %w", op, err)
 	}
@@ -281,15 +305,29 @@ func encode(op string, k idempotency.Key, rec *Record) ([]byte, error) {
 	if rec.Method != k.Method || rec.TransactionID != k.TransactionID {
 		return nil, fmt.Errorf("results: %s %s: %w: its method or transaction_id is not the key's", op, k, errEncode)
 	}
-	data, err := rec.MarshalJSON()
-	if err != nil {
-		return nil, fmt.Errorf("results: %s %s: %w: %v", op, k, errEncode, encodeReason(err))
+	data, reason := encodeV2(rec, m)
+	if reason != "" {
+		return nil, fmt.Errorf("results: %s %s: %w: %s", op, k, errEncode, reason)
 	}
 	return data, nil
 }
 
-// decode reads a stored value as k's record.
-func decode(k idempotency.Key, data []byte) (*Record, error) {
+// decode reads a stored value as k's record, of either format.
+func decode(k idempotency.Key, data []byte) (*Record, Version, error) {
+	if isLegacy(data) {
+		rec, err := decodeLegacy(k, data)
+		return rec, Version{legacy: data}, err
+	}
+	rec, m, reason := decodeV2(data)
+	if reason != "" {
+		return nil, Version{}, &CorruptError{Key: k, Reason: reason}
+	}
+	rec.Method, rec.TransactionID = k.Method, k.TransactionID
+	return rec, Version{meta: m}, nil
+}
+
+// decodeLegacy reads a record of the JSON format.
+func decodeLegacy(k idempotency.Key, data []byte) (*Record, error) {
 	var rec Record
 	if err := json.Unmarshal(data, &rec); err != nil {
 		return nil, &CorruptError{Key: k, Reason: decodeReason(err)}
@@ -315,13 +353,4 @@ func decodeReason(err error) string {
 		return fmt.Sprintf("not a JSON object (at byte %d)", te.Offset)
 	}
 	return "a field has a value of the wrong form"
-}
-
-// encodeReason describes an encoding error without quoting the record.
-func encodeReason(err error) string {
-	var se *json.SyntaxError
-	if errors.As(err, &se) {
-		return "response is not valid JSON"
-	}
-	return "a field cannot be encoded"
 }

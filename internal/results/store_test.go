@@ -113,33 +113,6 @@ func TestGetPut(t *testing.T) {
 	})
 }
 
-func TestCreate(t *testing.T) {
-	t.Parallel()
-	s, rdb, _ := newStore(t)
-	ctx := context.Background()
-	k := key("T1")
-	first, second := queued(k), queued(k)
-	second.Duplicate = true
-	tests := []struct {
-		name string
-		rec  *Record
-		want bool
-	}{
-		{"created_when_none", first, true},
-		{"not_created_when_exists", second, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			ok, err := s.Create(ctx, k, tt.rec)
-			if err != nil || ok != tt.want {
-				t.Fatalf("Create = %v, %v; want %v", ok, err, tt.want)
-			}
-			assertSame(t, get(t, s, k), first)
-			assertTTLNear(t, rdb, s, k, testTTL)
-		})
-	}
-}
-
 func TestWriteRefused(t *testing.T) {
 	t.Parallel()
 	s, rdb, srv := newStore(t)
@@ -157,9 +130,6 @@ func TestWriteRefused(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := s.Create(ctx, tt.key, tt.rec); err == nil {
-				t.Error("Create succeeded")
-			}
 			_, err := s.Put(ctx, tt.key, tt.rec)
 			if err == nil {
 				t.Fatal("Put succeeded")
@@ -371,6 +341,13 @@ func TestCorrupt(t *testing.T) {
 		{"corrupt_when_time_malformed", `{"method":"zhima.credit.score.brief.get","transaction_id":"T1","updated_at":"` + secret + `"}`},
 		{"corrupt_when_not_an_object", `["` + secret + `"]`},
 		{"corrupt_when_record_of_other_transaction", `{"method":"zhima.credit.score.brief.get","transaction_id":"T` + secret + `"}`},
+		{"corrupt_when_header_has_no_end", "2|1|q|0|||" + secret},
+		{"corrupt_when_header_short", "2|1|q|0|" + secret + "\n"},
+		{"corrupt_when_state_unknown", "2|1|z|0|||||||\n"},
+		{"corrupt_when_attempts_not_a_number", "2|1|q|x" + secret + "|||||||\n"},
+		{"corrupt_when_time_not_a_number", "2|1|q|0|||x" + secret + "||||\n"},
+		{"corrupt_when_error_not_json", "2|1|f|1|||1|1|||{" + secret + "\n"},
+		{"corrupt_when_response_not_json", "2|1|s|1|||1|1|||\n{\"cert_no\":\"" + secret},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -427,7 +404,28 @@ func TestUpdateFromVersion(t *testing.T) {
 	if got := get(t, s, k); got.Attempts != 6 {
 		t.Errorf("stored attempts %d, want 6", got.Attempts)
 	}
-	if _, v0, err := s.GetVersion(ctx, key("VERSION_NONE")); !errors.Is(err, ErrNotFound) || v0.data != nil {
-		t.Errorf("GetVersion of no record = %v, %v", v0, err)
+}
+
+// TestStoredForm: a record is stored as its header and the response as the
+// gateway sent it, and reads back as it was written.
+func TestStoredForm(t *testing.T) {
+	t.Parallel()
+	s, rdb, _ := newStore(t)
+	ctx := context.Background()
+	k := key("T1")
+	resp := `{"code":"10000","msg":"Success","is_admittance":true,"biz_no":"ZM2024\/05","name":"张*"}`
+	rec := queued(k)
+	rec.State, rec.Attempts, rec.FirstCallAt, rec.UpdatedAt, rec.BatchID = Failed, 2, ptr(t0), t1, "b_batch1"
+	rec.Response = []byte(resp)
+	rec.Error = &ErrorInfo{Source: "gateway", Code: "40004", Msg: "Business Failed | with a bar", SubCode: "INVALID_PARAMETER"}
+	put(t, s, k, rec)
+	raw, err := rdb.Get(ctx, s.key(k)).Result()
+	if err != nil {
+		t.Fatal(err)
 	}
+	header := fmt.Sprintf("2|1|f|2|||%d|%d|%d|b_batch1|", t0.UnixMilli(), t1.UnixMilli(), t0.UnixMilli())
+	if !strings.HasPrefix(raw, header) || !strings.HasSuffix(raw, "\n"+resp) {
+		t.Errorf("stored value = %q, want header %q and the response byte for byte", raw, header)
+	}
+	assertSame(t, get(t, s, k), rec)
 }

@@ -23,7 +23,6 @@ import (
 
 	"github.com/zhimaq/zhimaq/internal/breaker"
 	"github.com/zhimaq/zhimaq/internal/config"
-	"github.com/zhimaq/zhimaq/internal/idempotency"
 	"github.com/zhimaq/zhimaq/internal/metrics"
 	"github.com/zhimaq/zhimaq/internal/payload"
 	"github.com/zhimaq/zhimaq/internal/ratelimit"
@@ -44,7 +43,6 @@ type Gateway interface {
 type Handler struct {
 	Gateway Gateway
 	Results *results.Store
-	Claims  *idempotency.Store
 	Log     *zap.Logger
 	// MaxAttempts bounds gateway calls per job, the first included. Default 12.
 	MaxAttempts int
@@ -98,11 +96,11 @@ func (h *Handler) maxAttempts() int {
 	return config.Defaults.RetryMaxAttempts
 }
 
-// lastStart is the latest moment an attempt may start for a transaction
-// whose first gateway call was at first.
-func (h *Handler) lastStart(first time.Time) time.Time {
+// lastStart is how long after a transaction's first gateway call an
+// attempt may still start.
+func (h *Handler) lastStart() time.Duration {
 	w := h.window()
-	return first.Add(w - min(w/10, 10*time.Minute))
+	return w - min(w/10, 10*time.Minute)
 }
 
 // Register adds the handler for every method to mux.
@@ -161,11 +159,7 @@ func (h *Handler) deliver(ctx context.Context, t *asynq.Task) error {
 	case reply:
 		return d.err
 	}
-	out, err := h.execute(ctx, d)
-	if err != nil {
-		return err
-	}
-	return h.report(ctx, d, out)
+	return h.report(ctx, d, h.execute(ctx, d))
 }
 
 // action is what a delivery of a task comes to.
@@ -187,16 +181,18 @@ type decision struct {
 	failure *results.ErrorInfo // failJob
 
 	req     *zhima.Prepared
-	rec     *results.Record       // the stored record, or a new one
-	version results.Version       // rec's version in the store; zero for a new one
+	rec     *results.Record       // the record as it was marked running
+	version results.Version       // rec's version in the store
 	first   time.Time             // the transaction's first call: this one, if none came before
 	settle  func(breaker.Outcome) // tells the breaker what came of the call
 }
 
-// decide reads the task's payload and the job's record and decides: the job
-// has finished already, its window has closed, its attempts are used up, its
-// request is invalid, the breaker or the rate limiter holds the call back,
-// or it calls. It decodes and validates the request once, for the call.
+// decide reads the task's payload and decides: its request is invalid, the
+// breaker or the rate limiter holds the call back, or (in one Redis step
+// that reads the job's record and, for a call, marks it running) the job has
+// finished already, its window has closed, its attempts are used up, or it
+// calls. It decodes and validates the request once, for the call. A call
+// held back after the limiter granted it leaves that slot unused.
 func (h *Handler) decide(ctx context.Context, t *asynq.Task) decision {
 	p, err := payload.DecodePayload(t.Type(), t.Payload())
 	if err != nil {
@@ -223,34 +219,12 @@ func (h *Handler) decide(ctx context.Context, t *asynq.Task) decision {
 		return d
 	}
 
-	rec, version, err := h.Results.GetVersion(ctx, p.Key())
-	if errors.Is(err, results.ErrNotFound) {
-		rec = &results.Record{Method: p.Method, TransactionID: p.TransactionID, State: results.Queued}
-	} else if err != nil {
-		d.err = fmt.Errorf("tasks: read result: %w", err)
-		return d
-	}
-	now := h.now()
-	switch {
-	case rec.State.Terminal():
-		d.log.Info("job already finished; no gateway call", zap.String("state", string(rec.State)))
-		return d
-	case rec.FirstCallAt != nil && now.After(h.lastStart(*rec.FirstCallAt)):
-		d.log.Warn("transaction_id window closed; job fails without another call", zap.Int("attempts", rec.Attempts))
-		d.action, d.failure = failJob, payload.ErrorInfo(zhima.TransactionIDExpired(p.Method,
-			fmt.Sprintf("the transaction_id window (%s from the first call) closed before attempt %d could start", h.window(), rec.Attempts+1)))
-		return d
-	case rec.Attempts >= h.maxAttempts():
-		d.action, d.failure = failJob, rec.Error
-		return d
-	}
 	req, err := prepare(p)
 	if err != nil {
 		d.log.Warn("job holds an invalid request", zap.Error(err))
 		d.action, d.failure = failJob, payload.ErrorInfo(err)
 		return d
 	}
-
 	settle, err := h.admit(ctx)
 	if err != nil {
 		if hb := (*HeldBack)(nil); errors.As(err, &hb) {
@@ -259,9 +233,25 @@ func (h *Handler) decide(ctx context.Context, t *asynq.Task) decision {
 		d.err = err
 		return d
 	}
-	d.action, d.req, d.rec, d.version, d.settle, d.first = call, req, rec, version, settle, now
-	if rec.FirstCallAt != nil {
-		d.first = *rec.FirstCallAt
+	// One step reads the record, checks it and marks it running.
+	start, rec, version, err := h.Results.Begin(ctx, p.Key(), h.now(), results.Rules{
+		Window: h.window(), LastStart: h.lastStart(), MaxAttempts: h.maxAttempts()})
+	if start != results.Started {
+		settle(breaker.NotMade)
+	}
+	switch {
+	case err != nil:
+		d.err = fmt.Errorf("tasks: begin attempt: %w", err)
+	case start == results.Finished:
+		d.log.Info("job already finished; no gateway call", zap.String("state", string(rec.State)))
+	case start == results.WindowClosed:
+		d.log.Warn("transaction_id window closed; job fails without another call", zap.Int("attempts", rec.Attempts))
+		d.action, d.failure = failJob, payload.ErrorInfo(zhima.TransactionIDExpired(p.Method,
+			fmt.Sprintf("the transaction_id window (%s from the first call) closed before attempt %d could start", h.window(), rec.Attempts+1)))
+	case start == results.AttemptsUsed:
+		d.action, d.failure = failJob, rec.Error
+	default:
+		d.action, d.req, d.rec, d.version, d.settle, d.first = call, req, rec, version, settle, *rec.FirstCallAt
 	}
 	return d
 }
@@ -283,34 +273,13 @@ func prepare(p *payload.Payload) (*zhima.Prepared, error) {
 
 // outcome is what execute's call came to.
 type outcome struct {
-	rec     *results.Record // the record as it was marked running
-	version results.Version // rec's version
 	env     *zhima.Envelope
 	err     error // the client's, as it returned it
 	elapsed time.Duration
 }
 
-// execute marks the job running, holds its claim for the gateway's window
-// on the first attempt, and makes the call. An error means the record could
-// not be marked and no call was made.
-func (h *Handler) execute(ctx context.Context, d decision) (outcome, error) {
-	first := d.first
-	rec, version, err := h.update(ctx, d.p, d.rec, d.version, func(r *results.Record) {
-		r.State = results.Running
-		if r.FirstCallAt == nil {
-			r.FirstCallAt = &first
-		}
-	})
-	if err != nil {
-		d.settle(breaker.NotMade)
-		return outcome{}, fmt.Errorf("tasks: mark running: %w", err)
-	}
-	if rec.Attempts == 0 {
-		// The gateway's window opens now: hold the claim at least as long.
-		if err := h.Claims.Extend(ctx, d.p.Key(), first.Add(h.window())); err != nil {
-			d.log.Warn("cannot extend the transaction claim", zap.Error(err))
-		}
-	}
+// execute makes the call decide has marked running.
+func (h *Handler) execute(ctx context.Context, d decision) outcome {
 	var opts []zhima.CallOption
 	if d.p.AppAuthToken != "" {
 		opts = append(opts, zhima.WithAppAuthToken(d.p.AppAuthToken))
@@ -320,7 +289,7 @@ func (h *Handler) execute(ctx context.Context, d decision) (outcome, error) {
 	env, err := h.Gateway.Send(ctx, d.req, opts...)
 	elapsed := time.Since(started)
 	h.Metrics.InFlight(-1)
-	return outcome{rec: rec, version: version, env: env, err: err, elapsed: elapsed}, nil
+	return outcome{env: env, err: err, elapsed: elapsed}
 }
 
 // report tells the metrics and the breaker what came of the call, stores
@@ -340,7 +309,7 @@ func (h *Handler) report(ctx context.Context, d decision, out outcome) error {
 	} else {
 		d.settle(breaker.Transient)
 	}
-	rec, _, err := h.update(ctx, d.p, out.rec, out.version, func(r *results.Record) {
+	rec, _, err := h.update(ctx, d.p, d.rec, d.version, func(r *results.Record) error {
 		r.Attempts++
 		switch {
 		case zerr == nil:
@@ -348,10 +317,11 @@ func (h *Handler) report(ctx context.Context, d decision, out outcome) error {
 		default:
 			r.Error = payload.ErrorInfo(zerr)
 			r.State = results.Retrying
-			if final || r.Attempts >= h.maxAttempts() || h.now().After(h.lastStart(d.first)) {
+			if final || r.Attempts >= h.maxAttempts() || h.now().After(d.first.Add(h.lastStart())) {
 				r.State, final = results.Failed, true
 			}
 		}
+		return nil
 	})
 	if err != nil {
 		// The call happened but its outcome is not stored: retry, and the
@@ -427,30 +397,43 @@ func (h *Handler) admit(ctx context.Context) (func(breaker.Outcome), error) {
 // update changes the job's record, starting from current at version v when
 // the store still holds it (one round trip), and creates it if it has gone
 // missing. It returns the record written and its version.
-func (h *Handler) update(ctx context.Context, p *payload.Payload, current *results.Record, v results.Version, change func(*results.Record)) (*results.Record, results.Version, error) {
+func (h *Handler) update(ctx context.Context, p *payload.Payload, current *results.Record, v results.Version, change func(*results.Record) error) (*results.Record, results.Version, error) {
 	apply := func(r *results.Record) error {
-		change(r)
+		if err := change(r); err != nil {
+			return err
+		}
 		r.UpdatedAt = h.now().UTC()
 		return nil
 	}
 	rec, version, err := h.Results.UpdateFrom(ctx, p.Key(), current, v, apply)
 	if errors.Is(err, results.ErrNotFound) {
 		rec = &results.Record{Method: p.Method, TransactionID: p.TransactionID, State: results.Queued}
-		_ = apply(rec)
-		version, err = h.Results.Put(ctx, p.Key(), rec)
+		if err = apply(rec); err == nil {
+			version, err = h.Results.Put(ctx, p.Key(), rec)
+		}
 	}
 	return rec, version, err
 }
 
 // fail stores a final failure. It returns nil once stored, ending the task;
 // else the storing error, so the task comes back and fails again.
+// A job that has finished meanwhile keeps its record.
 func (h *Handler) fail(ctx context.Context, p *payload.Payload, info *results.ErrorInfo) error {
-	if _, _, err := h.update(ctx, p, nil, results.Version{}, func(r *results.Record) { r.State, r.Error = results.Failed, info }); err != nil {
+	if _, _, err := h.update(ctx, p, nil, results.Version{}, func(r *results.Record) error {
+		if r.State.Terminal() {
+			return errFinished
+		}
+		r.State, r.Error = results.Failed, info
+		return nil
+	}); err != nil && !errors.Is(err, errFinished) {
 		return fmt.Errorf("tasks: store failure: %w", err)
 	}
 	h.Metrics.JobFinished(p.Method, metrics.StateFailed)
 	return nil
 }
+
+// errFinished stops fail's change of a record that has finished already.
+var errFinished = errors.New("job finished already")
 
 // partialKey recovers the transaction of a payload that failed to decode
 // in full, so its record can say why it failed.

@@ -15,7 +15,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/zhimaq/zhimaq/internal/idempotency"
 	"github.com/zhimaq/zhimaq/internal/payload"
 	"github.com/zhimaq/zhimaq/internal/redistest"
 	"github.com/zhimaq/zhimaq/internal/results"
@@ -49,7 +48,7 @@ func newFixture(tb testing.TB, faults sandbox.Faults) *fixture {
 	logs := new(bytes.Buffer)
 	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(logs), zap.DebugLevel))
 	f := &fixture{gateway: gw, url: url, logs: logs, now: time.Now()}
-	f.h = &Handler{Gateway: client, Results: results.New(rdb, srv.Prefix, 0), Claims: idempotency.New(rdb, srv.Prefix),
+	f.h = &Handler{Gateway: client, Results: results.New(rdb, srv.Prefix, 0),
 		Log: log, MaxAttempts: 3, Now: func() time.Time { return f.now }}
 	return f
 }

@@ -43,7 +43,6 @@ import (
 	"github.com/zhimaq/zhimaq/internal/certcache"
 	"github.com/zhimaq/zhimaq/internal/config"
 	"github.com/zhimaq/zhimaq/internal/hosts"
-	"github.com/zhimaq/zhimaq/internal/idempotency"
 	"github.com/zhimaq/zhimaq/internal/metrics"
 	"github.com/zhimaq/zhimaq/internal/payload"
 	"github.com/zhimaq/zhimaq/internal/ratelimit"
@@ -169,7 +168,6 @@ func New(opts Options) (_ *Worker, err error) {
 		Metrics:     m,
 		Gateway:     gateway,
 		Results:     results.New(w.rdb, cfg.KeyPrefix, cfg.ResultTTL),
-		Claims:      idempotency.New(w.rdb, cfg.KeyPrefix),
 		Log:         log,
 		MaxAttempts: cfg.RetryMaxAttempts,
 		Window:      cfg.DedupWindow,

@@ -1,0 +1,147 @@
+package results
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/zhimaq/zhimaq/internal/idempotency"
+)
+
+// Claim is a producer's claim on a transaction for the de-duplication
+// window, kept in the header of the transaction's record.
+type Claim struct {
+	// Fingerprint is the parameters' fingerprint (idempotency.Fingerprint,
+	// or a keyed digest of it): 64 hex digits.
+	Fingerprint string
+	// Previous are other forms the same parameters' fingerprint may have been
+	// stored in (digests under older data keys); a claim holding one of them
+	// is a Duplicate too.
+	Previous []string
+	// Window is how long the claim holds; Now is when it starts, on the
+	// producer's clock.
+	Window time.Duration
+	Now    time.Time
+}
+
+// Claim atomically (one Lua script, one round trip) claims k with c and
+// writes rec as its first record, or finds who holds it:
+//   - Claimed: k had no record; rec is stored, holding the claim, and
+//     returned.
+//   - Duplicate: the claim holds the same fingerprint; the record stored is
+//     returned, nothing is written.
+//   - Conflict: the claim holds another fingerprint; nothing is written.
+//   - Lapsed: the record lives on but its claim has expired: the
+//     transaction's window is over; nothing is written.
+//
+// Of several producers racing for k, exactly one gets Claimed. A record
+// of the JSON format has its claim in a key of its own, which is read in
+// the same step. It returns an error, and no outcome, when k is invalid,
+// the fingerprint is not 64 hex digits, the window is under a millisecond,
+// rec cannot be stored, the record found is corrupt, or Redis fails.
+func (s *Store) Claim(ctx context.Context, k idempotency.Key, rec *Record, c Claim) (idempotency.Outcome, *Record, error) {
+	forms := append([]string{c.Fingerprint}, c.Previous...)
+	for _, fp := range forms {
+		if b, err := hex.DecodeString(fp); err != nil || len(b) != 32 {
+			return 0, nil, fmt.Errorf("results: claim %s: a fingerprint is not 64 hex digits", k)
+		}
+	}
+	if c.Window < time.Millisecond {
+		return 0, nil, fmt.Errorf("results: claim %s: window %v is under 1ms", k, c.Window)
+	}
+	m := meta{version: 1, claimUntil: c.Now.Add(c.Window).UnixMilli(), claim: storedForm(c.Fingerprint)}
+	data, err := encode("claim", k, rec, m)
+	if err != nil {
+		return 0, nil, err
+	}
+	args := make([]any, 0, 4+2*len(forms))
+	args = append(args, data, max(s.ttl, c.Window).Milliseconds(), c.Now.UnixMilli(), len(forms))
+	for _, fp := range forms {
+		args = append(args, storedForm(fp))
+	}
+	for _, fp := range forms {
+		args = append(args, fp)
+	}
+	keys := []string{s.key(k), s.keys.Claim(k.AppID, k.Method, k.TransactionID)}
+	res, err := claimScript.Run(ctx, s.rdb, keys, args...).Slice()
+	if err != nil {
+		return 0, nil, fmt.Errorf("results: claim %s: %w", k, err)
+	}
+	o, found, err := scriptReply(res)
+	if err != nil {
+		return 0, nil, fmt.Errorf("results: claim %s: %w", k, err)
+	}
+	switch outcome := idempotency.Outcome(o); outcome {
+	case idempotency.Claimed:
+		return outcome, rec, nil
+	case idempotency.Duplicate:
+		got, _, err := decode(k, found)
+		if err != nil {
+			return 0, nil, err
+		}
+		return outcome, got, nil
+	case idempotency.Conflict, idempotency.Lapsed:
+		return outcome, nil, nil
+	case claimCorrupt:
+		_, _, err := decode(k, found)
+		if err == nil {
+			err = &CorruptError{Key: k, Reason: "its header cannot be read"}
+		}
+		return 0, nil, err
+	}
+	return 0, nil, fmt.Errorf("results: claim %s: unexpected script result %d", k, o)
+}
+
+// claimCorrupt is the claim script's answer for a value it cannot read.
+const claimCorrupt = 9
+
+// claimScript: KEYS[1] record, KEYS[2] the claim of a record of the JSON
+// format; ARGV[1] the first record (holding the claim), ARGV[2] its TTL in
+// ms, ARGV[3] now in Unix ms, ARGV[4] n, then n fingerprint forms as the
+// header stores them and the same n as a JSON-format claim does.
+// Returns {outcome, value found}.
+var claimScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return {1}
+end
+local n = tonumber(ARGV[4])
+local held, first
+if string.sub(v, 1, 1) == '{' then
+  held = redis.call('GET', KEYS[2])
+  if not held then return {4} end
+  first = 5 + n
+else
+  local untl, fp = string.match(v, '^2|%d+|%a|%d+|(%d*)|([^|]*)|')
+  if not untl then return {9, v} end
+  if untl == '' or tonumber(untl) <= tonumber(ARGV[3]) then return {4} end
+  held, first = fp, 5
+end
+for i = first, first + n - 1 do
+  if held == ARGV[i] then return {2, v} end
+end
+return {3}
+`)
+
+// scriptReply reads a script's {code, value?} reply.
+func scriptReply(res []any) (int64, []byte, error) {
+	if len(res) == 0 {
+		return 0, nil, fmt.Errorf("empty script reply")
+	}
+	code, ok := res[0].(int64)
+	if !ok {
+		return 0, nil, fmt.Errorf("unexpected script reply %T", res[0])
+	}
+	if len(res) < 2 {
+		return code, nil, nil
+	}
+	v, ok := res[1].(string)
+	if !ok {
+		return 0, nil, fmt.Errorf("unexpected script reply %T", res[1])
+	}
+	return code, []byte(v), nil
+}

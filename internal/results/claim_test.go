@@ -1,0 +1,252 @@
+package results
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/zhimaq/zhimaq/internal/idempotency"
+	"github.com/zhimaq/zhimaq/internal/redistest"
+)
+
+var (
+	fpA = strings.Repeat("a", 64)
+	fpB = strings.Repeat("b", 64)
+)
+
+// fp returns the i-th test fingerprint, a hash as real ones are.
+func fp(i int) string { return fmt.Sprintf("%x", sha256.Sum256([]byte{byte(i)})) }
+
+func claimAt(tb testing.TB, s *Store, k idempotency.Key, fp string, now time.Time, previous ...string) (idempotency.Outcome, *Record) {
+	tb.Helper()
+	o, rec, err := s.Claim(context.Background(), k, queued(k), Claim{Fingerprint: fp, Previous: previous, Window: time.Hour, Now: now})
+	if err != nil {
+		tb.Fatalf("Claim(%s): %v", k, err)
+	}
+	return o, rec
+}
+
+func TestClaim(t *testing.T) {
+	t.Parallel()
+	k := key("T_001")
+	other := func(f func(*idempotency.Key)) idempotency.Key { o := k; f(&o); return o }
+	tests := []struct {
+		name  string
+		first string // fingerprint already claimed on k ("" none)
+		key   idempotency.Key
+		fp    string
+		want  idempotency.Outcome
+	}{
+		{"claimed_when_unclaimed", "", k, fpA, idempotency.Claimed},
+		{"duplicate_when_same_fingerprint", fpA, k, fpA, idempotency.Duplicate},
+		{"conflict_when_other_fingerprint", fpA, k, fpB, idempotency.Conflict},
+		{"claimed_when_other_app_id", fpA, other(func(k *idempotency.Key) { k.AppID = "2015000000000002" }), fpB, idempotency.Claimed},
+		{"claimed_when_other_method", fpA, other(func(k *idempotency.Key) { k.Method = "zhima.credit.relation.query" }), fpB, idempotency.Claimed},
+		{"claimed_when_other_transaction_id", fpA, other(func(k *idempotency.Key) { k.TransactionID = "T_002" }), fpB, idempotency.Claimed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s, _, _ := newStore(t)
+			now := time.Now()
+			if tt.first != "" {
+				if o, _ := claimAt(t, s, k, tt.first, now); o != idempotency.Claimed {
+					t.Fatalf("first Claim = %v, want claimed", o)
+				}
+			}
+			got, rec := claimAt(t, s, tt.key, tt.fp, now)
+			if got != tt.want {
+				t.Fatalf("Claim = %v, want %v", got, tt.want)
+			}
+			if (rec != nil) != (got == idempotency.Claimed || got == idempotency.Duplicate) {
+				t.Errorf("Claim %v returned record %+v", got, rec)
+			}
+			if rec != nil {
+				assertSame(t, rec, queued(tt.key))
+			}
+		})
+	}
+}
+
+func TestClaimInvalid(t *testing.T) {
+	t.Parallel()
+	s, rdb, srv := newStore(t)
+	k := key("T_001")
+	tests := []struct {
+		name string
+		key  idempotency.Key
+		rec  *Record
+		c    Claim
+	}{
+		{"error_when_key_invalid", idempotency.Key{AppID: "a", Method: "m", TransactionID: "T-1"}, &Record{Method: "m", TransactionID: "T-1", State: Queued}, Claim{Fingerprint: fpA, Window: time.Hour}},
+		{"error_when_fingerprint_empty", k, queued(k), Claim{Window: time.Hour}},
+		{"error_when_fingerprint_not_hex", k, queued(k), Claim{Fingerprint: strings.Repeat("z", 64), Window: time.Hour}},
+		{"error_when_previous_not_hex", k, queued(k), Claim{Fingerprint: fpA, Previous: []string{"old"}, Window: time.Hour}},
+		{"error_when_window_under_1ms", k, queued(k), Claim{Fingerprint: fpA, Window: time.Microsecond}},
+		{"error_when_record_of_other_transaction", k, queued(key("T_002")), Claim{Fingerprint: fpA, Window: time.Hour}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if o, _, err := s.Claim(context.Background(), tt.key, tt.rec, tt.c); err == nil {
+				t.Fatalf("Claim = %v, want an error", o)
+			}
+		})
+	}
+	if n, err := rdb.Keys(context.Background(), srv.Prefix+"*").Result(); err != nil || len(n) != 0 {
+		t.Errorf("keys after refused claims = %v, %v; want none", n, err)
+	}
+}
+
+// TestClaimLapses: the claim holds for its window on the producer's clock;
+// after it, the record lives on and a claim finds it Lapsed.
+func TestClaimLapses(t *testing.T) {
+	t.Parallel()
+	s, rdb, _ := newStore(t)
+	k := key("T_001")
+	now := time.Now()
+	claimAt(t, s, k, fpA, now)
+	assertTTLNear(t, rdb, s, k, testTTL) // RESULT_TTL, longer than the window
+	if o, _ := claimAt(t, s, k, fpB, now.Add(time.Hour-time.Millisecond)); o != idempotency.Conflict {
+		t.Errorf("Claim inside the window = %v, want conflict", o)
+	}
+	for _, fp := range []string{fpA, fpB} {
+		if o, _ := claimAt(t, s, k, fp, now.Add(time.Hour)); o != idempotency.Lapsed {
+			t.Errorf("Claim after the window = %v, want lapsed", o)
+		}
+	}
+	if got := get(t, s, k); got.State != Queued {
+		t.Errorf("lapsed claims changed the record: %+v", got)
+	}
+}
+
+// TestClaimOutlivesResultTTL: a window longer than RESULT_TTL keeps the
+// record (and so the claim) for the window.
+func TestClaimOutlivesResultTTL(t *testing.T) {
+	t.Parallel()
+	srv := redistest.New(t)
+	rdb := srv.Client(t)
+	s := New(rdb, srv.Prefix, time.Minute)
+	k := key("T_001")
+	if _, _, err := s.Claim(context.Background(), k, queued(k), Claim{Fingerprint: fpA, Window: time.Hour, Now: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	assertTTLNear(t, rdb, s, k, time.Hour)
+	if _, err := s.Update(context.Background(), k, func(r *Record) error { r.State = Running; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	assertTTLNear(t, rdb, s, k, time.Hour)
+}
+
+func TestClaimMatchesEarlierFormsOfTheFingerprint(t *testing.T) {
+	t.Parallel()
+	s, _, _ := newStore(t)
+	k := key("T_001")
+	now := time.Now()
+	underOld, underNew, otherOld, otherNew := fp(1), fp(2), fp(3), fp(4)
+	if o, _ := claimAt(t, s, k, underOld, now); o != idempotency.Claimed {
+		t.Fatalf("first claim = %v", o)
+	}
+	if o, _ := claimAt(t, s, k, underNew, now, underOld); o != idempotency.Duplicate {
+		t.Errorf("the same parameters under a new data key = %v, want duplicate", o)
+	}
+	if o, _ := claimAt(t, s, k, otherNew, now, otherOld); o != idempotency.Conflict {
+		t.Errorf("other parameters = %v, want conflict", o)
+	}
+}
+
+func TestClaimRace(t *testing.T) {
+	t.Parallel()
+	const n = 8
+	tests := []struct {
+		name string
+		fp   func(i int) string
+	}{
+		{"one_claimed_rest_duplicate_when_same_fingerprint", func(int) string { return fpA }},
+		{"one_claimed_rest_conflict_when_fingerprints_differ", fp},
+		{"one_claimed_when_fingerprints_mixed", func(i int) string { return []string{fpA, fpB}[i%2] }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv := redistest.New(t)
+			k := key("T_001")
+			stores := make([]*Store, n)
+			for i := range stores {
+				stores[i] = New(srv.Client(t), srv.Prefix, testTTL) // one client (pool) each
+			}
+			var (
+				wg       sync.WaitGroup
+				start    = make(chan struct{})
+				outcomes = make([]idempotency.Outcome, n)
+				errs     = make([]error, n)
+			)
+			for i := range n {
+				wg.Go(func() {
+					<-start
+					outcomes[i], _, errs[i] = stores[i].Claim(context.Background(), k, queued(k), Claim{Fingerprint: tt.fp(i), Window: time.Hour, Now: time.Now()})
+				})
+			}
+			close(start)
+			wg.Wait()
+			winner := -1
+			for i, o := range outcomes {
+				if errs[i] != nil {
+					t.Fatalf("goroutine %d: %v", i, errs[i])
+				}
+				if o == idempotency.Claimed {
+					if winner >= 0 {
+						t.Fatalf("goroutines %d and %d both claimed", winner, i)
+					}
+					winner = i
+				}
+			}
+			if winner < 0 {
+				t.Fatalf("no goroutine claimed: %v", outcomes)
+			}
+			for i, o := range outcomes {
+				want := idempotency.Conflict
+				switch {
+				case i == winner:
+					want = idempotency.Claimed
+				case tt.fp(i) == tt.fp(winner):
+					want = idempotency.Duplicate
+				}
+				if o != want {
+					t.Errorf("goroutine %d = %v, want %v", i, o, want)
+				}
+			}
+		})
+	}
+}
+
+// TestClaimOfARecordOfTheJSONFormat: a record written before the current
+// format has its claim in a key of its own, which Claim reads.
+func TestClaimOfARecordOfTheJSONFormat(t *testing.T) {
+	t.Parallel()
+	s, rdb, srv := newStore(t)
+	ctx := context.Background()
+	k := key("T_001")
+	legacy := `{"method":"zhima.credit.score.brief.get","transaction_id":"T_001","state":"queued","attempts":0,"duplicate":false,"response":null,"error":null,"enqueued_at":"2024-05-01T02:03:04Z","updated_at":"2024-05-01T02:03:04Z"}`
+	rdb.Set(ctx, s.key(k), legacy, testTTL)
+	claimKey := srv.Prefix + "claim:" + k.AppID + ":" + k.Method + ":" + k.TransactionID
+	rdb.Set(ctx, claimKey, fpA, time.Hour)
+	now := time.Now()
+	o, rec := claimAt(t, s, k, fpA, now)
+	if o != idempotency.Duplicate || rec == nil || rec.State != Queued {
+		t.Fatalf("same fingerprint = %v %+v, want duplicate of the queued record", o, rec)
+	}
+	if o, _ := claimAt(t, s, k, fpB, now); o != idempotency.Conflict {
+		t.Errorf("other fingerprint = %v, want conflict", o)
+	}
+	rdb.Del(ctx, claimKey)
+	if o, _ := claimAt(t, s, k, fpA, now); o != idempotency.Lapsed {
+		t.Errorf("without its claim = %v, want lapsed", o)
+	}
+	if v, _ := rdb.Get(ctx, s.key(k)).Result(); v != legacy {
+		t.Errorf("claims rewrote the record: %q", v)
+	}
+}
