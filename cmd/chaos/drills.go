@@ -2,15 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/zhimaq/zhimaq"
+	"github.com/zhimaq/zhimaq/internal/idempotency"
 	"github.com/zhimaq/zhimaq/internal/procs"
+	"github.com/zhimaq/zhimaq/internal/results"
 	"github.com/zhimaq/zhimaq/internal/sandbox"
 )
 
@@ -543,19 +544,16 @@ func pairText(a, b *zhimaq.Submission) string {
 }
 
 // missingClaims counts the accepted jobs whose transaction claim is gone
-// (<prefix>claim:<app_id>:<method>:<transaction_id>, internal/idempotency).
+// or over (it lives in the record: results.Store.ClaimUntil).
 func (d *drill) missingClaims(ctx context.Context) (int, error) {
-	pipe := d.rdb.Pipeline()
-	cmds := make([]*redis.IntCmd, len(d.order))
-	for i, ref := range d.order {
-		cmds[i] = pipe.Exists(ctx, d.prefix+"claim:"+appID+":"+ref.Method+":"+ref.TransactionID)
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return 0, err
-	}
+	store := results.New(d.rdb, d.prefix, 0)
 	n := 0
-	for _, c := range cmds {
-		if c.Val() == 0 {
+	for _, ref := range d.order {
+		until, err := store.ClaimUntil(ctx, idempotency.Key{AppID: appID, Method: ref.Method, TransactionID: ref.TransactionID})
+		if err != nil && !errors.Is(err, results.ErrNotFound) {
+			return 0, err
+		}
+		if !until.After(time.Now()) {
 			n++
 		}
 	}

@@ -145,3 +145,17 @@ func scriptReply(res []any) (int64, []byte, error) {
 	}
 	return code, []byte(v), nil
 }
+
+// ClaimUntil returns when k's claim ends (zero when its record holds none)
+// on the producer's clock, or an error wrapping ErrNotFound when k has no
+// record.
+func (s *Store) ClaimUntil(ctx context.Context, k idempotency.Key) (time.Time, error) {
+	if err := k.Validate(); err != nil {
+		return time.Time{}, fmt.Errorf("results: claim: %w", err)
+	}
+	_, v, err := s.read(ctx, k)
+	if err != nil || v.claimUntil == 0 {
+		return time.Time{}, err
+	}
+	return time.UnixMilli(v.claimUntil), nil
+}

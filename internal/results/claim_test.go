@@ -3,6 +3,7 @@ package results
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -248,5 +249,20 @@ func TestClaimOfARecordOfTheJSONFormat(t *testing.T) {
 	}
 	if v, _ := rdb.Get(ctx, s.key(k)).Result(); v != legacy {
 		t.Errorf("claims rewrote the record: %q", v)
+	}
+}
+
+func TestClaimUntil(t *testing.T) {
+	t.Parallel()
+	s, _, _ := newStore(t)
+	ctx := context.Background()
+	k := key("T_001")
+	now := time.Now().Truncate(time.Millisecond)
+	if _, err := s.ClaimUntil(ctx, k); !errors.Is(err, ErrNotFound) {
+		t.Errorf("ClaimUntil of no record = %v, want ErrNotFound", err)
+	}
+	claimAt(t, s, k, fpA, now)
+	if got, err := s.ClaimUntil(ctx, k); err != nil || !got.Equal(now.Add(time.Hour)) {
+		t.Errorf("ClaimUntil = %v, %v; want %v", got, err, now.Add(time.Hour))
 	}
 }
