@@ -6,9 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/zhimaq/zhimaq/internal/batches"
@@ -18,6 +18,7 @@ import (
 	"github.com/zhimaq/zhimaq/internal/payload"
 	"github.com/zhimaq/zhimaq/internal/results"
 	"github.com/zhimaq/zhimaq/internal/seal"
+	"github.com/zhimaq/zhimaq/internal/taskwire"
 	"github.com/zhimaq/zhimaq/internal/zhima"
 )
 
@@ -60,8 +61,8 @@ type Producer struct {
 	rdb           redis.UniversalClient
 	keys          *seal.Keyring
 	callbackHosts hosts.List
-	queue         *asynq.Client
 	results       *results.Store
+	listed        atomic.Bool // the queue is in asynq:queues (a claim enqueued a task)
 	batches       *batches.Store
 }
 
@@ -99,14 +100,14 @@ func NewProducer(rdb redis.UniversalClient, cfg ProducerConfig) (*Producer, erro
 		rdb:           rdb,
 		keys:          keys,
 		callbackHosts: hosts,
-		queue:         asynq.NewClientFromRedisClient(rdb),
 		results:       results.New(rdb, cfg.KeyPrefix, cfg.ResultTTL),
 		batches:       batches.New(rdb, cfg.KeyPrefix, cfg.ResultTTL),
 	}, nil
 }
 
-// Close releases the producer's queue client; rdb stays open.
-func (p *Producer) Close() error { return p.queue.Close() }
+// Close releases what the producer holds (nothing today: it enqueues
+// through rdb itself); rdb stays open.
+func (p *Producer) Close() error { return nil }
 
 // Submit validates a job, claims its transaction_id and enqueues it. The
 // submission's record is Queued for a new job; the first job's, with
@@ -140,14 +141,48 @@ func (pj preparedJob) transaction() string {
 // submit is Submit for a job of batch batchID ("" for none): a record it
 // creates carries batchID, and so does the submission.
 func (p *Producer) submit(ctx context.Context, pj preparedJob, batchID string) (*Submission, error) {
+	req, done, err := p.claimRequest(pj, batchID)
+	if done != nil || err != nil {
+		return done, err
+	}
+	// The claim, the first record and the task are written in one step.
+	outcome, found, err := p.results.Claim(ctx, req.Key, req.Record, req.Claim)
+	return p.answer(pj, req, outcome, found, err, batchID)
+}
+
+// submitMany is submit for many jobs of batch batchID, their claims made in
+// one round trip. A job whose claim met a Redis failure gets a nil
+// submission and its error, to be tried again.
+func (p *Producer) submitMany(ctx context.Context, pjs []preparedJob, batchID string) ([]*Submission, []error) {
+	subs, errs := make([]*Submission, len(pjs)), make([]error, len(pjs))
+	reqs := make([]results.ClaimRequest, 0, len(pjs))
+	at := make([]int, 0, len(pjs))
+	for i, pj := range pjs {
+		req, done, err := p.claimRequest(pj, batchID)
+		if done != nil || err != nil {
+			subs[i], errs[i] = done, err
+			continue
+		}
+		reqs, at = append(reqs, req), append(at, i)
+	}
+	for n, r := range p.results.ClaimMany(ctx, reqs) {
+		i := at[n]
+		subs[i], errs[i] = p.answer(pjs[i], reqs[n], r.Outcome, r.Record, r.Err, batchID)
+	}
+	return subs, errs
+}
+
+// claimRequest is the claim a job makes, with its first record and its task;
+// or the job's submission when it needs none (it is invalid).
+func (p *Producer) claimRequest(pj preparedJob, batchID string) (results.ClaimRequest, *Submission, error) {
 	job := pj.job
 	if pj.err != nil {
-		return &Submission{Record: rejection(job, pj.transaction(), pj.err), BatchID: batchID}, nil
+		return results.ClaimRequest{}, &Submission{Record: rejection(job, pj.transaction(), pj.err), BatchID: batchID}, nil
 	}
 	key := idempotency.Key{AppID: p.cfg.AppID, Method: job.Method, TransactionID: pj.req.Transaction()}
 	fp, err := idempotency.Fingerprint(job.BizContent, job.AppAuthToken)
 	if err != nil {
-		return &Submission{Record: rejection(job, key.TransactionID, zhima.InvalidParameter(job.Method, "biz_content: "+err.Error())), BatchID: batchID}, nil
+		return results.ClaimRequest{}, &Submission{Record: rejection(job, key.TransactionID, zhima.InvalidParameter(job.Method, "biz_content: "+err.Error())), BatchID: batchID}, nil
 	}
 	// With data keys, Redis holds a keyed digest of the fingerprint: a plain
 	// hash of an ID number and a name could be matched against guesses.
@@ -157,8 +192,18 @@ func (p *Producer) submit(ctx context.Context, pj preparedJob, batchID string) (
 	}
 	now := p.cfg.Now().UTC().Truncate(time.Millisecond) // as the record keeps it
 	rec := &results.Record{Method: job.Method, TransactionID: key.TransactionID, State: results.Queued, EnqueuedAt: &now, UpdatedAt: now, BatchID: batchID}
-	// The claim is written with the first record, in one step.
-	outcome, found, err := p.results.Claim(ctx, key, rec, results.Claim{Fingerprint: fp, Previous: previous, Window: p.cfg.DedupWindow, Now: now})
+	task, err := p.task(key, job)
+	if err != nil {
+		return results.ClaimRequest{}, nil, fmt.Errorf("zhimaq: submit %s: %w", key, err)
+	}
+	return results.ClaimRequest{Key: key, Record: rec,
+		Claim: results.Claim{Fingerprint: fp, Previous: previous, Window: p.cfg.DedupWindow, Now: now, Enqueue: task}}, nil, nil
+}
+
+// answer is the submission of a job whose claim req came to outcome (the
+// record found for a duplicate), or err when the claim failed.
+func (p *Producer) answer(pj preparedJob, req results.ClaimRequest, outcome idempotency.Outcome, found *results.Record, err error, batchID string) (*Submission, error) {
+	job, key := pj.job, req.Key
 	if err != nil {
 		return nil, fmt.Errorf("zhimaq: submit %s: claim: %w", key, err)
 	}
@@ -168,48 +213,32 @@ func (p *Producer) submit(ctx context.Context, pj preparedJob, batchID string) (
 		return &Submission{Record: rejection(job, key.TransactionID,
 			zhima.TransactionIDRepeat(job.Method, "transaction_id was already used with other parameters within the window")), BatchID: batchID}, nil
 	case idempotency.Duplicate:
+		// The first job's record; its task was enqueued again if an earlier
+		// producer's enqueue was lost.
 		p.dedup(job.Method, "duplicate")
-		return p.resume(ctx, key, job, found, batchID)
+		return &Submission{Record: recordOf(found), Duplicate: true, BatchID: batchID}, nil
 	case idempotency.Lapsed:
 		// The claim has expired but the record of the first use lives on:
 		// the gateway's one-day window for this transaction_id is over.
 		return &Submission{Record: rejection(job, key.TransactionID,
 			zhima.TransactionIDExpired(job.Method, "transaction_id was first used more than the de-duplication window ago; use a new one")), BatchID: batchID}, nil
 	}
-	if err := p.enqueue(ctx, key, job); err != nil {
-		return nil, err
-	}
-	return &Submission{Record: recordOf(rec), BatchID: batchID}, nil
+	p.listed.Store(true)
+	return &Submission{Record: recordOf(req.Record), BatchID: batchID}, nil
 }
 
-// resume answers a duplicate submission with the first job's record, and
-// re-enqueues the job if an earlier producer stopped between claim and
-// enqueue.
-func (p *Producer) resume(ctx context.Context, key idempotency.Key, job Job, rec *results.Record, batchID string) (*Submission, error) {
-	if !rec.State.Terminal() {
-		if err := p.enqueue(ctx, key, job); err != nil {
-			return nil, err
-		}
-	}
-	return &Submission{Record: recordOf(rec), Duplicate: true, BatchID: batchID}, nil
-}
-
-// enqueue puts the job's task in the queue; a task already there is fine.
-func (p *Producer) enqueue(ctx context.Context, key idempotency.Key, job Job) error {
+// task is the job's task, its payload sealed.
+func (p *Producer) task(key idempotency.Key, job Job) (*taskwire.Task, error) {
 	pl := &payload.Payload{AppID: key.AppID, Method: key.Method, TransactionID: key.TransactionID,
 		AppAuthToken: job.AppAuthToken, BizContent: job.BizContent}
 	if err := pl.Seal(p.keys); err != nil {
-		return err
+		return nil, err
 	}
-	task, err := payload.NewTask(pl, asynq.Queue(p.cfg.Queue), asynq.MaxRetry(payload.MaxDeliveries))
-	if err != nil {
-		return err
+	t, err := payload.Wire(pl, p.cfg.Queue)
+	if err == nil {
+		t.Listed = p.listed.Load()
 	}
-	_, err = p.queue.EnqueueContext(ctx, task)
-	if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
-		return fmt.Errorf("zhimaq: submit %s: enqueue: %w", key, err)
-	}
-	return nil
+	return t, err
 }
 
 // Ref names one job of this producer's app.

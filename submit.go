@@ -18,9 +18,11 @@ import (
 // the HTTP API and the Go API all submit through it, so they answer a Redis
 // outage alike.
 type SubmitOptions struct {
-	// Parallel is how many jobs are submitted at once; default 16. Jobs
-	// with the same method and transaction_id go one after the other, the
-	// earlier first, so the earlier line is the one that counts.
+	// Parallel is how many round trips to Redis are in flight at once;
+	// default 16. Each carries the claims (and tasks) of up to 32 jobs, or
+	// of the lines read so far when fewer are waiting. Jobs with the same
+	// method and transaction_id go one after the other, the earlier first,
+	// so the earlier line is the one that counts.
 	Parallel int
 	// RedisPatience is how long one job keeps being tried again, with
 	// backoff, while Redis fails (a restart or a failover goes unnoticed);
@@ -141,8 +143,31 @@ type batchItem struct {
 
 // slot is one line on its way; sub is set before done closes.
 type slot struct {
-	sub  *Submission
-	done chan struct{}
+	sub   *Submission
+	done  chan struct{}
+	chunk int // the number of the chunk its job went in
+}
+
+// work is one job of a chunk: its line's slot, the job decoded, and the
+// line of the same transaction before it in an earlier chunk, to wait for.
+type work struct {
+	s    *slot
+	pj   preparedJob
+	prev *slot
+}
+
+// pipelineJobs is the most jobs whose claims go to Redis in one round trip.
+const pipelineJobs = 32
+
+// push hands s to the emitter; when the emitter has no room (it waits for
+// a line of the chunk being filled), the chunk goes first.
+func push(slots chan<- *slot, s *slot, send func()) {
+	select {
+	case slots <- s:
+	default:
+		send()
+		slots <- s
+	}
 }
 
 // submitAll is the engine: it reads items in a goroutine of their own (a
@@ -162,7 +187,7 @@ func (p *Producer) submitAll(ctx context.Context, b *Batch, items iter.Seq2[batc
 		item batchItem
 		err  error
 	}
-	reads := make(chan read)
+	reads := make(chan read, pipelineJobs) // lines read ahead fill the next chunk
 	quit := make(chan struct{})
 	defer close(quit)
 	go func() {
@@ -176,7 +201,7 @@ func (p *Producer) submitAll(ctx context.Context, b *Batch, items iter.Seq2[batc
 		}
 	}()
 
-	slots := make(chan *slot, 2*parallel)
+	slots := make(chan *slot, parallel*pipelineJobs) // the jobs of every chunk in flight
 	readAll := false // written before slots closes, read after
 	go func() {
 		var wg sync.WaitGroup
@@ -184,13 +209,33 @@ func (p *Producer) submitAll(ctx context.Context, b *Batch, items iter.Seq2[batc
 		defer wg.Wait()
 		sem := make(chan struct{}, parallel)
 		chain := map[string]*slot{} // the last line of each transaction
-		for {
+		var chunk []work            // the jobs whose claims go to Redis together
+		seq := 1                    // the number of chunk
+		send := func() {
+			if len(chunk) == 0 {
+				return
+			}
+			c := chunk
+			chunk, seq = nil, seq+1
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				p.submitChunk(ctx, stopCtx, b, c, opts.RedisPatience, stop)
+			})
+		}
+		defer send() // every line read is answered
+		for stopCtx.Err() == nil {
 			var r read
 			var ok bool
 			select {
-			case <-stopCtx.Done():
-				return
 			case r, ok = <-reads:
+			default:
+				send() // nothing more to read at once: the chunk goes now
+				select {
+				case <-stopCtx.Done():
+					return
+				case r, ok = <-reads:
+				}
 			}
 			switch {
 			case !ok:
@@ -213,39 +258,29 @@ func (p *Producer) submitAll(ctx context.Context, b *Batch, items iter.Seq2[batc
 				}
 			}
 			lastLine = r.item.line
-			s := &slot{done: make(chan struct{})}
+			s := &slot{done: make(chan struct{}), chunk: seq}
 			if r.item.rejected != nil {
 				s.sub = &Submission{Record: r.item.rejected}
 				close(s.done)
-				slots <- s
+				push(slots, s, send)
 				continue
 			}
-			pj := prepare(r.item.job)
-			var prev *slot
-			if tid := pj.transaction(); tid != "" {
-				key := pj.job.Method + "\x00" + tid
-				prev, chain[key] = chain[key], s
-				if len(chain) >= 4096+4*parallel {
+			w := work{s: s, pj: prepare(r.item.job)}
+			if tid := w.pj.transaction(); tid != "" {
+				key := w.pj.job.Method + "\x00" + tid
+				w.prev, chain[key] = chain[key], s
+				if w.prev != nil && w.prev.chunk == seq {
+					w.prev = nil // the same pipeline runs it first
+				}
+				if len(chain) >= 4096+4*parallel*pipelineJobs {
 					pruneDone(chain)
 				}
 			}
-			sem <- struct{}{}
-			slots <- s
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { <-sem }()
-				if prev != nil {
-					<-prev.done
-				}
-				if cause := context.Cause(stopCtx); errors.Is(cause, ErrRedisUnreachable) {
-					// Another line found Redis down: don't try.
-					s.sub = &Submission{Record: localRejection(pj, "not submitted: "+cause.Error())}
-				} else {
-					s.sub = p.submitPatiently(ctx, b, pj, opts.RedisPatience, stop)
-				}
-				close(s.done)
-			}()
+			push(slots, s, send)
+			chunk = append(chunk, w)
+			if len(chunk) == pipelineJobs {
+				send()
+			}
 		}
 	}()
 
@@ -288,6 +323,50 @@ func (p *Producer) submitAll(ctx context.Context, b *Batch, items iter.Seq2[batc
 	default:
 		return lastLine, cause
 	}
+}
+
+// submitChunk submits the jobs of one chunk (of batch b, when not nil)
+// with their claims in one round trip, once the lines before them of the
+// same transactions are in. A job whose claim met a Redis failure is tried
+// again alone, patiently (submitPatiently), unless Redis was found down.
+func (p *Producer) submitChunk(ctx, stopCtx context.Context, b *Batch, works []work, patience time.Duration, stop context.CancelCauseFunc) {
+	for _, w := range works {
+		if w.prev != nil {
+			<-w.prev.done
+		}
+	}
+	batchID := ""
+	if b != nil {
+		batchID = b.id
+	}
+	var subs []*Submission
+	var errs []error
+	if !redisDown(stopCtx) {
+		pjs := make([]preparedJob, len(works))
+		for i, w := range works {
+			pjs[i] = w.pj
+		}
+		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), submitTryTimeout)
+		subs, errs = p.submitMany(tctx, pjs, batchID)
+		cancel()
+	}
+	for i, w := range works {
+		switch {
+		case subs != nil && errs[i] == nil:
+			w.s.sub = subs[i]
+		case redisDown(stopCtx):
+			// Another line found Redis down: don't try.
+			w.s.sub = &Submission{Record: localRejection(w.pj, "not submitted: "+context.Cause(stopCtx).Error()), BatchID: batchID}
+		default:
+			w.s.sub = p.submitPatiently(ctx, b, w.pj, patience, stop)
+		}
+		close(w.s.done)
+	}
+}
+
+// redisDown reports whether the submission stopped for ErrRedisUnreachable.
+func redisDown(stopCtx context.Context) bool {
+	return errors.Is(context.Cause(stopCtx), ErrRedisUnreachable)
 }
 
 // submitPatiently submits one job (of batch b, when not nil). Its tries are not cut

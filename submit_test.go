@@ -27,8 +27,8 @@ func TestSubmitWhenRedisIsDown(t *testing.T) {
 	}
 	t.Cleanup(func() { p.Close() })
 	var jobs []zhimaq.Job
-	for i := range 40 {
-		jobs = append(jobs, scoreJob(fmt.Sprintf("DOWN%02d", i), 600))
+	for i := range 1000 { // more than a submission reads ahead
+		jobs = append(jobs, scoreJob(fmt.Sprintf("DOWN%03d", i), 600))
 	}
 	for _, patience := range []time.Duration{-1, 300 * time.Millisecond} {
 		t.Run(fmt.Sprintf("patience_%v", patience), func(t *testing.T) {
@@ -43,7 +43,7 @@ func TestSubmitWhenRedisIsDown(t *testing.T) {
 				t.Fatalf("%d submissions, last line %d, of %d jobs: want it to stop early with a record per line taken up", len(subs), last, len(jobs))
 			}
 			for i, s := range subs {
-				if s.State != zhimaq.Rejected || s.Error == nil || s.Error.Source != "local" || s.TransactionID != fmt.Sprintf("DOWN%02d", i) {
+				if s.State != zhimaq.Rejected || s.Error == nil || s.Error.Source != "local" || s.TransactionID != fmt.Sprintf("DOWN%03d", i) {
 					t.Errorf("line %d: %+v, error %+v; want rejected locally, naming its transaction", i+1, s.Record, s.Error)
 				}
 			}

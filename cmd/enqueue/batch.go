@@ -58,8 +58,9 @@ Flags:
   --timeout D    with --wait: stop waiting after D (a Go duration such as 90s
                  or 10m, counted from the end of submitting), print the
                  records as they stand and exit 1. Default: no limit.
-  --parallel N   submit up to N lines at once [16]; the output keeps the
-                 order of the lines.
+  --parallel N   keep up to N round trips to Redis in flight at once [16],
+                 each with up to 32 lines; the output keeps the order of
+                 the lines.
   --redis-patience D  how long a line keeps being retried while Redis fails
                  [30s]; see below.
   --callback URL once every accepted job has succeeded or failed, a worker
@@ -73,7 +74,8 @@ If Redis fails while a line is submitted, enqueue tries again for
 --redis-patience (default 30s: a Redis restart or failover goes unnoticed);
 then that line gets a "rejected"
 record with error {"source":"local","msg":"..."}. If Redis then stays unreachable,
-enqueue stops: it reads no further lines (they get no record) and says on
+enqueue stops: the lines it had read ahead (at most 32 × (--parallel + 2))
+get such a record too, it reads no further lines (they get no record) and says on
 standard error after which line it stopped. Running the same file again is
 safe: lines already accepted come back as duplicates.
 

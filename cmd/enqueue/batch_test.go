@@ -166,8 +166,8 @@ func TestBatchRedisDownStops(t *testing.T) {
 	t.Parallel()
 	env := map[string]string{"ZHIMA_APP_ID": testAppID, "REDIS_URL": "redis://127.0.0.1:1/0", "DATA_KEYS": "plaintext"}
 	var lines []string
-	for i := range 50 {
-		lines = append(lines, scoreLine(fmt.Sprintf("DOWN%02d", i), testID(i), 600))
+	for i := range 1000 { // more than enqueue reads ahead
+		lines = append(lines, scoreLine(fmt.Sprintf("DOWN%03d", i), testID(i), 600))
 	}
 	r := enqueue(t, env, strings.Join(lines, "\n")+"\n", "batch", "--parallel", "2", "--redis-patience", "0", "-")
 	if r.code != exitFailed {
@@ -181,7 +181,7 @@ func TestBatchRedisDownStops(t *testing.T) {
 		if rec.State != zhimaq.Rejected || rec.Error == nil || rec.Error.Source != "local" || rec.Error.Msg == "" || rec.Error.Code != "" {
 			t.Errorf("record %d: %+v %+v", i+1, rec, rec.Error)
 		}
-		if rec.TransactionID != fmt.Sprintf("DOWN%02d", i) {
+		if rec.TransactionID != fmt.Sprintf("DOWN%03d", i) {
 			t.Errorf("record %d is for %q", i+1, rec.TransactionID)
 		}
 	}

@@ -161,7 +161,7 @@ func Run(ctx context.Context, opts Options, w io.Writer) error {
 		e.logf("bench: %s took %s", title, time.Since(t).Round(time.Second))
 	}
 	one := func(f *figure, err error) ([]*figure, error) { return []*figure{f}, err }
-	step("1", "figure 1, enqueue rate", func() ([]*figure, error) { return one(e.figEnqueue(ctx)) })
+	step("1", "figure 1, enqueue rate", func() ([]*figure, error) { return e.figEnqueue(ctx) })
 	step("2", "figure 2, worker CPU per job", func() ([]*figure, error) { return e.figCPU(ctx) })
 	step("3", "figure 3, drain time with latency and errors", func() ([]*figure, error) { return one(e.figDrain(ctx)) })
 	step("4", "figure 4, Redis memory per job", func() ([]*figure, error) { return one(e.figMemory(ctx)) })

@@ -25,10 +25,20 @@ type enqueueRun struct {
 	trips           float64 // client round trips per job
 }
 
-// runEnqueue benchmarks submitting new jobs on enqueueParallel goroutines:
-// with zhimaq's Producer.Submit (validate, claim, record, enqueue), or with
-// a bare asynq Client.Enqueue of the same payloads.
-func (e *env) runEnqueue(ctx context.Context, useZhimaq bool) (enqueueRun, error) {
+// enqueuePath is how a run submits its jobs.
+type enqueuePath int
+
+const (
+	viaAsynq  enqueuePath = iota // bare asynq Client.Enqueue on enqueueParallel goroutines
+	viaSubmit                    // zhimaq Producer.Submit on enqueueParallel goroutines
+	viaBatch                     // zhimaq's batch path: Producer.SubmitJobs, Parallel enqueueParallel
+)
+
+// runEnqueue benchmarks submitting new jobs along path: zhimaq's Producer
+// (validate, claim, record, enqueue) one Submit at a time or through the
+// engine behind enqueue batch and the API, or a bare asynq Client.Enqueue
+// of the same payloads.
+func (e *env) runEnqueue(ctx context.Context, path enqueuePath) (enqueueRun, error) {
 	ns, rdb, end, err := e.fresh(ctx)
 	if err != nil {
 		return enqueueRun{}, err
@@ -37,13 +47,16 @@ func (e *env) runEnqueue(ctx context.Context, useZhimaq bool) (enqueueRun, error
 	trips := new(roundTrips)
 	rdb.AddHook(trips)
 	var submit func(txs []string) error
-	if useZhimaq {
+	if path != viaAsynq {
 		p, err := newProducer(rdb, e.workerEnv(ns, nil))
 		if err != nil {
 			return enqueueRun{}, err
 		}
 		defer p.Close()
 		submit = submitter(ctx, p)
+		if path == viaSubmit {
+			submit = singleSubmitter(ctx, p)
+		}
 	} else {
 		c := asynq.NewClientFromRedisClient(rdb)
 		defer c.Close()
@@ -112,33 +125,56 @@ func (c *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 	}
 }
 
-// figEnqueue is figure 1: zhimaq's enqueue rate against bare asynq's, the
-// two interleaved round by round.
-func (e *env) figEnqueue(ctx context.Context) (*figure, error) {
-	f := &figure{ID: "1", Name: fmt.Sprintf("enqueue rate, %d in parallel (jobs/s)", enqueueParallel), Target: "≥ 0.50×"}
-	var z, r []float64
-	var zr, rr []enqueueRun
+// figEnqueue is figure 1: zhimaq's enqueue rate, one Submit at a time and
+// along the batch path, against bare asynq's, the three interleaved round
+// by round.
+func (e *env) figEnqueue(ctx context.Context) ([]*figure, error) {
+	single := &figure{ID: "1", Name: fmt.Sprintf("enqueue rate, Submit on %d goroutines (jobs/s)", enqueueParallel), Target: "≥ 0.50×"}
+	batch := &figure{ID: "1", Name: fmt.Sprintf("enqueue rate, batch path (SubmitJobs, parallel %d; enqueue batch, the API) (jobs/s)", enqueueParallel), Target: "≥ 0.70×"}
+	var s, b, r []float64
+	var sr, br, rr []enqueueRun
 	for round := range e.opts.Rounds {
-		order := []bool{true, false}
+		order := []enqueuePath{viaSubmit, viaBatch, viaAsynq}
 		if round%2 == 1 {
-			order = []bool{false, true}
+			order = []enqueuePath{viaAsynq, viaBatch, viaSubmit}
 		}
-		for _, useZ := range order {
-			run, err := e.runEnqueue(ctx, useZ)
+		for _, path := range order {
+			run, err := e.runEnqueue(ctx, path)
 			if err != nil {
 				return nil, err
 			}
-			if useZ {
-				z, zr = append(z, run.rate), append(zr, run)
-			} else {
+			switch path {
+			case viaSubmit:
+				s, sr = append(s, run.rate), append(sr, run)
+			case viaBatch:
+				b, br = append(b, run.rate), append(br, run)
+			default:
 				r, rr = append(r, run.rate), append(rr, run)
 			}
 		}
-		e.logf("  round %d: zhimaq %.0f jobs/s, asynq %.0f jobs/s", round+1, z[round], r[round])
+		e.logf("  round %d: Submit %.0f jobs/s, batch path %.0f jobs/s, asynq %.0f jobs/s", round+1, s[round], b[round], r[round])
 	}
+	for _, f := range []struct {
+		fig  *figure
+		z    []float64
+		zr   []enqueueRun
+		path enqueuePath
+		min  float64
+		what string
+	}{{single, s, sr, viaSubmit, 0.5, "zhimaq.Producer.Submit on %d goroutines"}, {batch, b, br, viaBatch, 0.7, "zhimaq.Producer.SubmitJobs with Parallel %d (the engine behind enqueue batch and POST /v1/batches)"}} {
+		if err := e.enqueueFigure(ctx, f.fig, f.z, r, f.zr, rr, f.path, f.min, fmt.Sprintf(f.what, enqueueParallel)); err != nil {
+			return nil, err
+		}
+	}
+	return []*figure{single, batch}, nil
+}
+
+// enqueueFigure fills f with one zhimaq path's runs z (zr) against asynq's
+// r (rr), and profiles the path when it misses min.
+func (e *env) enqueueFigure(ctx context.Context, f *figure, z, r []float64, zr, rr []enqueueRun, path enqueuePath, minRatio float64, what string) error {
 	f.Zhimaq, f.Reference = fmt.Sprintf("%.0f/s", median(z)), fmt.Sprintf("%.0f/s (asynq Enqueue)", median(r))
 	f.Ratio = median(ratios(z, r))
-	f.check(f.Ratio >= 0.5)
+	f.check(f.Ratio >= minRatio)
 	f.rawf("zhimaq jobs/s per round: %s", list("%.0f", z))
 	f.rawf("asynq  jobs/s per round: %s", list("%.0f", r))
 	f.rawf("ratio per round: %s", list("%.3f", ratios(z, r)))
@@ -154,33 +190,35 @@ func (e *env) figEnqueue(ctx context.Context) (*figure, error) {
 	f.rawf("Redis round trips per job (a go-redis hook), zhimaq: %.2f; asynq: %.2f", zr[0].trips, rr[0].trips)
 	f.rawf("Redis commands per job (INFO commandstats, Lua's own calls included), zhimaq: %.1f (%s)", zr[0].cmdsTotal, zr[0].cmds)
 	f.rawf("Redis commands per job, asynq: %.1f (%s)", rr[0].cmdsTotal, rr[0].cmds)
-	f.How = fmt.Sprintf("testing.Benchmark (benchtime %s) of submitting b.N new jobs (zhima.credit.score.brief.get) on %d goroutines, one go-redis client "+
-		"(default pool) on the bench's own Redis: zhimaq.Producer.Submit (validate, claim transaction_id, create record, enqueue with task id) "+
-		"against asynq Client.Enqueue of the same payload bytes (same type, queue, MaxRetry; asynq's own task id); rate = b.N / T of the final run. "+
-		"%d rounds, the two sides interleaved (ABBA), Redis flushed before each; ratio = median of the per-round ratios. CPU from getrusage (this process) "+
+	f.How = fmt.Sprintf("testing.Benchmark (benchtime %s) of submitting b.N new jobs (zhima.credit.score.brief.get), one go-redis client "+
+		"(default pool) on the bench's own Redis: %s (validate, then one script: claim transaction_id, write the first record, enqueue the task) "+
+		"against asynq Client.Enqueue on %d goroutines of the same payload bytes (same type, queue, MaxRetry; asynq's own task id); rate = b.N / T of the final run. "+
+		"%d rounds, the sides interleaved, Redis flushed before each; ratio = median of the per-round ratios. CPU from getrusage (this process) "+
 		"and /proc/PID/task/*/schedstat (redis-server) over all of testing.Benchmark's runs.",
-		e.opts.BenchTime, enqueueParallel, e.opts.Rounds)
-	if !*f.Met {
-		mz, mr := median(zc), median(rc)
-		f.whyf("Submit makes %.1f sequential Redis round trips per job (the claim script, which also writes the record, and asynq's enqueue script) against Enqueue's %.1f, "+
-			"%.1f commands against %.1f, and costs Redis %.1f µs of CPU per job against %.1f µs and the client %.1f µs against %.1f µs. "+
-			"Client and Redis share the 2 cores, so the rate follows the sum, %.0f µs against %.0f µs (%.2f×).",
-			zr[0].trips, rr[0].trips, zr[0].cmdsTotal, rr[0].cmdsTotal, mz, mr, median(zs), median(rs), median(zs)+mz, median(rs)+mr,
-			(median(rs)+mr)/(median(zs)+mz))
-		if top, err := e.profile(ctx, "enqueue", func(start, stop func()) error {
-			start()
-			defer stop()
-			for t := time.Now(); time.Since(t) < 2*time.Second; {
-				if _, err := e.runEnqueue(ctx, true); err != nil {
-					return err
-				}
-			}
-			return nil
-		}); err == nil {
-			f.Why = append(f.Why, top.lines...)
-		} else {
-			f.whyf("(profile failed: %v)", err)
-		}
+		e.opts.BenchTime, what, enqueueParallel, e.opts.Rounds)
+	if *f.Met {
+		return nil
 	}
-	return f, nil
+	mz, mr := median(zc), median(rc)
+	f.whyf("A job makes %.2f Redis round trips (one script claims the transaction, writes the record and enqueues the task as asynq's script does) against Enqueue's %.2f, "+
+		"%.1f commands against %.1f, and costs Redis %.1f µs of CPU against %.1f µs and the client %.1f µs against %.1f µs (decoding and validating the job, its fingerprint, the record, the payload). "+
+		"Client and Redis share the 2 cores, so the rate follows the sum, %.0f µs against %.0f µs (%.2f×).",
+		zr[0].trips, rr[0].trips, zr[0].cmdsTotal, rr[0].cmdsTotal, mz, mr, median(zs), median(rs), median(zs)+mz, median(rs)+mr,
+		(median(rs)+mr)/(median(zs)+mz))
+	top, err := e.profile(ctx, "enqueue", func(start, stop func()) error {
+		start()
+		defer stop()
+		for t := time.Now(); time.Since(t) < 2*time.Second; {
+			if _, err := e.runEnqueue(ctx, path); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		f.whyf("(profile failed: %v)", err)
+		return nil
+	}
+	f.Why = append(f.Why, top.lines...)
+	return nil
 }

@@ -103,6 +103,20 @@ func submitter(ctx context.Context, p *zhimaq.Producer) func(txs []string) error
 	}
 }
 
+// singleSubmitter returns a function that submits the jobs of the given
+// transaction ids with p.Submit, enqueueParallel at once.
+func singleSubmitter(ctx context.Context, p *zhimaq.Producer) func(txs []string) error {
+	return func(txs []string) error {
+		return parallel(len(txs), enqueueParallel, func(i int) error {
+			s, err := p.Submit(ctx, job(txs[i]))
+			if err == nil && (s.State != zhimaq.Queued || s.Duplicate) {
+				err = fmt.Errorf("bench: job %s came back %s (duplicate %v, error %+v)", s.TransactionID, s.State, s.Duplicate, s.Error)
+			}
+			return err
+		})
+	}
+}
+
 // enqueuer returns a function that enqueues one bare asynq task per
 // transaction id with c, enqueueParallel at once.
 func enqueuer(ctx context.Context, c *asynq.Client, queue string) func(txs []string) error {

@@ -22,6 +22,7 @@ import (
 	"github.com/zhimaq/zhimaq/internal/idempotency"
 	"github.com/zhimaq/zhimaq/internal/results"
 	"github.com/zhimaq/zhimaq/internal/seal"
+	"github.com/zhimaq/zhimaq/internal/taskwire"
 	"github.com/zhimaq/zhimaq/internal/zhima"
 )
 
@@ -122,6 +123,17 @@ func NewTask(p *Payload, opts ...asynq.Option) (*asynq.Task, error) {
 	}
 	opts = append([]asynq.Option{asynq.TaskID(TaskID(p.Key()))}, opts...)
 	return asynq.NewTask(TaskType(p.Method), b, opts...), nil
+}
+
+// Wire is the task for p in queue as a producer enqueues it, in the same
+// step as its claim: NewTask's task with Queue(queue) and
+// MaxRetry(MaxDeliveries).
+func Wire(p *Payload, queue string) (*taskwire.Task, error) {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("payload: encode payload: %w", err)
+	}
+	return &taskwire.Task{Type: TaskType(p.Method), Payload: b, ID: TaskID(p.Key()), Queue: queue, MaxRetry: MaxDeliveries}, nil
 }
 
 // ErrBadPayload marks a task payload that cannot be decoded; such a task can

@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/zhimaq/zhimaq/internal/idempotency"
+	"github.com/zhimaq/zhimaq/internal/taskwire"
 )
 
 // Claim is a producer's claim on a transaction for the de-duplication
@@ -25,6 +26,10 @@ type Claim struct {
 	// producer's clock.
 	Window time.Duration
 	Now    time.Time
+	// Enqueue, when set, is the job's task: it is enqueued in the same step
+	// when the claim is made, and when it is a Duplicate whose record has not
+	// finished (a task already there is left alone).
+	Enqueue *taskwire.Task
 }
 
 // Claim atomically (one Lua script, one round trip) claims k with c and
@@ -37,36 +42,128 @@ type Claim struct {
 //   - Lapsed: the record lives on but its claim has expired: the
 //     transaction's window is over; nothing is written.
 //
-// Of several producers racing for k, exactly one gets Claimed. A record
+// Of several producers racing for k, exactly one gets Claimed. With
+// c.Enqueue the job's task is enqueued in the same step (see Claim), so no
+// claim is ever left without its task. A record
 // of the JSON format has its claim in a key of its own, which is read in
 // the same step. It returns an error, and no outcome, when k is invalid,
 // the fingerprint is not 64 hex digits, the window is under a millisecond,
 // rec cannot be stored, the record found is corrupt, or Redis fails.
 func (s *Store) Claim(ctx context.Context, k idempotency.Key, rec *Record, c Claim) (idempotency.Outcome, *Record, error) {
+	keys, args, err := s.claimArgs(k, rec, c)
+	if err != nil {
+		return 0, nil, err
+	}
+	res, err := claimScript.Run(ctx, s.rdb, keys, args...).Slice()
+	return claimAnswer(k, rec, res, err)
+}
+
+// ClaimRequest is one claim of ClaimMany.
+type ClaimRequest struct {
+	Key    idempotency.Key
+	Record *Record
+	Claim  Claim
+}
+
+// ClaimResult is what one claim of ClaimMany came to, as Claim returns it.
+type ClaimResult struct {
+	Outcome idempotency.Outcome
+	Record  *Record
+	Err     error
+}
+
+// ClaimMany makes each claim as Claim does, all in one pipeline (one round
+// trip; two when Redis has yet to load the script), in order: a later claim
+// of the same transaction sees an earlier one. It returns a result per
+// request; when Redis fails, each claim fails with its error, and a claim
+// that failed may be made again: it answers as it would have.
+func (s *Store) ClaimMany(ctx context.Context, reqs []ClaimRequest) []ClaimResult {
+	out := make([]ClaimResult, len(reqs))
+	type call struct {
+		i    int
+		keys []string
+		args []any
+		cmd  *redis.Cmd
+	}
+	calls := make([]*call, 0, len(reqs))
+	for i, r := range reqs {
+		keys, args, err := s.claimArgs(r.Key, r.Record, r.Claim)
+		if err != nil {
+			out[i].Err = err
+			continue
+		}
+		calls = append(calls, &call{i: i, keys: keys, args: args})
+	}
+	for try := 0; len(calls) > 0; try++ {
+		pipe := s.rdb.Pipeline()
+		for _, c := range calls {
+			c.cmd = claimScript.EvalSha(ctx, pipe, c.keys, c.args...)
+		}
+		_, _ = pipe.Exec(ctx) // each command holds its own error
+		var again []*call
+		for _, c := range calls {
+			if err := c.cmd.Err(); err != nil && try == 0 && redis.HasErrorPrefix(err, "NOSCRIPT") {
+				again = append(again, c)
+				continue
+			}
+			res, err := c.cmd.Slice()
+			r := reqs[c.i]
+			o, rec, err := claimAnswer(r.Key, r.Record, res, err)
+			out[c.i] = ClaimResult{Outcome: o, Record: rec, Err: err}
+		}
+		if len(again) > 0 {
+			if err := claimScript.Load(ctx, s.rdb).Err(); err != nil {
+				for _, c := range again {
+					out[c.i].Err = fmt.Errorf("results: claim %s: load the script: %w", reqs[c.i].Key, err)
+				}
+				break
+			}
+		}
+		calls = again
+	}
+	return out
+}
+
+// claimArgs checks a claim and builds the claim script's keys and
+// arguments for it.
+func (s *Store) claimArgs(k idempotency.Key, rec *Record, c Claim) ([]string, []any, error) {
 	forms := append([]string{c.Fingerprint}, c.Previous...)
 	for _, fp := range forms {
 		if b, err := hex.DecodeString(fp); err != nil || len(b) != 32 {
-			return 0, nil, fmt.Errorf("results: claim %s: a fingerprint is not 64 hex digits", k)
+			return nil, nil, fmt.Errorf("results: claim %s: a fingerprint is not 64 hex digits", k)
 		}
 	}
 	if c.Window < time.Millisecond {
-		return 0, nil, fmt.Errorf("results: claim %s: window %v is under 1ms", k, c.Window)
+		return nil, nil, fmt.Errorf("results: claim %s: window %v is under 1ms", k, c.Window)
 	}
 	m := meta{version: 1, claimUntil: c.Now.Add(c.Window).UnixMilli(), claim: storedForm(c.Fingerprint)}
 	data, err := encode("claim", k, rec, m)
 	if err != nil {
-		return 0, nil, err
+		return nil, nil, err
 	}
-	args := make([]any, 0, 4+2*len(forms))
-	args = append(args, data, max(s.ttl, c.Window).Milliseconds(), c.Now.UnixMilli(), len(forms))
+	keys := []string{s.key(k), s.keys.Claim(k.AppID, k.Method, k.TransactionID)}
+	args := make([]any, 0, 9+2*len(forms))
+	args = append(args, data, max(s.ttl, c.Window).Milliseconds(), c.Now.UnixMilli())
+	if c.Enqueue != nil {
+		keys = append(keys, c.Enqueue.Keys()...)
+		args = append(args, "1")
+		args = append(args, c.Enqueue.Args(time.Now())...)
+	} else {
+		args = append(args, "", "", "", "", "")
+	}
+	args = append(args, len(forms))
 	for _, fp := range forms {
 		args = append(args, storedForm(fp))
 	}
 	for _, fp := range forms {
 		args = append(args, fp)
 	}
-	keys := []string{s.key(k), s.keys.Claim(k.AppID, k.Method, k.TransactionID)}
-	res, err := claimScript.Run(ctx, s.rdb, keys, args...).Slice()
+	return keys, args, nil
+}
+
+// claimAnswer reads the claim script's reply (or the error of running it)
+// for k, whose first record would be rec.
+func claimAnswer(k idempotency.Key, rec *Record, res []any, err error) (idempotency.Outcome, *Record, error) {
 	if err != nil {
 		return 0, nil, fmt.Errorf("results: claim %s: %w", k, err)
 	}
@@ -99,30 +196,40 @@ func (s *Store) Claim(ctx context.Context, k idempotency.Key, rec *Record, c Cla
 const claimCorrupt = 9
 
 // claimScript: KEYS[1] record, KEYS[2] the claim of a record of the JSON
-// format; ARGV[1] the first record (holding the claim), ARGV[2] its TTL in
-// ms, ARGV[3] now in Unix ms, ARGV[4] n, then n fingerprint forms as the
-// header stores them and the same n as a JSON-format claim does.
-// Returns {outcome, value found}.
+// format, KEYS[3..5] the task's keys (taskwire) when there is one; ARGV[1]
+// the first record (holding the claim), ARGV[2] its TTL in ms, ARGV[3] now
+// in Unix ms, ARGV[4] "1" to enqueue the task, ARGV[5..8] its arguments,
+// ARGV[9] n, then n fingerprint forms as the header stores them and the
+// same n as a JSON-format claim does. Returns {outcome, value found}.
 var claimScript = redis.NewScript(`
+local function enqueue()
+  if ARGV[4] == '1' then return ` + taskwire.Enqueue(3, 5) + ` end
+end
 local v = redis.call('GET', KEYS[1])
 if not v then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  enqueue()
   return {1}
 end
-local n = tonumber(ARGV[4])
-local held, first
+local n = tonumber(ARGV[9])
+local held, first, st
 if string.sub(v, 1, 1) == '{' then
   held = redis.call('GET', KEYS[2])
   if not held then return {4} end
-  first = 5 + n
+  first = 10 + n
+  st = string.match(v, '"state":"(%a+)"')
+  st = (st == 'succeeded' or st == 'failed' or st == 'rejected') and 's' or 'q'
 else
-  local untl, fp = string.match(v, '^2|%d+|%a|%d+|(%d*)|([^|]*)|')
-  if not untl then return {9, v} end
+  local state, untl, fp = string.match(v, '^2|%d+|(%a)|%d+|(%d*)|([^|]*)|')
+  if not state then return {9, v} end
   if untl == '' or tonumber(untl) <= tonumber(ARGV[3]) then return {4} end
-  held, first = fp, 5
+  held, first, st = fp, 10, state
 end
 for i = first, first + n - 1 do
-  if held == ARGV[i] then return {2, v} end
+  if held == ARGV[i] then
+    if st ~= 's' and st ~= 'f' and st ~= 'x' then enqueue() end
+    return {2, v}
+  end
 end
 return {3}
 `)

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/zhimaq/zhimaq/internal/idempotency"
 	"github.com/zhimaq/zhimaq/internal/redistest"
 )
@@ -265,4 +267,39 @@ func TestClaimUntil(t *testing.T) {
 	if got, err := s.ClaimUntil(ctx, k); err != nil || !got.Equal(now.Add(time.Hour)) {
 		t.Errorf("ClaimUntil = %v, %v; want %v", got, err, now.Add(time.Hour))
 	}
+}
+
+// TestClaimMany: claims in one pipeline answer as one by one would, in
+// order, even before Redis holds the script.
+func TestClaimMany(t *testing.T) {
+	t.Parallel()
+	s, rdb, _ := newStore(t)
+	ctx := context.Background()
+	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	req := func(tx, fp string) ClaimRequest {
+		k := key(tx)
+		return ClaimRequest{Key: k, Record: queued(k), Claim: Claim{Fingerprint: fp, Window: time.Hour, Now: now}}
+	}
+	got := s.ClaimMany(ctx, []ClaimRequest{req("T_1", fpA), req("T_2", fpA), req("T_1", fpA), req("T_1", fpB), req("T_3", "not hex")})
+	want := []idempotency.Outcome{idempotency.Claimed, idempotency.Claimed, idempotency.Duplicate, idempotency.Conflict, 0}
+	for i, r := range got {
+		if r.Outcome != want[i] || (r.Err != nil) != (want[i] == 0) {
+			t.Errorf("claim %d = %v, %v; want %v", i, r.Outcome, r.Err, want[i])
+		}
+	}
+	if got[2].Record == nil || got[2].Record.State != Queued {
+		t.Errorf("the duplicate came without the first record: %+v", got[2].Record)
+	}
+
+	t.Run("every_claim_fails_when_redis_does", func(t *testing.T) {
+		down := New(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1}), "zhimaq:", testTTL)
+		for i, r := range down.ClaimMany(ctx, []ClaimRequest{req("T_4", fpA), req("T_5", fpA)}) {
+			if r.Err == nil || r.Outcome != 0 {
+				t.Errorf("claim %d with Redis down = %v, %v; want an error", i, r.Outcome, r.Err)
+			}
+		}
+	})
 }

@@ -269,7 +269,7 @@ func (s *Store) legacyClaim(ctx context.Context, k idempotency.Key) (meta, error
 	if fp.Err() == redis.Nil || ttl.Val() <= 0 {
 		return meta{}, nil
 	}
-	return meta{claimUntil: time.Now().Add(ttl.Val()).UnixMilli(), claim: storedForm(fp.Val())}, nil
+	return meta{claimUntil: time.Now().UnixMilli() + ttl.Val().Milliseconds(), claim: storedForm(fp.Val())}, nil
 }
 
 // px is the TTL of a value with header m: RESULT_TTL, or longer while its
