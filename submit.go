@@ -202,7 +202,7 @@ func (p *Producer) submitAll(ctx context.Context, b *Batch, items iter.Seq2[batc
 	}()
 
 	slots := make(chan *slot, parallel*pipelineJobs) // the jobs of every chunk in flight
-	readAll := false // written before slots closes, read after
+	readAll := false                                 // written before slots closes, read after
 	go func() {
 		var wg sync.WaitGroup
 		defer close(slots)
