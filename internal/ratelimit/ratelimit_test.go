@@ -48,10 +48,10 @@ func TestIntervalIsTheQuotaSpacingWithTheMargin(t *testing.T) {
 		qps  float64
 		want time.Duration
 	}{
-		{50, 20100 * time.Microsecond},
-		{12.5, 80400 * time.Microsecond},
-		{3, 335000 * time.Microsecond}, // 333333.3 µs × 1.005, rounded up
-		{1, 1005 * time.Millisecond},
+		{50, 20160 * time.Microsecond},
+		{12.5, 80640 * time.Microsecond},
+		{3, 336000 * time.Microsecond}, // 333333.3 µs × 1.008, rounded up
+		{1, 1008 * time.Millisecond},
 		{1e7, time.Microsecond}, // never 0
 	} {
 		if got := New(nil, "", "app", c.qps).Interval(); got != c.want {
@@ -66,7 +66,7 @@ func TestIntervalIsTheQuotaSpacingWithTheMargin(t *testing.T) {
 // never put more than the quota in any one-second window, and must fill
 // the quota: over a few seconds at least 97% of qps × duration. A
 // fractional rate (12.5/s) is checked over 2 s windows as well. The
-// margin costs 0.5%, the edges of the window at most one slot (0.7% of
+// margin costs 0.8%, the edges of the window at most one slot (0.7% of
 // 150); the 97% leaves ~2% for what should not happen at all here, the
 // queue of reservations running dry (16 callers hold reservations up to
 // 16 slots, 320 ms, ahead, so that needs every one of them stalled that

@@ -10,8 +10,10 @@ import (
 
 	"github.com/zhimaq/zhimaq/internal/breaker"
 	"github.com/zhimaq/zhimaq/internal/metrics"
+	"github.com/zhimaq/zhimaq/internal/ratelimit"
 	"github.com/zhimaq/zhimaq/internal/results"
 	"github.com/zhimaq/zhimaq/internal/sandbox"
+	"github.com/zhimaq/zhimaq/internal/zhimatest"
 )
 
 // metricValue is the value of the series of family name whose labels
@@ -95,5 +97,31 @@ func TestAttemptsUsedUpFailWithoutACall(t *testing.T) {
 	}
 	if v := metricValue(t, reg, "zhimaq_jobs_finished_total", map[string]string{"method": p.Method, "state": "failed"}); v != 1 {
 		t.Errorf("failed jobs counted %v, want 1", v)
+	}
+}
+
+// TestARefusedCallAsksTheLimiterOnceMore: a call refused because every slot
+// within the wait is taken asks again after its pause when the slot it
+// found opens within another wait, and calls, rather than handing its task
+// back to asynq's retry set.
+func TestARefusedCallAsksTheLimiterOnceMore(t *testing.T) {
+	f := newFixture(t, sandbox.Faults{})
+	reg := prometheus.NewRegistry()
+	f.h.Metrics = metrics.New(reg)
+	f.h.Limiter = ratelimit.New(f.rdb, f.prefix, zhimatest.AppID, 10) // slots 100.8 ms apart
+	f.h.MaxLimiterWait = 70 * time.Millisecond
+	// Another worker takes the slot open now: the next opens beyond the wait.
+	if _, after, err := f.h.Limiter.Wait(context.Background(), f.h.MaxLimiterWait); err != nil || after != 0 {
+		t.Fatalf("first slot: %v, %v", after, err)
+	}
+	p := scorePayload("ASK_AGAIN_1")
+	if err := f.h.ProcessTask(context.Background(), task(t, p)); err != nil {
+		t.Fatalf("ProcessTask = %v, want the call made in this delivery", err)
+	}
+	if calls := f.gateway.Calls(p.Method, p.TransactionID); calls != 1 {
+		t.Errorf("gateway saw %d calls, want 1", calls)
+	}
+	if v := metricValue(t, reg, "zhimaq_tasks_held_back_total", map[string]string{"reason": "rate_limit"}); v > 0 {
+		t.Errorf("held back by the rate limit %v times, want none", v)
 	}
 }

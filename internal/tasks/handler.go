@@ -376,6 +376,13 @@ func (h *Handler) admit(ctx context.Context) (func(breaker.Outcome), error) {
 		maxWait = 2 * time.Second
 	}
 	waited, retryAfter, err := h.Limiter.Wait(ctx, maxWait)
+	if err == nil && retryAfter > 0 && retryAfter <= maxWait {
+		// Refused after its pause, but the slot it found opens within
+		// another wait: ask once more rather than hand the task to asynq's
+		// retry set, which keeps whole seconds and is read once a poll.
+		more, after, err2 := h.Limiter.Wait(ctx, maxWait)
+		waited, retryAfter, err = waited+more, after, err2
+	}
 	if h.Limiter != nil {
 		h.Metrics.LimiterWait(waited)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -33,6 +34,8 @@ type fixture struct {
 	url     string // the gateway's
 	logs    *bytes.Buffer
 	now     time.Time
+	rdb     *redis.Client
+	prefix  string
 }
 
 func newFixture(tb testing.TB, faults sandbox.Faults) *fixture {
@@ -47,7 +50,7 @@ func newFixture(tb testing.TB, faults sandbox.Faults) *fixture {
 	rdb := srv.Client(tb)
 	logs := new(bytes.Buffer)
 	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(logs), zap.DebugLevel))
-	f := &fixture{gateway: gw, url: url, logs: logs, now: time.Now()}
+	f := &fixture{gateway: gw, url: url, logs: logs, now: time.Now(), rdb: rdb, prefix: srv.Prefix}
 	f.h = &Handler{Gateway: client, Results: results.New(rdb, srv.Prefix, 0),
 		Log: log, MaxAttempts: 3, Now: func() time.Time { return f.now }}
 	return f
