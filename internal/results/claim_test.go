@@ -14,6 +14,7 @@ import (
 
 	"github.com/zhimaq/zhimaq/internal/idempotency"
 	"github.com/zhimaq/zhimaq/internal/redistest"
+	"github.com/zhimaq/zhimaq/internal/taskwire"
 )
 
 var (
@@ -302,4 +303,70 @@ func TestClaimMany(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestClaimEnqueuesTheTask: a claim made enqueues the job's task in the
+// same step; a duplicate enqueues it again only when the task is gone and
+// the job has not finished; a conflict never does.
+func TestClaimEnqueuesTheTask(t *testing.T) {
+	t.Parallel()
+	s, rdb, srv := newStore(t)
+	ctx := context.Background()
+	k := key("T_001")
+	task := &taskwire.Task{Type: k.Method, Payload: []byte(`{}`), ID: "task1", Queue: srv.Queue, MaxRetry: 3}
+	pending := func() int64 {
+		n, err := rdb.LLen(ctx, task.Keys()[1]).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	claim := func(fp string) idempotency.Outcome {
+		o, _, err := s.Claim(ctx, k, queued(k), Claim{Fingerprint: fp, Window: time.Hour, Now: time.Now(), Enqueue: task})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
+	if o := claim(fpA); o != idempotency.Claimed || pending() != 1 {
+		t.Fatalf("claim = %v with %d pending, want claimed and the task enqueued", o, pending())
+	}
+	if ok, _ := rdb.SIsMember(ctx, task.Keys()[2], srv.Queue).Result(); !ok {
+		t.Error("the queue is not in asynq:queues")
+	}
+	if o := claim(fpA); o != idempotency.Duplicate || pending() != 1 {
+		t.Errorf("duplicate with its task there = %v with %d pending, want the task left alone", o, pending())
+	}
+	if o := claim(fpB); o != idempotency.Conflict || pending() != 1 {
+		t.Errorf("conflict = %v with %d pending", o, pending())
+	}
+	// The task is lost (a producer of old stopped between its two steps,
+	// or Redis lost it): the next duplicate puts it back.
+	rdb.Del(ctx, task.Keys()[0], task.Keys()[1])
+	if o := claim(fpA); o != idempotency.Duplicate || pending() != 1 {
+		t.Errorf("duplicate without its task = %v with %d pending, want the task enqueued again", o, pending())
+	}
+	// A job that has finished is not run again.
+	rdb.Del(ctx, task.Keys()[0], task.Keys()[1])
+	if _, err := s.Update(ctx, k, func(r *Record) error { r.State = Succeeded; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if o := claim(fpA); o != idempotency.Duplicate || pending() != 0 {
+		t.Errorf("duplicate of a finished job = %v with %d pending, want no task", o, pending())
+	}
+	// The same for a record of the JSON format and its claim key.
+	legacyKey := key("T_002")
+	legacyTask := *task
+	legacyTask.ID = "task2"
+	claimKey := srv.Prefix + "claim:" + legacyKey.AppID + ":" + legacyKey.Method + ":" + legacyKey.TransactionID
+	rdb.Set(ctx, claimKey, fpA, time.Hour)
+	for _, st := range []string{"retrying", "failed"} {
+		rdb.Del(ctx, legacyTask.Keys()[0], legacyTask.Keys()[1])
+		rdb.Set(ctx, s.key(legacyKey), `{"method":"zhima.credit.score.brief.get","transaction_id":"T_002","state":"`+st+`","attempts":1}`, time.Hour)
+		o, _, err := s.Claim(ctx, legacyKey, queued(legacyKey), Claim{Fingerprint: fpA, Window: time.Hour, Now: time.Now(), Enqueue: &legacyTask})
+		n, _ := rdb.LLen(ctx, legacyTask.Keys()[1]).Result()
+		if want := map[string]int64{"retrying": 1, "failed": 0}[st]; err != nil || o != idempotency.Duplicate || n != want {
+			t.Errorf("duplicate of a %s JSON record = %v, %v with %d pending, want %d", st, o, err, n, want)
+		}
+	}
 }
