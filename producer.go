@@ -123,11 +123,18 @@ type preparedJob struct {
 	job Job
 	req zhima.Request // nil when err is set
 	err error         // why the job is invalid: a *zhima.Error
+
+	// biz_content parsed once, for the fingerprint and the field names;
+	// parseErr when it is not one valid JSON value in UTF-8.
+	parsed   idempotency.Parsed
+	parseErr error
 }
 
 func prepare(job Job) preparedJob {
-	req, err := payload.Request(job.Method, job.BizContent)
-	return preparedJob{job: job, req: req, err: err}
+	pj := preparedJob{job: job}
+	pj.parsed, pj.parseErr = idempotency.Parse(job.BizContent)
+	pj.req, pj.err = payload.RequestNamed(job.Method, job.BizContent, pj.parsed.Names)
+	return pj
 }
 
 // transaction is the job's transaction_id when it is a well-formed one.
@@ -180,10 +187,10 @@ func (p *Producer) claimRequest(pj preparedJob, batchID string) (results.ClaimRe
 		return results.ClaimRequest{}, &Submission{Record: rejection(job, pj.transaction(), pj.err), BatchID: batchID}, nil
 	}
 	key := idempotency.Key{AppID: p.cfg.AppID, Method: job.Method, TransactionID: pj.req.Transaction()}
-	fp, err := idempotency.Fingerprint(job.BizContent, job.AppAuthToken)
-	if err != nil {
-		return results.ClaimRequest{}, &Submission{Record: rejection(job, key.TransactionID, zhima.InvalidParameter(job.Method, "biz_content: "+err.Error())), BatchID: batchID}, nil
+	if pj.parseErr != nil {
+		return results.ClaimRequest{}, &Submission{Record: rejection(job, key.TransactionID, zhima.InvalidParameter(job.Method, "biz_content: "+pj.parseErr.Error())), BatchID: batchID}, nil
 	}
+	fp := pj.parsed.Fingerprint(job.AppAuthToken)
 	// With data keys, Redis holds a keyed digest of the fingerprint: a plain
 	// hash of an ID number and a name could be matched against guesses.
 	var previous []string

@@ -2,6 +2,7 @@ package idempotency
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -122,4 +123,34 @@ func FuzzFingerprint(f *testing.F) {
 			t.Fatalf("fingerprint of input and of its canonical form differ")
 		}
 	})
+}
+
+// TestParse: a biz_content parsed once gives Fingerprint's fingerprint and,
+// for an object, its member names.
+func TestParse(t *testing.T) {
+	for _, c := range []struct {
+		biz   string
+		names []string
+	}{
+		{`{"b":1,"a":"x","a":"y"}`, []string{"a", "b"}},
+		{`{}`, []string{}},
+		{`["not","an","object"]`, nil},
+		{`"text"`, nil},
+	} {
+		p, err := Parse([]byte(c.biz))
+		if err != nil {
+			t.Fatalf("Parse(%s): %v", c.biz, err)
+		}
+		want, _ := Fingerprint([]byte(c.biz), "token")
+		if got := p.Fingerprint("token"); got != want {
+			t.Errorf("Parse(%s).Fingerprint = %s, Fingerprint = %s", c.biz, got, want)
+		}
+		names := slices.Sorted(slices.Values(p.Names))
+		if (p.Names == nil) != (c.names == nil) || !slices.Equal(names, c.names) {
+			t.Errorf("Parse(%s).Names = %#v, want %#v", c.biz, p.Names, c.names)
+		}
+	}
+	if _, err := Parse([]byte(`{"a":`)); err == nil {
+		t.Error("Parse of broken JSON: no error")
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -163,7 +164,15 @@ func DecodePayload(taskType string, b []byte) (*Payload, error) {
 // "CERT_NO" for "cert_no"). Errors are *zhima.Error (INVALID_PARAMETER
 // naming the field).
 func Request(method string, biz json.RawMessage) (zhima.Request, error) {
-	req, err := Decode(method, biz)
+	return RequestNamed(method, biz, nil)
+}
+
+// RequestNamed is Request for a biz_content whose member names are known
+// already (idempotency.Parse's, of a valid JSON object), so it is decoded
+// once more only into the typed request; nil names are found here. Its
+// results are Request's.
+func RequestNamed(method string, biz json.RawMessage, names []string) (zhima.Request, error) {
+	req, err := decode(method, biz, names)
 	if err != nil {
 		return nil, err
 	}
@@ -173,11 +182,21 @@ func Request(method string, biz json.RawMessage) (zhima.Request, error) {
 // Decode is Request without the validation: for a caller that validates
 // the request itself, once (the worker, with zhima.Prepare).
 func Decode(method string, biz json.RawMessage) (zhima.Request, error) {
+	return decode(method, biz, nil)
+}
+
+// decode is Decode with biz's member names, when known (see RequestNamed).
+func decode(method string, biz json.RawMessage, names []string) (zhima.Request, error) {
 	req, err := zhima.NewRequest(method)
 	if err != nil {
 		return nil, zhima.InvalidParameter(method, "method: unknown method; want one of "+strings.Join(zhima.Methods, ", "))
 	}
-	if err := DecodeStrict(biz, req); err != nil {
+	if names == nil {
+		err = DecodeStrict(biz, req)
+	} else {
+		err = decodeNamed(biz, names, req)
+	}
+	if err != nil {
 		return nil, zhima.InvalidParameter(method, "biz_content: "+err.Error())
 	}
 	return req, nil
@@ -227,7 +246,13 @@ func DecodeStrict(data []byte, dst any) error {
 	if fields == nil {
 		return errors.New("must be a JSON object, not null")
 	}
-	if problem := unknownFields(fields, jsonFields(dst)); problem != "" {
+	return decodeNamed(data, slices.Collect(maps.Keys(fields)), dst)
+}
+
+// decodeNamed is DecodeStrict for a valid JSON object whose member names
+// are known.
+func decodeNamed(data []byte, names []string, dst any) error {
+	if problem := unknownFields(names, jsonFields(dst)); problem != "" {
 		return errors.New(problem)
 	}
 	if err := json.Unmarshal(data, dst); err != nil {
@@ -271,9 +296,9 @@ func jsonFields(dst any) []string {
 // wrong place may be personal data (a name or an ID number used as a key).
 // It lists the known names instead, or, when every unknown name is a known
 // one in other letter case, names those: the known names are ours.
-func unknownFields(fields map[string]json.RawMessage, known []string) string {
+func unknownFields(names, known []string) string {
 	var unknown []string
-	for name := range fields {
+	for _, name := range names {
 		if !slices.Contains(known, name) {
 			unknown = append(unknown, name)
 		}

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/zhimaq/zhimaq/internal/idempotency"
 	"github.com/zhimaq/zhimaq/internal/payload"
 	"github.com/zhimaq/zhimaq/internal/zhima"
 )
@@ -46,6 +47,15 @@ func TestRequestNeverQuotesAnUnknownField(t *testing.T) {
 				if strings.Contains(err.Error(), s) {
 					t.Errorf("error %q quotes %q from the input", err, s)
 				}
+			}
+			// With the names of a biz_content parsed before, the same answer.
+			parsed, perr := idempotency.Parse([]byte(tc.biz))
+			if perr != nil {
+				t.Fatal(perr)
+			}
+			_, named := payload.RequestNamed(tc.method, []byte(tc.biz), parsed.Names)
+			if named == nil || named.Error() != err.Error() {
+				t.Errorf("RequestNamed = %v, Request = %v", named, err)
 			}
 		})
 	}
