@@ -42,6 +42,11 @@ type Gateway interface {
 // retrying and returned, so asynq retries them with RetryDelay.
 type Handler struct {
 	Gateway Gateway
+	// AppID is the app Gateway calls as (ZHIMA_APP_ID). A task of another
+	// app (a producer with another ZHIMA_APP_ID on the same queue, or a
+	// task written into Redis by hand) fails without a call: signing it as
+	// this app would bill this app for it. "" takes every task.
+	AppID string
 	Results *results.Store
 	Log     *zap.Logger
 	// MaxAttempts bounds gateway calls per job, the first included. Default 12.
@@ -203,6 +208,13 @@ func (h *Handler) decide(ctx context.Context, t *asynq.Task) decision {
 		return decision{err: fmt.Errorf("%w: %w", err, asynq.SkipRetry)}
 	}
 	d := decision{p: p, log: h.Log.With(zap.String("method", p.Method), zap.String("transaction_id", p.TransactionID))}
+	if h.AppID != "" && p.AppID != h.AppID {
+		// The task's app_id is not echoed: it came from Redis, and may hold anything.
+		d.log.Error("job of another app; it fails without a gateway call", zap.String("worker_app_id", h.AppID))
+		d.action, d.failure = failJob, payload.ErrorInfo(zhima.LocalFailure(p.Method,
+			"the job's app_id is not this worker's (ZHIMA_APP_ID); it was not sent"))
+		return d
+	}
 	if err := p.Open(h.Keys); err != nil {
 		switch {
 		case errors.Is(err, payload.ErrNotSealed):

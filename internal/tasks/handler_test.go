@@ -377,3 +377,30 @@ func TestShortRetriesAreMadeWithinTheDelivery(t *testing.T) {
 		t.Fatalf("record %+v; want retrying after 2 attempts", rec)
 	}
 }
+
+// TestAJobOfAnotherAppFailsWithoutACall: a task whose app_id is not the
+// worker's is never signed as the worker's app.
+func TestAJobOfAnotherAppFailsWithoutACall(t *testing.T) {
+	f := newFixture(t, sandbox.Faults{})
+	f.h.AppID = zhimatest.AppID
+	p := scorePayload("OTHER_APP_1")
+	p.AppID = "2021009999999999"
+	if err := f.h.ProcessTask(context.Background(), task(t, p)); err != nil {
+		t.Fatalf("ProcessTask = %v, want the task ended", err)
+	}
+	rec, err := f.h.Results.Get(context.Background(), p.Key())
+	if err != nil || rec.State != results.Failed || rec.Error == nil || rec.Error.Source != "local" || !strings.Contains(rec.Error.Msg, "ZHIMA_APP_ID") {
+		t.Fatalf("record %+v (error %+v), %v; want failed locally, naming ZHIMA_APP_ID", rec, rec.Error, err)
+	}
+	if strings.Contains(rec.Error.Msg, p.AppID) || strings.Contains(f.logs.String(), p.AppID) {
+		t.Error("the task's app_id was echoed")
+	}
+	if n := f.gateway.Stats().Calls; n != 0 {
+		t.Errorf("gateway saw %d calls, want none", n)
+	}
+	// The worker's own app still runs.
+	own := scorePayload("OWN_APP_1")
+	if err := f.h.ProcessTask(context.Background(), task(t, own)); err != nil {
+		t.Fatalf("own app's job: %v", err)
+	}
+}

@@ -167,6 +167,7 @@ func New(opts Options) (_ *Worker, err error) {
 	w.handler = &tasks.Handler{
 		Metrics:     m,
 		Gateway:     gateway,
+		AppID:       cfg.AppID,
 		Results:     results.New(w.rdb, cfg.KeyPrefix, cfg.ResultTTL),
 		Log:         log,
 		MaxAttempts: cfg.RetryMaxAttempts,
