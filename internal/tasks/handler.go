@@ -46,7 +46,7 @@ type Handler struct {
 	// app (a producer with another ZHIMA_APP_ID on the same queue, or a
 	// task written into Redis by hand) fails without a call: signing it as
 	// this app would bill this app for it. "" takes every task.
-	AppID string
+	AppID   string
 	Results *results.Store
 	Log     *zap.Logger
 	// MaxAttempts bounds gateway calls per job, the first included. Default 12.
