@@ -614,10 +614,36 @@ func TestAPIBusy(t *testing.T) {
 	plain := &client{tb: t, base: base, http: http.DefaultClient}
 	const probe = "/v1/jobs/zhima.credit.score.brief.get/NEVER"
 
+	// hold sends a request that holds a slot: its head and then part of
+	// its body, and then nothing.
+	hold := func(i int) net.Conn {
+		conn, _ := sendHead(t, base, "/v1/jobs", 1000)
+		io.WriteString(conn, scoreJob(fmt.Sprintf("BUSY%d", i), 600)[:40])
+		return conn
+	}
+	var held []net.Conn
+	for i := range slots {
+		held = append(held, hold(i))
+	}
+	// rehold sends again each held request that was answered: a probe in
+	// flight when it arrived took its slot, and it was answered busy.
+	rehold := func() {
+		for i, conn := range held {
+			conn.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+			if n, _ := conn.Read(make([]byte, 1)); n > 0 {
+				conn.Close()
+				held[i] = hold(i)
+			}
+		}
+	}
+
 	// until polls probe with the token until its answer has status want.
 	until := func(t *testing.T, want int) answer {
 		t.Helper()
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if want == http.StatusServiceUnavailable {
+				rehold()
+			}
 			a := c.do(http.MethodGet, probe, token, nil, "")
 			if a.status == want {
 				return a
@@ -631,12 +657,6 @@ func TestAPIBusy(t *testing.T) {
 		}
 	}
 
-	var held []net.Conn
-	for i := range slots {
-		conn, _ := sendHead(t, base, "/v1/jobs", 1000)
-		io.WriteString(conn, scoreJob(fmt.Sprintf("BUSY%d", i), 600)[:40]) // and then nothing, while it holds a slot
-		held = append(held, conn)
-	}
 	t.Run("request_beyond_the_slots_is_answered_503_busy", func(t *testing.T) {
 		a := until(t, http.StatusServiceUnavailable)
 		if a.errorCode(t) != "busy" || a.header.Get("Retry-After") == "" {
