@@ -101,7 +101,7 @@ func TestBeginCreatesAMissingRecord(t *testing.T) {
 // current format is rewritten with its claim folded in, then begun.
 func TestBeginRewritesARecordOfTheJSONFormat(t *testing.T) {
 	t.Parallel()
-	s, rdb, srv := newStore(t)
+	s, rdb, _ := newStore(t)
 	ctx := context.Background()
 	k := key("T_001")
 	first := time.Now().Add(-4 * time.Hour).UTC().Truncate(time.Millisecond)
@@ -109,7 +109,7 @@ func TestBeginRewritesARecordOfTheJSONFormat(t *testing.T) {
 		`"error":{"source":"gateway","code":"20000","msg":"Service Currently Unavailable","sub_code":"isp.unknow-error"},` +
 		`"enqueued_at":"2024-05-01T02:03:04Z","updated_at":"2024-05-01T02:03:05.5Z","first_call_at":"` + first.Format(time.RFC3339Nano) + `","batch_id":"b_1"}`
 	rdb.Set(ctx, s.key(k), legacy, testTTL)
-	claimKey := srv.Prefix + "claim:" + k.AppID + ":" + k.Method + ":" + k.TransactionID
+	claimKey := s.keys.Claim(k.AppID, k.Method, k.TransactionID)
 	rdb.Set(ctx, claimKey, fpA, 20*time.Hour)
 	st, rec, _ := begin(t, s, k, time.Now())
 	if st != Started || rec.Attempts != 1 || rec.BatchID != "b_1" || rec.Error == nil || rec.Error.SubCode != "isp.unknow-error" || !rec.FirstCallAt.Equal(first) {

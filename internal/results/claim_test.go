@@ -231,12 +231,12 @@ func TestClaimRace(t *testing.T) {
 // format has its claim in a key of its own, which Claim reads.
 func TestClaimOfARecordOfTheJSONFormat(t *testing.T) {
 	t.Parallel()
-	s, rdb, srv := newStore(t)
+	s, rdb, _ := newStore(t)
 	ctx := context.Background()
 	k := key("T_001")
 	legacy := `{"method":"zhima.credit.score.brief.get","transaction_id":"T_001","state":"queued","attempts":0,"duplicate":false,"response":null,"error":null,"enqueued_at":"2024-05-01T02:03:04Z","updated_at":"2024-05-01T02:03:04Z"}`
 	rdb.Set(ctx, s.key(k), legacy, testTTL)
-	claimKey := srv.Prefix + "claim:" + k.AppID + ":" + k.Method + ":" + k.TransactionID
+	claimKey := s.keys.Claim(k.AppID, k.Method, k.TransactionID)
 	rdb.Set(ctx, claimKey, fpA, time.Hour)
 	now := time.Now()
 	o, rec := claimAt(t, s, k, fpA, now)
@@ -358,7 +358,7 @@ func TestClaimEnqueuesTheTask(t *testing.T) {
 	legacyKey := key("T_002")
 	legacyTask := *task
 	legacyTask.ID = "task2"
-	claimKey := srv.Prefix + "claim:" + legacyKey.AppID + ":" + legacyKey.Method + ":" + legacyKey.TransactionID
+	claimKey := s.keys.Claim(legacyKey.AppID, legacyKey.Method, legacyKey.TransactionID)
 	rdb.Set(ctx, claimKey, fpA, time.Hour)
 	for _, st := range []string{"retrying", "failed"} {
 		rdb.Del(ctx, legacyTask.Keys()[0], legacyTask.Keys()[1])
