@@ -258,13 +258,17 @@ func (p *Producer) submitAll(ctx context.Context, b *Batch, items iter.Seq2[batc
 				}
 			}
 			lastLine = r.item.line
-			s := &slot{done: make(chan struct{}), chunk: seq}
+			s := &slot{done: make(chan struct{})}
 			if r.item.rejected != nil {
 				s.sub = &Submission{Record: r.item.rejected}
 				close(s.done)
 				push(slots, s, send)
 				continue
 			}
+			// The push may send the chunk being filled: the job goes in
+			// the chunk filled after it.
+			push(slots, s, send)
+			s.chunk = seq
 			w := work{s: s, pj: prepare(r.item.job)}
 			if tid := w.pj.transaction(); tid != "" {
 				key := w.pj.job.Method + "\x00" + tid
@@ -276,7 +280,6 @@ func (p *Producer) submitAll(ctx context.Context, b *Batch, items iter.Seq2[batc
 					pruneDone(chain)
 				}
 			}
-			push(slots, s, send)
 			chunk = append(chunk, w)
 			if len(chunk) == pipelineJobs {
 				send()

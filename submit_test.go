@@ -112,3 +112,46 @@ func TestSubmitStopsAtEmitsError(t *testing.T) {
 		t.Errorf("SubmitJobs = %v after %d emits, want Emit's error after 3", err, emitted)
 	}
 }
+
+// TestTheEarlierLineOfATransactionCounts: lines of one transaction spread
+// over many pipelines, with an emitter slow enough that the engine must
+// send chunks early, still count in input order: the first line of each
+// transaction is accepted, a later one with its parameters is a
+// duplicate, one with others is refused.
+func TestTheEarlierLineOfATransactionCounts(t *testing.T) {
+	t.Parallel()
+	p := newBatchProducer(t, 0)
+	const txs, lines = 7, 700
+	var jobs []zhimaq.Job
+	for i := range lines {
+		score := 600
+		if i >= txs && i%3 == 0 {
+			score = 700 // other parameters than the transaction's first line
+		}
+		jobs = append(jobs, scoreJob(fmt.Sprintf("ORD%d", i%txs), score))
+	}
+	var subs []*zhimaq.Submission
+	last, err := p.SubmitJobs(context.Background(), jobs, zhimaq.SubmitOptions{Parallel: 1, Emit: func(s *zhimaq.Submission) error {
+		if len(subs) < 100 {
+			time.Sleep(time.Millisecond) // the emitter lags: the engine's buffer fills
+		}
+		subs = append(subs, s)
+		return nil
+	}})
+	if err != nil || last != lines || len(subs) != lines {
+		t.Fatalf("SubmitJobs = %d, %v with %d submissions", last, err, len(subs))
+	}
+	for i, s := range subs {
+		first, same := i < txs, i < txs || i%3 != 0
+		switch {
+		case s.TransactionID != fmt.Sprintf("ORD%d", i%txs):
+			t.Fatalf("line %d is for %s", i+1, s.TransactionID)
+		case first && (s.State != zhimaq.Queued || s.Duplicate):
+			t.Errorf("line %d, the first of its transaction: %s duplicate %v, want accepted", i+1, s.State, s.Duplicate)
+		case !first && same && (s.State != zhimaq.Queued || !s.Duplicate):
+			t.Errorf("line %d, same parameters: %s duplicate %v, want a duplicate", i+1, s.State, s.Duplicate)
+		case !same && (s.State != zhimaq.Rejected || s.Error == nil || s.Error.SubCode != "TRANSACTION_ID_REPEAT"):
+			t.Errorf("line %d, other parameters: %s %+v, want refused TRANSACTION_ID_REPEAT", i+1, s.State, s.Error)
+		}
+	}
+}
