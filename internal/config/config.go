@@ -25,10 +25,9 @@ import (
 	"github.com/zhimaq/zhimaq/internal/zhima"
 )
 
-// Config is every setting of the worker and the producer.
-type Config struct {
-	RedisURL string // REDIS_URL
-
+// App is what the worker needs to call the gateway as one Alipay app: the
+// single-app variables (ZHIMA_APP_ID, …) or one entry of ZHIMA_APPS_FILE.
+type App struct {
 	GatewayURL      string         // ZHIMA_GATEWAY_URL
 	AppID           string         // ZHIMA_APP_ID
 	AppPrivateKey   string         // ZHIMA_APP_PRIVATE_KEY or the file ZHIMA_APP_PRIVATE_KEY_FILE
@@ -39,7 +38,22 @@ type Config struct {
 	EncryptKey      string         // ZHIMA_ENCRYPT_KEY[_FILE]: AES content encryption
 	Charset         string         // ZHIMA_CHARSET: utf-8 or GBK
 	SignType        zhima.SignType // ZHIMA_SIGN_TYPE
-	GatewayTimeout  time.Duration  // ZHIMA_TIMEOUT: one gateway call, connect to last byte
+	QPS             float64        // ZHIMA_QPS, 0 = no limit
+	// DailyBudget is the billed calls allowed per Beijing day, per method
+	// (only in ZHIMA_APPS_FILE); a method absent has no budget.
+	DailyBudget map[string]int
+}
+
+// Config is every setting of the worker and the producer.
+type Config struct {
+	RedisURL string // REDIS_URL
+
+	// App is the single app of the ZHIMA_* variables; with ZHIMA_APPS_FILE
+	// it holds only their defaults, and Apps lists the file's apps.
+	App
+	AppsFile       string        // ZHIMA_APPS_FILE
+	apps           []appEntry    // the apps of AppsFile, key files unread
+	GatewayTimeout time.Duration // ZHIMA_TIMEOUT: one gateway call, connect to last byte
 
 	WorkerConcurrency  int           // WORKER_CONCURRENCY
 	RetryMaxAttempts   int           // RETRY_MAX_ATTEMPTS, the first attempt included
@@ -47,7 +61,6 @@ type Config struct {
 	RetryMaxDelay      time.Duration // RETRY_MAX_DELAY
 	DedupWindow        time.Duration // DEDUP_WINDOW
 	ResultTTL          time.Duration // RESULT_TTL
-	QPS                float64       // ZHIMA_QPS, 0 = no limit
 	PollInterval       time.Duration // POLL_INTERVAL: asynq's check for due retries and an idle worker's wait
 	BreakerFailures    int           // BREAKER_FAILURES: transient failures in a row that open the breaker
 	BreakerCooldown    time.Duration // BREAKER_COOLDOWN: how long it stays open before a probe
@@ -75,9 +88,7 @@ type Config struct {
 // cost Redis.
 var Defaults = Config{
 	RedisURL:           "redis://127.0.0.1:6379/0",
-	GatewayURL:         zhima.DefaultGatewayURL,
-	SignType:           zhima.RSA2,
-	Charset:            "utf-8",
+	App:                App{GatewayURL: zhima.DefaultGatewayURL, SignType: zhima.RSA2, Charset: "utf-8"},
 	GatewayTimeout:     15 * time.Second,
 	WorkerConcurrency:  50,
 	RetryMaxAttempts:   12,
@@ -102,75 +113,108 @@ var Defaults = Config{
 
 // Load reads the settings from getenv (os.Getenv when nil) over Defaults.
 // It checks the form of every value it finds but requires none: callers
-// ask for what they need with RequireGateway.
+// ask for what they need with RequireGateway. With ZHIMA_APPS_FILE it
+// reads the file and checks every app's settings, but reads none of the
+// key files the apps name: Apps does, for the worker.
 func Load(getenv func(string) string) (Config, error) {
 	if getenv == nil {
 		getenv = os.Getenv
 	}
 	c := Defaults
-	r := reader{}
-	for _, v := range Table {
-		val, err := v.value(getenv)
+	err := c.set(Table, getenv, plainName)
+	if err == nil && c.RetryMaxDelay < c.RetryBaseDelay {
+		err = errors.New("RETRY_MAX_DELAY: is shorter than RETRY_BASE_DELAY")
+	}
+	if err == nil {
+		err = c.App.checkMode(plainName)
+	}
+	if err == nil {
+		_, err = ParseRedisURL(c.RedisURL)
+		if err != nil {
+			return c, err
+		}
+	}
+	if err == nil && c.AppsFile != "" {
+		err = c.loadAppsFile(getenv)
+	}
+	if err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	return c, nil
+}
+
+// set applies vars, read from getenv, to c; the first malformed value
+// fails it, named by name (the variable's name, or an apps file's key).
+func (c *Config) set(vars []Var, getenv func(string) string, name func(string) string) error {
+	for _, v := range vars {
+		val, err := v.value(getenv, name)
 		switch {
 		case err != nil:
-			r.failErr(err)
+			return err
 		case val != "":
-			if err := v.Set(&c, val); err != nil {
-				r.fail(v.Name, err.Error())
+			if err := v.Set(c, val); err != nil {
+				return fmt.Errorf("%s: %v", name(v.Name), err)
 			}
 		}
 	}
-	if r.err == nil && c.RetryMaxDelay < c.RetryBaseDelay {
-		r.fail("RETRY_MAX_DELAY", "is shorter than RETRY_BASE_DELAY")
-	}
-	if r.err == nil {
-		r.failErr(c.checkMode())
-	}
-	if r.err == nil {
-		if _, err := ParseRedisURL(c.RedisURL); err != nil {
-			r.err = err
-		}
-	}
-	return c, r.err
+	return nil
 }
 
-// RequireGateway reports the first gateway setting a worker needs that is missing.
+// plainName names a variable as the environment does.
+func plainName(v string) string { return v }
+
+// RequireGateway reports the first gateway setting a worker needs that is
+// missing, of the single app or of any app of ZHIMA_APPS_FILE (whose key
+// files it reads).
 func (c Config) RequireGateway() error {
+	_, err := c.Apps()
+	return err
+}
+
+// check reports the first setting of a that a worker lacks or that
+// contradicts another.
+func (a App) check(name func(string) string) error {
+	if err := a.checkMode(name); err != nil {
+		return err
+	}
+	either := func(v string) string { return name(v) + " or " + name(v+"_FILE") }
 	switch {
-	case c.AppID == "":
-		return errors.New("config: ZHIMA_APP_ID is required")
-	case c.AppPrivateKey == "":
-		return errors.New("config: ZHIMA_APP_PRIVATE_KEY or ZHIMA_APP_PRIVATE_KEY_FILE is required")
-	case c.AlipayPublicKey == "" && !c.CertMode():
-		return errors.New("config: ZHIMA_ALIPAY_PUBLIC_KEY_FILE is required, or certificate mode: ZHIMA_APP_CERT_FILE, ZHIMA_ALIPAY_CERT_FILE and ZHIMA_ALIPAY_ROOT_CERT_FILE")
+	case a.AppID == "":
+		return fmt.Errorf("%s is required", name("ZHIMA_APP_ID"))
+	case a.AppPrivateKey == "":
+		return fmt.Errorf("%s is required", either("ZHIMA_APP_PRIVATE_KEY"))
+	case a.AlipayPublicKey == "" && !a.CertMode():
+		return fmt.Errorf("%s is required, or certificate mode: %s, %s and %s", name("ZHIMA_ALIPAY_PUBLIC_KEY_FILE"),
+			name("ZHIMA_APP_CERT_FILE"), name("ZHIMA_ALIPAY_CERT_FILE"), name("ZHIMA_ALIPAY_ROOT_CERT_FILE"))
 	}
 	return nil
 }
 
 // CertMode says the three certificate variables are set.
-func (c Config) CertMode() bool {
-	return c.AppCert != "" && c.AlipayCert != "" && c.AlipayRootCert != ""
+func (a App) CertMode() bool {
+	return a.AppCert != "" && a.AlipayCert != "" && a.AlipayRootCert != ""
 }
 
 // checkMode refuses both ways of verifying answers at once, and some of the
 // certificate variables without the others.
-func (c Config) checkMode() error {
+func (a App) checkMode(name func(string) string) error {
 	certs := []struct{ name, value string }{
-		{"ZHIMA_APP_CERT", c.AppCert}, {"ZHIMA_ALIPAY_CERT", c.AlipayCert}, {"ZHIMA_ALIPAY_ROOT_CERT", c.AlipayRootCert},
+		{"ZHIMA_APP_CERT", a.AppCert}, {"ZHIMA_ALIPAY_CERT", a.AlipayCert}, {"ZHIMA_ALIPAY_ROOT_CERT", a.AlipayRootCert},
 	}
+	label := func(v string) string { return name(v) + "[" + strings.TrimPrefix(name(v+"_FILE"), name(v)) + "]" }
 	var set, missing []string
 	for _, v := range certs {
 		if v.value != "" {
-			set = append(set, v.name+"[_FILE]")
+			set = append(set, label(v.name))
 		} else {
-			missing = append(missing, v.name+"[_FILE]")
+			missing = append(missing, label(v.name))
 		}
 	}
 	switch {
-	case len(set) > 0 && c.AlipayPublicKey != "":
-		return fmt.Errorf("config: ZHIMA_ALIPAY_PUBLIC_KEY[_FILE] and %s are both set: choose public-key mode or certificate mode, as the app is set up in the Alipay console", strings.Join(set, ", "))
+	case len(set) > 0 && a.AlipayPublicKey != "":
+		return fmt.Errorf("%s and %s are both set: choose public-key mode or certificate mode, as the app is set up in the Alipay console", label("ZHIMA_ALIPAY_PUBLIC_KEY"), strings.Join(set, ", "))
 	case len(set) > 0 && len(missing) > 0:
-		return fmt.Errorf("config: certificate mode needs all three certificates: %s set, %s missing", strings.Join(set, ", "), strings.Join(missing, ", "))
+		return fmt.Errorf("certificate mode needs all three certificates: %s set, %s missing", strings.Join(set, ", "), strings.Join(missing, ", "))
 	}
 	return nil
 }
@@ -204,25 +248,11 @@ func (c Config) String() string {
 		tokens[i] = redact(t)
 	}
 	c.APITokens = tokens
+	c.apps = nil // the file's inline keys are not printed; AppsFile names it
 	if u, err := url.Parse(c.RedisURL); err == nil && u.User != nil {
 		u.User = url.User(u.User.Username())
 		c.RedisURL = u.String()
 	}
 	type plain Config
 	return fmt.Sprintf("%+v", plain(c))
-}
-
-// reader collects the first malformed setting.
-type reader struct {
-	err error
-}
-
-func (r *reader) fail(name, detail string) {
-	r.failErr(fmt.Errorf("config: %s: %s", name, detail))
-}
-
-func (r *reader) failErr(err error) {
-	if r.err == nil {
-		r.err = err
-	}
 }

@@ -36,6 +36,9 @@ type Var struct {
 	Help string
 	// Reads are the commands that use the variable.
 	Reads Command
+	// PerApp says the variable is one app's (App): ZHIMA_APPS_FILE gives
+	// it per app instead, under its name in lower case less "ZHIMA_".
+	PerApp bool
 	// Set checks the form of a value that is set (never "") and puts it into
 	// c; its error is the detail after "config: NAME: " and never quotes a
 	// secret.
@@ -48,26 +51,29 @@ type Var struct {
 var Table = []Var{
 	{Name: "REDIS_URL", Default: "redis://127.0.0.1:6379/0", Reads: Both,
 		Help: "redis://, rediss:// or redis-sentinel://", Set: str(func(c *Config) *string { return &c.RedisURL })},
-	{Name: "ZHIMA_GATEWAY_URL", Default: zhima.DefaultGatewayURL, Reads: Worker,
+	{Name: "ZHIMA_GATEWAY_URL", PerApp: true, Default: zhima.DefaultGatewayURL, Reads: Worker,
 		Help: "gateway endpoint", Set: str(func(c *Config) *string { return &c.GatewayURL })},
-	{Name: "ZHIMA_APP_ID", Reads: Both,
+	{Name: "ZHIMA_APP_ID", PerApp: true, Reads: Both,
 		Help: "the Alipay app (required)", Set: str(func(c *Config) *string { return &c.AppID })},
-	{Name: "ZHIMA_APP_PRIVATE_KEY", File: true, Reads: Worker,
+	{Name: "ZHIMA_APP_PRIVATE_KEY", PerApp: true, File: true, Reads: Worker,
 		Help: "app private key, PEM or bare base64 (required)", Set: str(func(c *Config) *string { return &c.AppPrivateKey })},
-	{Name: "ZHIMA_ALIPAY_PUBLIC_KEY", File: true, Reads: Worker,
+	{Name: "ZHIMA_ALIPAY_PUBLIC_KEY", PerApp: true, File: true, Reads: Worker,
 		Help: "Alipay public key, PEM or bare base64 (required in public-key mode)", Set: str(func(c *Config) *string { return &c.AlipayPublicKey })},
-	{Name: "ZHIMA_APP_CERT", File: true, Reads: Worker,
+	{Name: "ZHIMA_APP_CERT", PerApp: true, File: true, Reads: Worker,
 		Help: "certificate mode: the app public key certificate, PEM (appCertPublicKey_<app_id>.crt)", Set: str(func(c *Config) *string { return &c.AppCert })},
-	{Name: "ZHIMA_ALIPAY_CERT", File: true, Reads: Worker,
+	{Name: "ZHIMA_ALIPAY_CERT", PerApp: true, File: true, Reads: Worker,
 		Help: "certificate mode: the Alipay public key certificate, PEM (alipayCertPublicKey_RSA2.crt)", Set: str(func(c *Config) *string { return &c.AlipayCert })},
-	{Name: "ZHIMA_ALIPAY_ROOT_CERT", File: true, Reads: Worker,
+	{Name: "ZHIMA_ALIPAY_ROOT_CERT", PerApp: true, File: true, Reads: Worker,
 		Help: "certificate mode: the Alipay root certificates, PEM (alipayRootCert.crt)", Set: str(func(c *Config) *string { return &c.AlipayRootCert })},
-	{Name: "ZHIMA_ENCRYPT_KEY", File: true, Reads: Worker,
+	{Name: "ZHIMA_ENCRYPT_KEY", PerApp: true, File: true, Reads: Worker,
 		Help: "AES content encryption for every call: the console's base64 key", Set: setEncryptKey},
-	{Name: "ZHIMA_CHARSET", Default: "utf-8", Reads: Worker,
+	{Name: "ZHIMA_CHARSET", PerApp: true, Default: "utf-8", Reads: Worker,
 		Help: "utf-8 or GBK", Set: setCharset},
-	{Name: "ZHIMA_SIGN_TYPE", Default: "RSA2", Reads: Worker,
+	{Name: "ZHIMA_SIGN_TYPE", PerApp: true, Default: "RSA2", Reads: Worker,
 		Help: "RSA2 or RSA", Set: setSignType},
+	{Name: "ZHIMA_APPS_FILE", Reads: Both,
+		Help: "several apps, each with its keys, qps and daily_budget (YAML; see README); in place of the single-app ZHIMA_* variables",
+		Set:  str(func(c *Config) *string { return &c.AppsFile })},
 	{Name: "ZHIMA_TIMEOUT", Default: "15s", Reads: Worker,
 		Help: "one gateway call, connect to last byte", Set: duration(func(c *Config) *time.Duration { return &c.GatewayTimeout })},
 	{Name: "WORKER_CONCURRENCY", Default: "50", Reads: Worker,
@@ -82,7 +88,7 @@ var Table = []Var{
 		Help: "how long a transaction_id stays claimed", Set: duration(func(c *Config) *time.Duration { return &c.DedupWindow })},
 	{Name: "RESULT_TTL", Default: "168h", Reads: Both,
 		Help: "how long records stay readable", Set: duration(func(c *Config) *time.Duration { return &c.ResultTTL })},
-	{Name: "ZHIMA_QPS", Default: "0", Reads: Worker,
+	{Name: "ZHIMA_QPS", PerApp: true, Default: "0", Reads: Worker,
 		Help: "gateway calls per second per app, all workers together; 0 = no limit", Set: setQPS},
 	{Name: "POLL_INTERVAL", Default: "200ms", Reads: Worker,
 		Help: "how often due retries go back to the queue and an idle worker looks again; retries due sooner run in the handler",
@@ -131,10 +137,7 @@ var Variables = variables()
 func variables() []string {
 	var names []string
 	for _, v := range Table {
-		names = append(names, v.Name)
-		if v.File {
-			names = append(names, v.Name+"_FILE")
-		}
+		names = append(names, v.names()...)
 	}
 	return names
 }
@@ -183,26 +186,26 @@ func (v Var) label() string {
 }
 
 // value reads v from getenv: "" when unset; with File, NAME or the file
-// NAME_FILE names, trimmed. A failure names the variable at fault.
-func (v Var) value(getenv func(string) string) (string, error) {
+// NAME_FILE names, trimmed. A failure names the setting at fault, as name
+// calls it.
+func (v Var) value(getenv func(string) string, name func(string) string) (string, error) {
 	if !v.File {
 		return getenv(v.Name), nil
 	}
-	name := v.Name
-	val, file := getenv(name), getenv(name+"_FILE")
+	val, file := getenv(v.Name), getenv(v.Name+"_FILE")
 	switch {
 	case val != "" && file != "":
-		return "", fmt.Errorf("config: %s: set either %s or %s_FILE, not both", name, name, name)
+		return "", fmt.Errorf("%s: set either %s or %s, not both", name(v.Name), name(v.Name), name(v.Name+"_FILE"))
 	case val != "":
 		return strings.TrimSpace(val), nil
 	case file != "":
 		b, err := os.ReadFile(file)
 		if err != nil {
-			return "", fmt.Errorf("config: %s_FILE: cannot read %s: %v", name, file, errors.Unwrap(err))
+			return "", fmt.Errorf("%s: cannot read %s: %v", name(v.Name+"_FILE"), file, errors.Unwrap(err))
 		}
 		s := strings.TrimSpace(string(b))
 		if s == "" {
-			return "", fmt.Errorf("config: %s_FILE: %s is empty", name, file)
+			return "", fmt.Errorf("%s: %s is empty", name(v.Name+"_FILE"), file)
 		}
 		return s, nil
 	}

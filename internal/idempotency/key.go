@@ -45,6 +45,9 @@ func (k Key) Validate() error {
 	return nil
 }
 
+// ValidAppID reports whether id can be a Key's AppID (see Validate).
+func ValidAppID(id string) error { return checkPart("app_id", id) }
+
 func checkPart(name, v string) error {
 	if v == "" {
 		return fmt.Errorf("idempotency: key: %s is empty", name)
