@@ -17,6 +17,13 @@ type Job struct {
 	BizContent json.RawMessage `json:"biz_content"`
 	// AppAuthToken is sent as app_auth_token when set.
 	AppAuthToken string `json:"app_auth_token,omitempty"`
+	// AppID names the app the job is for, one of the producer's
+	// (ZHIMA_APPS_FILE); "" is the producer's first, ProducerConfig.AppID.
+	AppID string `json:"app_id,omitempty"`
+	// Lane is "interactive" for a job an applicant waits for: it goes
+	// before batch jobs in the queue and at the rate limiter. "" is
+	// "batch".
+	Lane string `json:"lane,omitempty"`
 }
 
 // MaxJobBytes bounds one job line: a 1 MiB face picture plus room for the rest.

@@ -119,9 +119,9 @@ func TestParseJobNeverQuotesAnUnknownField(t *testing.T) {
 		name, line, subMsg, input string
 	}{
 		{"a name as a field lists the fields", `{"method":"zhima.credit.score.brief.get","biz_content":` + biz + `,"zhangsan":"张三"}`,
-			"job: unknown field; want one of method, biz_content, app_auth_token", "zhangsan"},
+			"job: unknown field; want one of method, biz_content, app_auth_token, app_id, lane", "zhangsan"},
 		{"a misspelt field lists the fields", `{"method":"zhima.credit.score.brief.get","bizcontent":` + biz + `}`,
-			"job: unknown field; want one of method, biz_content, app_auth_token", "bizcontent"},
+			"job: unknown field; want one of method, biz_content, app_auth_token, app_id, lane", "bizcontent"},
 		{"a field in capitals names the known one", `{"Method":"zhima.credit.score.brief.get","biz_content":` + biz + `}`,
 			"job: unknown field; did you mean method", "Method"},
 	}

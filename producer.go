@@ -1,6 +1,7 @@
 package zhimaq
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,8 +25,12 @@ import (
 
 // ProducerConfig configures a Producer. Zero values mean the defaults.
 type ProducerConfig struct {
-	// AppID is the Alipay app the jobs are for. Required.
+	// AppID is the Alipay app a job is for when it names none (Job.AppID).
+	// Required.
 	AppID string
+	// OtherAppIDs are the further apps jobs may name (the rest of
+	// ZHIMA_APPS_FILE); a job naming any other app is rejected.
+	OtherAppIDs []string
 	// DataKeys seal each job's personal data before it enters Redis:
 	// "id:base64-of-32-bytes,…", the first seals (DATA_KEYS). Required; the
 	// value "plaintext" stores personal data in clear instead.
@@ -62,7 +67,7 @@ type Producer struct {
 	keys          *seal.Keyring
 	callbackHosts hosts.List
 	results       *results.Store
-	listed        atomic.Bool // the queue is in asynq:queues (a claim enqueued a task)
+	listed        [2]atomic.Bool // the batch, interactive queue is in asynq:queues (a claim enqueued a task)
 	batches       *batches.Store
 }
 
@@ -71,6 +76,11 @@ type Producer struct {
 func NewProducer(rdb redis.UniversalClient, cfg ProducerConfig) (*Producer, error) {
 	if cfg.AppID == "" {
 		return nil, errors.New("zhimaq: producer: AppID is required")
+	}
+	for _, id := range append([]string{cfg.AppID}, cfg.OtherAppIDs...) {
+		if err := idempotency.ValidAppID(id); err != nil {
+			return nil, errors.New("zhimaq: producer: an app id holds ':', a space or a control character")
+		}
 	}
 	if cfg.DataKeys == "" {
 		return nil, errors.New(`zhimaq: producer: DataKeys is required (or "plaintext" to keep personal data in clear)`)
@@ -186,7 +196,15 @@ func (p *Producer) claimRequest(pj preparedJob, batchID string) (results.ClaimRe
 	if pj.err != nil {
 		return results.ClaimRequest{}, &Submission{Record: rejection(job, pj.transaction(), pj.err), BatchID: batchID}, nil
 	}
-	key := idempotency.Key{AppID: p.cfg.AppID, Method: job.Method, TransactionID: pj.req.Transaction()}
+	key := idempotency.Key{AppID: cmp.Or(job.AppID, p.cfg.AppID), Method: job.Method, TransactionID: pj.req.Transaction()}
+	if !p.serves(key.AppID) {
+		return results.ClaimRequest{}, &Submission{Record: rejection(job, key.TransactionID,
+			zhima.InvalidParameter(job.Method, "app_id: is not an app of this deployment (ZHIMA_APP_ID or ZHIMA_APPS_FILE)")), BatchID: batchID}, nil
+	}
+	lane, err := payload.ParseLane(job.Lane)
+	if err != nil {
+		return results.ClaimRequest{}, &Submission{Record: rejection(job, key.TransactionID, zhima.InvalidParameter(job.Method, err.Error())), BatchID: batchID}, nil
+	}
 	if pj.parseErr != nil {
 		return results.ClaimRequest{}, &Submission{Record: rejection(job, key.TransactionID, zhima.InvalidParameter(job.Method, "biz_content: "+pj.parseErr.Error())), BatchID: batchID}, nil
 	}
@@ -198,8 +216,8 @@ func (p *Producer) claimRequest(pj preparedJob, batchID string) (results.ClaimRe
 		fp, previous = digests[0], digests[1:]
 	}
 	now := p.cfg.Now().UTC().Truncate(time.Millisecond) // as the record keeps it
-	rec := &results.Record{Method: job.Method, TransactionID: key.TransactionID, State: results.Queued, EnqueuedAt: &now, UpdatedAt: now, BatchID: batchID}
-	task, err := p.task(key, job)
+	rec := &results.Record{AppID: key.AppID, Method: job.Method, TransactionID: key.TransactionID, State: results.Queued, EnqueuedAt: &now, UpdatedAt: now, BatchID: batchID}
+	task, err := p.task(key, job, lane)
 	if err != nil {
 		return results.ClaimRequest{}, nil, fmt.Errorf("zhimaq: submit %s: %w", key, err)
 	}
@@ -230,46 +248,86 @@ func (p *Producer) answer(pj preparedJob, req results.ClaimRequest, outcome idem
 		return &Submission{Record: rejection(job, key.TransactionID,
 			zhima.TransactionIDExpired(job.Method, "transaction_id was first used more than the de-duplication window ago; use a new one")), BatchID: batchID}, nil
 	}
-	p.listed.Store(true)
+	p.listed[laneIndex(req.Claim.Enqueue.Queue != p.cfg.Queue)].Store(true)
 	return &Submission{Record: recordOf(req.Record), BatchID: batchID}, nil
 }
 
-// task is the job's task, its payload sealed.
-func (p *Producer) task(key idempotency.Key, job Job) (*taskwire.Task, error) {
+// task is the job's task for lane, its payload sealed.
+func (p *Producer) task(key idempotency.Key, job Job, lane string) (*taskwire.Task, error) {
 	pl := &payload.Payload{AppID: key.AppID, Method: key.Method, TransactionID: key.TransactionID,
 		AppAuthToken: job.AppAuthToken, BizContent: job.BizContent}
 	if err := pl.Seal(p.keys); err != nil {
 		return nil, err
 	}
-	t, err := payload.Wire(pl, p.cfg.Queue)
+	t, err := payload.Wire(pl, payload.LaneQueue(p.cfg.Queue, lane))
 	if err == nil {
-		t.Listed = p.listed.Load()
+		t.Listed = p.listed[laneIndex(lane == payload.LaneInteractive)].Load()
 	}
 	return t, err
 }
 
-// Ref names one job of this producer's app.
+// laneIndex is the index of a lane's flag in Producer.listed.
+func laneIndex(interactive bool) int {
+	if interactive {
+		return 1
+	}
+	return 0
+}
+
+// serves says app is one of the producer's.
+func (p *Producer) serves(app string) bool {
+	return app == p.cfg.AppID || slices.Contains(p.cfg.OtherAppIDs, app)
+}
+
+// Ref names one job.
 type Ref struct {
+	// AppID is the job's app; "" is the producer's first (ProducerConfig.AppID).
+	AppID         string `json:"app_id,omitempty"`
 	Method        string `json:"method"`
 	TransactionID string `json:"transaction_id"`
 }
 
-func (p *Producer) key(r Ref) idempotency.Key {
-	return idempotency.Key{AppID: p.cfg.AppID, Method: r.Method, TransactionID: r.TransactionID}
+// ErrUnknownApp is returned for a Ref naming an app the producer does not serve.
+var ErrUnknownApp = errors.New("zhimaq: app_id is not an app of this deployment (ZHIMA_APP_ID or ZHIMA_APPS_FILE)")
+
+// key is r's transaction, or ErrUnknownApp.
+func (p *Producer) key(r Ref) (idempotency.Key, error) {
+	app := cmp.Or(r.AppID, p.cfg.AppID)
+	if !p.serves(app) {
+		return idempotency.Key{}, ErrUnknownApp
+	}
+	return idempotency.Key{AppID: app, Method: r.Method, TransactionID: r.TransactionID}, nil
+}
+
+// refKeys are the transactions of refs, or ErrUnknownApp.
+func (p *Producer) refKeys(refs []Ref) ([]idempotency.Key, error) {
+	keys := make([]idempotency.Key, len(refs))
+	for i, r := range refs {
+		k, err := p.key(r)
+		if err != nil {
+			return nil, err
+		}
+		keys[i] = k
+	}
+	return keys, nil
 }
 
 // Result returns a job's record, or ErrNotFound.
 func (p *Producer) Result(ctx context.Context, r Ref) (*Record, error) {
-	rec, err := p.results.Get(ctx, p.key(r))
+	k, err := p.key(r)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := p.results.Get(ctx, k)
 	return recordOf(rec), err
 }
 
 // Results returns the records of many jobs in few round trips; nil where a
 // job has none.
 func (p *Producer) Results(ctx context.Context, refs []Ref) ([]*Record, error) {
-	keys := make([]idempotency.Key, len(refs))
-	for i, r := range refs {
-		keys[i] = p.key(r)
+	keys, err := p.refKeys(refs)
+	if err != nil {
+		return nil, err
 	}
 	got, err := p.results.GetMany(ctx, keys)
 	recs := make([]*Record, len(got))

@@ -1,6 +1,7 @@
 package zhimaq
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -31,6 +32,9 @@ type SubmitOptions struct {
 	// failure, and if Redis does not answer a ping either the submission
 	// stops with ErrRedisUnreachable: no later line is read or submitted.
 	RedisPatience time.Duration
+	// Lane is the lane of the jobs that name none (Job.Lane): "" or
+	// "batch", or "interactive".
+	Lane string
 	// Emit, when set, is handed each line's submission once the batch
 	// holds it, in input order, from one goroutine. Its error stops the
 	// submission, and is returned.
@@ -269,9 +273,11 @@ func (p *Producer) submitAll(ctx context.Context, b *Batch, items iter.Seq2[batc
 			// the chunk filled after it.
 			push(slots, s, send)
 			s.chunk = seq
-			w := work{s: s, pj: prepare(r.item.job)}
+			job := r.item.job
+			job.Lane = cmp.Or(job.Lane, opts.Lane)
+			w := work{s: s, pj: prepare(job)}
 			if tid := w.pj.transaction(); tid != "" {
-				key := w.pj.job.Method + "\x00" + tid
+				key := cmp.Or(job.AppID, p.cfg.AppID) + "\x00" + job.Method + "\x00" + tid
 				w.prev, chain[key] = chain[key], s
 				if w.prev != nil && w.prev.chunk == seq {
 					w.prev = nil // the same pipeline runs it first

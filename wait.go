@@ -46,11 +46,15 @@ func (p *Producer) Wait(ctx context.Context, refs []Ref, opts WaitOptions) ([]*R
 	for i := range refs {
 		pending[i] = i
 	}
+	all, err := p.refKeys(refs)
+	if err != nil {
+		return recs, err
+	}
 	failures := 0
 	for {
 		keys := make([]idempotency.Key, len(pending))
 		for j, i := range pending {
-			keys[j] = p.key(refs[i])
+			keys[j] = all[i]
 		}
 		got, err := p.results.GetMany(ctx, keys)
 		switch {

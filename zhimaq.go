@@ -57,6 +57,9 @@ type ErrorInfo struct {
 // rejected job, "first_call_at" left out before the first gateway call;
 // times in UTC, RFC 3339.
 type Record struct {
+	// AppID is the app the job is for; "" for a job rejected before its
+	// app was known.
+	AppID         string
 	Method        string
 	TransactionID string
 	State         State
@@ -133,7 +136,7 @@ func recordOf(s *results.Record) *Record {
 	if s == nil {
 		return nil
 	}
-	r := &Record{Method: s.Method, TransactionID: s.TransactionID, State: State(s.State), Attempts: s.Attempts,
+	r := &Record{AppID: s.AppID, Method: s.Method, TransactionID: s.TransactionID, State: State(s.State), Attempts: s.Attempts,
 		Response: s.Response, EnqueuedAt: s.EnqueuedAt, UpdatedAt: s.UpdatedAt, FirstCallAt: s.FirstCallAt, BatchID: s.BatchID}
 	if s.Error != nil {
 		e := ErrorInfo(*s.Error)
@@ -144,7 +147,7 @@ func recordOf(s *results.Record) *Record {
 
 // stored is r in the stored form, with duplicate and batchID as given.
 func (r *Record) stored(duplicate bool, batchID string) *results.Record {
-	s := &results.Record{Method: r.Method, TransactionID: r.TransactionID, State: results.State(r.State), Attempts: r.Attempts,
+	s := &results.Record{AppID: r.AppID, Method: r.Method, TransactionID: r.TransactionID, State: results.State(r.State), Attempts: r.Attempts,
 		Duplicate: duplicate, Response: r.Response, EnqueuedAt: r.EnqueuedAt, UpdatedAt: r.UpdatedAt, FirstCallAt: r.FirstCallAt, BatchID: batchID}
 	if r.Error != nil {
 		e := results.ErrorInfo(*r.Error)

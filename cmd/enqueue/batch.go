@@ -18,14 +18,15 @@ import (
 
 var batchUsage = `enqueue batch — submits jobs from a JSON Lines file and prints their result records.
 
-Usage: enqueue batch [--wait] [--timeout D] [--parallel N] [--redis-patience D] [--callback URL] FILE|-
+Usage: enqueue batch [--wait] [--timeout D] [--parallel N] [--redis-patience D] [--callback URL] [--lane L] FILE|-
 
 Reads FILE, or standard input when FILE is "-", one job per line:
   {"method":"zhima.credit.score.brief.get","biz_content":{"transaction_id":"T1",
    "product_code":"w1010100000000002733","cert_type":"IDENTITY_CARD",
    "cert_no":"...","name":"...","admittance_score":650}}
-with field names as in Alipay's pages and an optional top-level
-"app_auth_token". Lines that hold only whitespace are skipped and get no
+with field names as in Alipay's pages and optional top-level
+"app_auth_token", "app_id" (one of ZHIMA_APPS_FILE's apps; default: its
+first, or ZHIMA_APP_ID) and "lane" ("interactive" or "batch"). Lines that hold only whitespace are skipped and get no
 record. A line may hold up to ` + maxJobBytesText + ` bytes (room for a 1 MiB
 face_contrast_picture); a longer one is rejected without being read whole.
 
@@ -69,6 +70,9 @@ Flags:
                  "finished_at"}, signed with the workers' CALLBACK_SECRET in
                  the X-Zhimaq-Signature header, and retries with backoff
                  until URL answers 2xx. enqueue itself needs no secret.
+  --lane L       the lane of the lines that name none: "batch" [default], or
+                 "interactive" for jobs an applicant waits for: they go
+                 before batch jobs in the queue and at the rate limiter.
 
 If Redis fails while a line is submitted, enqueue tries again for
 --redis-patience (default 30s: a Redis restart or failover goes unnoticed);
@@ -101,6 +105,7 @@ type batchFlags struct {
 	parallel int
 	patience time.Duration
 	callback string
+	lane     string
 }
 
 // runBatch is `enqueue batch`: it checks the arguments and the
@@ -113,6 +118,7 @@ func runBatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	fs.IntVar(&f.parallel, "parallel", zhimaq.DefaultParallel, "")
 	fs.DurationVar(&f.patience, "redis-patience", zhimaq.DefaultRedisPatience, "")
 	fs.StringVar(&f.callback, "callback", "", "")
+	fs.StringVar(&f.lane, "lane", "", "")
 	files, code, err := parseArgs(fs, args, batchUsage, stdout, stderr)
 	if err != nil {
 		return code
@@ -130,6 +136,8 @@ func runBatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return usageError(stderr, "batch", "--timeout must not be negative")
 	case f.timeout > 0 && !f.wait:
 		return usageError(stderr, "batch", "--timeout only applies with --wait")
+	case f.lane != "" && f.lane != "batch" && f.lane != "interactive":
+		return usageError(stderr, "batch", "--lane must be interactive or batch")
 	case f.callback != "" && !hosts.ValidURL(f.callback):
 		return usageError(stderr, "batch", "--callback must be an absolute http or https URL without user info, its host a plain DNS name or an IP address without a zone")
 	}
@@ -202,6 +210,7 @@ func (b *batch) run(ctx context.Context, in io.Reader, stdout io.Writer) int {
 	lastLine, stopErr := b.batch.SubmitJSONL(ctx, in, zhimaq.SubmitOptions{
 		Parallel:      b.flags.parallel,
 		RedisPatience: b.patience(),
+		Lane:          b.flags.lane,
 		Emit:          func(sub *zhimaq.Submission) error { return b.emit(out, sub) },
 		Flush:         out.Flush,
 	})

@@ -14,11 +14,12 @@ import (
 
 var getUsage = `enqueue get — prints the result record of one job.
 
-Usage: enqueue get --method M --transaction-id T
+Usage: enqueue get --method M --transaction-id T [--app-id A]
 
 Prints the record (one JSON line) of the job with gateway method M (one of
 zhima.customer.certification.initialize, zhima.credit.score.brief.get,
-zhima.credit.relation.query) and transaction_id T, submitted for ZHIMA_APP_ID.
+zhima.credit.relation.query) and transaction_id T, submitted for app A
+(default: the first app of ZHIMA_APPS_FILE, or ZHIMA_APP_ID).
 Records stay readable for RESULT_TTL after their last change.
 
 Exit status: 0 when the record was printed; 1 when there is none (never
@@ -37,6 +38,7 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 	var ref zhimaq.Ref
 	fs.StringVar(&ref.Method, "method", "", "")
 	fs.StringVar(&ref.TransactionID, "transaction-id", "", "")
+	fs.StringVar(&ref.AppID, "app-id", "", "")
 	rest, code, err := parseArgs(fs, args, getUsage, stdout, stderr)
 	switch {
 	case err != nil:
@@ -59,8 +61,11 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 	}
 	defer p.Close()
 	rec, err := p.Result(ctx, ref)
-	if errors.Is(err, zhimaq.ErrNotFound) {
-		fmt.Fprintf(stderr, "enqueue get: no record for %s transaction_id %s (never submitted for this ZHIMA_APP_ID, rejected, or expired)\n",
+	switch {
+	case errors.Is(err, zhimaq.ErrUnknownApp):
+		return usageError(stderr, "get", "--app-id is not an app of ZHIMA_APP_ID or ZHIMA_APPS_FILE")
+	case errors.Is(err, zhimaq.ErrNotFound):
+		fmt.Fprintf(stderr, "enqueue get: no record for %s transaction_id %s (never submitted for this app, rejected, or expired)\n",
 			ref.Method, ref.TransactionID)
 		return exitFailed
 	}

@@ -171,8 +171,8 @@ func newProducer(getenv func(string) string) (*producer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.AppID == "" {
-		return nil, errors.New("config: ZHIMA_APP_ID is required")
+	if len(cfg.AppIDs()) == 0 {
+		return nil, errors.New("config: ZHIMA_APP_ID or ZHIMA_APPS_FILE is required")
 	}
 	if _, err := cfg.Keyring(); err != nil {
 		return nil, err

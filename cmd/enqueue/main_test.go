@@ -184,7 +184,7 @@ func TestConfigErrorsExit2(t *testing.T) {
 		env  map[string]string
 		want string
 	}{
-		{"no app id", map[string]string{}, "enqueue: config: ZHIMA_APP_ID is required\n"},
+		{"no app id", map[string]string{}, "enqueue: config: ZHIMA_APP_ID or ZHIMA_APPS_FILE is required\n"},
 		{"bad redis url", map[string]string{"ZHIMA_APP_ID": testAppID, "REDIS_URL": "http://127.0.0.1"}, "REDIS_URL"},
 		{"bad dedup window", map[string]string{"ZHIMA_APP_ID": testAppID, "DEDUP_WINDOW": "a day"}, "DEDUP_WINDOW"},
 	}

@@ -1,6 +1,7 @@
 package batches
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"iter"
@@ -70,7 +71,7 @@ func (s *Store) records(ctx context.Context, m *Meta, lines []Line) ([]*results.
 	var keys []idempotency.Key
 	for _, l := range lines {
 		if l.Rejected == nil {
-			keys = append(keys, idempotency.Key{AppID: m.AppID, Method: l.Method, TransactionID: l.TransactionID})
+			keys = append(keys, idempotency.Key{AppID: cmp.Or(l.AppID, m.AppID), Method: l.Method, TransactionID: l.TransactionID})
 		}
 	}
 	got, err := s.results.GetMany(ctx, keys)

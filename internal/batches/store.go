@@ -104,6 +104,8 @@ type Meta struct {
 // Line is one line of a batch: an accepted job, named by its method and
 // transaction_id, or a rejected line's record.
 type Line struct {
+	// AppID is the job's app; "" for the batch's (Meta.AppID).
+	AppID         string
 	Method        string
 	TransactionID string
 	// Duplicate marks a line whose job had been submitted before.
@@ -124,12 +126,13 @@ func LineOf(rec *results.Record, duplicate bool) Line {
 	if rec.State == results.Rejected {
 		return Line{Rejected: rec}
 	}
-	return Line{Method: rec.Method, TransactionID: rec.TransactionID, Duplicate: duplicate}
+	return Line{AppID: rec.AppID, Method: rec.Method, TransactionID: rec.TransactionID, Duplicate: duplicate}
 }
 
 // storedLine is a Line as the batch's list holds it (the forms of the
 // package comment).
 type storedLine struct {
+	AppID         string `json:"a,omitempty"` // "" for the batch's
 	Method        string `json:"m,omitempty"`
 	TransactionID string `json:"t,omitempty"`
 	Duplicate     bool   `json:"d,omitempty"`
@@ -149,7 +152,7 @@ type storedLine struct {
 func encodeLine(l Line, created time.Time) ([]byte, error) {
 	rec := l.Rejected
 	if rec == nil {
-		return json.Marshal(storedLine{Method: l.Method, TransactionID: l.TransactionID, Duplicate: l.Duplicate})
+		return json.Marshal(storedLine{AppID: l.AppID, Method: l.Method, TransactionID: l.TransactionID, Duplicate: l.Duplicate})
 	}
 	secs := rec.UpdatedAt.Sub(created) / time.Second // toward zero: never before created_at
 	late := rec.UpdatedAt.Sub(created.Add(secs * time.Second))
@@ -204,7 +207,7 @@ func decodeLine(raw []byte, created time.Time) (Line, error) {
 	if sl.Method == "" || sl.TransactionID == "" {
 		return Line{}, errors.New("names no job")
 	}
-	return Line{Method: sl.Method, TransactionID: sl.TransactionID, Duplicate: sl.Duplicate}, nil
+	return Line{AppID: sl.AppID, Method: sl.Method, TransactionID: sl.TransactionID, Duplicate: sl.Duplicate}, nil
 }
 
 // Store keeps batches in Redis. It is safe for concurrent use; a Writer is not.
@@ -312,6 +315,9 @@ func (w *Writer) Add(ctx context.Context, l Line) error {
 	}
 	if w.closed {
 		return fmt.Errorf("batches: add to %s: the batch is closed", w.meta.ID)
+	}
+	if l.AppID == w.meta.AppID {
+		l.AppID = "" // the batch's: not kept per line
 	}
 	b, err := encodeLine(l, w.meta.CreatedAt)
 	if err != nil {

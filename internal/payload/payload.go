@@ -137,6 +137,47 @@ func Wire(p *Payload, queue string) (*taskwire.Task, error) {
 	return &taskwire.Task{Type: TaskType(p.Method), Payload: b, ID: TaskID(p.Key()), Queue: queue, MaxRetry: MaxDeliveries}, nil
 }
 
+// A job's lane says which queue it waits in and how it asks the rate
+// limiter for a slot.
+const (
+	LaneBatch       = "batch"       // the default
+	LaneInteractive = "interactive" // an applicant is waiting: first in the queue and at the limiter
+)
+
+// ParseLane checks a job's "lane": "" is LaneBatch.
+func ParseLane(lane string) (string, error) {
+	switch lane {
+	case "", LaneBatch:
+		return LaneBatch, nil
+	case LaneInteractive:
+		return LaneInteractive, nil
+	}
+	return "", errors.New("lane: want interactive or batch")
+}
+
+// LaneQueue is the asynq queue of lane's jobs on base (ZHIMAQ_QUEUE):
+// base itself for batch, base + "-interactive".
+func LaneQueue(base, lane string) string {
+	if lane == LaneInteractive {
+		return base + "-interactive"
+	}
+	return base
+}
+
+// LaneOf is the lane of a task taken from queue on base.
+func LaneOf(base, queue string) string {
+	if queue == LaneQueue(base, LaneInteractive) {
+		return LaneInteractive
+	}
+	return LaneBatch
+}
+
+// Queues are a worker's asynq queues on base with their priorities, for
+// asynq's strict priority: interactive jobs are taken first.
+func Queues(base string) map[string]int {
+	return map[string]int{LaneQueue(base, LaneBatch): 1, LaneQueue(base, LaneInteractive): 2}
+}
+
 // ErrBadPayload marks a task payload that cannot be decoded; such a task can
 // never succeed.
 var ErrBadPayload = errors.New("bad task payload")

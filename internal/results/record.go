@@ -55,6 +55,10 @@ type ErrorInfo struct {
 // out until the first gateway call. Times are written in UTC, RFC 3339 with
 // the fraction of a second that is not zero.
 type Record struct {
+	// AppID is the app the job is for: the key's, filled in by the store
+	// (which keeps it in the key only); left out when unknown (a job
+	// rejected before its app was known).
+	AppID string `json:"app_id,omitempty"`
 	// Method and TransactionID name the job; a store keeps a record only
 	// under the key with the same method and transaction id.
 	Method        string `json:"method"`

@@ -302,8 +302,8 @@ func encode(op string, k idempotency.Key, rec *Record, m meta) ([]byte, error) {
 	if rec == nil {
 		return nil, fmt.Errorf("results: %s %s: %w: nil record", op, k, errEncode)
 	}
-	if rec.Method != k.Method || rec.TransactionID != k.TransactionID {
-		return nil, fmt.Errorf("results: %s %s: %w: its method or transaction_id is not the key's", op, k, errEncode)
+	if rec.Method != k.Method || rec.TransactionID != k.TransactionID || (rec.AppID != "" && rec.AppID != k.AppID) {
+		return nil, fmt.Errorf("results: %s %s: %w: its app_id, method or transaction_id is not the key's", op, k, errEncode)
 	}
 	data, reason := encodeV2(rec, m)
 	if reason != "" {
@@ -316,13 +316,16 @@ func encode(op string, k idempotency.Key, rec *Record, m meta) ([]byte, error) {
 func decode(k idempotency.Key, data []byte) (*Record, Version, error) {
 	if isLegacy(data) {
 		rec, err := decodeLegacy(k, data)
+		if rec != nil {
+			rec.AppID = k.AppID
+		}
 		return rec, Version{legacy: data}, err
 	}
 	rec, m, reason := decodeV2(data)
 	if reason != "" {
 		return nil, Version{}, &CorruptError{Key: k, Reason: reason}
 	}
-	rec.Method, rec.TransactionID = k.Method, k.TransactionID
+	rec.AppID, rec.Method, rec.TransactionID = k.AppID, k.Method, k.TransactionID
 	return rec, Version{meta: m}, nil
 }
 

@@ -31,7 +31,7 @@ func key(txID string) idempotency.Key {
 
 // queued returns a fresh queued record for k.
 func queued(k idempotency.Key) *Record {
-	return &Record{Method: k.Method, TransactionID: k.TransactionID, State: Queued, EnqueuedAt: ptr(t0), UpdatedAt: t0}
+	return &Record{AppID: k.AppID, Method: k.Method, TransactionID: k.TransactionID, State: Queued, EnqueuedAt: ptr(t0), UpdatedAt: t0}
 }
 
 func put(tb testing.TB, s *Store, k idempotency.Key, rec *Record) {

@@ -8,11 +8,18 @@ import (
 	"github.com/zhimaq/zhimaq/internal/config"
 )
 
-// ProducerConfig is the producer that cfg describes: its app, data keys,
+// ProducerConfig is the producer that cfg describes: its apps (the first of
+// ZHIMA_APPS_FILE, or ZHIMA_APP_ID, is a job's default), data keys,
 // queue, key prefix, windows, callback hosts and batch limit.
 func ProducerConfig(cfg config.Config) zhimaq.ProducerConfig {
+	var first string
+	ids := cfg.AppIDs()
+	if len(ids) > 0 {
+		first, ids = ids[0], ids[1:]
+	}
 	return zhimaq.ProducerConfig{
-		AppID:         cfg.AppID,
+		AppID:         first,
+		OtherAppIDs:   ids,
 		DataKeys:      cfg.DataKeys,
 		Queue:         cfg.Queue,
 		KeyPrefix:     cfg.KeyPrefix,

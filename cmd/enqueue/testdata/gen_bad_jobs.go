@@ -254,7 +254,7 @@ func main() {
 	// An unknown field name is never quoted (it may be personal data used as
 	// a key): the error lists the fields, or names the known one it matches
 	// but for letter case.
-	const jobFields = "job: unknown field; want one of method, biz_content, app_auth_token"
+	const jobFields = "job: unknown field; want one of method, biz_content, app_auth_token, app_id, lane"
 	const scoreFields = "biz_content: unknown field; want one of transaction_id, product_code, cert_type, cert_no, name, admittance_score"
 	badJob("unknown top-level field", job(methodScore, score(tid("FIELD"), next())).with("priority", 1), jobFields)
 	badJob("biz_content misspelt", obj{{"method", methodScore}, {"bizcontent", score(tid("FIELD"), next())}}, jobFields)
