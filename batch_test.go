@@ -95,7 +95,7 @@ func TestSubmitBatchRunsAndReadsBackInOrder(t *testing.T) {
 
 	st := p.waitBatch(t, id)
 	if st.Lines != 6 || st.Total != 4 || st.Finished != 4 || st.Counts[zhimaq.Succeeded] != 4 || st.Counts[zhimaq.Rejected] != 2 ||
-		st.Counts[zhimaq.Queued] != 0 || len(st.Counts) != 6 || !st.Complete || st.ETA != 0 || st.FinishedAt.Before(st.CreatedAt) {
+		st.Counts[zhimaq.Queued] != 0 || len(st.Counts) != 7 || !st.Complete || st.ETA != 0 || st.FinishedAt.Before(st.CreatedAt) {
 		t.Errorf("status = %+v", st)
 	}
 	check("read back", batchRecords(t, p.producer, id), []want{{"SB_1", zhimaq.Succeeded, false}, {"SB_2", zhimaq.Succeeded, false},

@@ -27,6 +27,8 @@ type BatchStatus struct {
 	// Total is the accepted lines; Finished, those whose job has succeeded
 	// or failed.
 	Total, Finished int
+	// Apps counts the accepted lines by their job's app id.
+	Apps map[string]int
 	// CreatedAt is when the batch was started.
 	CreatedAt time.Time
 	// Complete is true once every line is in (the producer closed the batch).
@@ -51,8 +53,8 @@ func (p *Producer) batchMeta(ctx context.Context, id string) (*batches.Meta, err
 		return nil, fmt.Errorf("zhimaq: batch %s: %w", id, ErrNotFound)
 	case err != nil:
 		return nil, fmt.Errorf("zhimaq: batch %s: %w", id, err)
-	case m.AppID != p.cfg.AppID:
-		return nil, fmt.Errorf("zhimaq: batch %s: %w", id, ErrNotFound) // another app's
+	case !p.serves(m.AppID):
+		return nil, fmt.Errorf("zhimaq: batch %s: %w", id, ErrNotFound) // another deployment's
 	}
 	return m, nil
 }
@@ -71,7 +73,7 @@ func (p *Producer) BatchStatus(ctx context.Context, id string) (*BatchStatus, er
 		return nil, fmt.Errorf("zhimaq: batch status: %w", err)
 	}
 	st := &BatchStatus{ID: m.ID, Lines: t.Lines, Counts: make(map[State]int, len(t.Counts)), Total: t.Total, Finished: t.Finished,
-		CreatedAt: m.CreatedAt, Complete: m.Complete, ETA: -1}
+		Apps: t.Apps, CreatedAt: m.CreatedAt, Complete: m.Complete, ETA: -1}
 	for s, n := range t.Counts {
 		st.Counts[State(s)] = n
 	}

@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -67,7 +67,7 @@ type Producer struct {
 	keys          *seal.Keyring
 	callbackHosts hosts.List
 	results       *results.Store
-	listed        [2]atomic.Bool // the batch, interactive queue is in asynq:queues (a claim enqueued a task)
+	listed        sync.Map // queue name → true: it is in asynq:queues (a claim enqueued a task there)
 	batches       *batches.Store
 }
 
@@ -203,10 +203,10 @@ func (p *Producer) claimRequest(pj preparedJob, batchID string) (results.ClaimRe
 	}
 	lane, err := payload.ParseLane(job.Lane)
 	if err != nil {
-		return results.ClaimRequest{}, &Submission{Record: rejection(job, key.TransactionID, zhima.InvalidParameter(job.Method, err.Error())), BatchID: batchID}, nil
+		return results.ClaimRequest{}, &Submission{Record: rejectionOf(job, key, zhima.InvalidParameter(job.Method, err.Error())), BatchID: batchID}, nil
 	}
 	if pj.parseErr != nil {
-		return results.ClaimRequest{}, &Submission{Record: rejection(job, key.TransactionID, zhima.InvalidParameter(job.Method, "biz_content: "+pj.parseErr.Error())), BatchID: batchID}, nil
+		return results.ClaimRequest{}, &Submission{Record: rejectionOf(job, key, zhima.InvalidParameter(job.Method, "biz_content: "+pj.parseErr.Error())), BatchID: batchID}, nil
 	}
 	fp := pj.parsed.Fingerprint(job.AppAuthToken)
 	// With data keys, Redis holds a keyed digest of the fingerprint: a plain
@@ -235,7 +235,7 @@ func (p *Producer) answer(pj preparedJob, req results.ClaimRequest, outcome idem
 	switch outcome {
 	case idempotency.Conflict:
 		p.dedup(job.Method, "conflict")
-		return &Submission{Record: rejection(job, key.TransactionID,
+		return &Submission{Record: rejectionOf(job, key,
 			zhima.TransactionIDRepeat(job.Method, "transaction_id was already used with other parameters within the window")), BatchID: batchID}, nil
 	case idempotency.Duplicate:
 		// The first job's record; its task was enqueued again if an earlier
@@ -245,10 +245,10 @@ func (p *Producer) answer(pj preparedJob, req results.ClaimRequest, outcome idem
 	case idempotency.Lapsed:
 		// The claim has expired but the record of the first use lives on:
 		// the gateway's one-day window for this transaction_id is over.
-		return &Submission{Record: rejection(job, key.TransactionID,
+		return &Submission{Record: rejectionOf(job, key,
 			zhima.TransactionIDExpired(job.Method, "transaction_id was first used more than the de-duplication window ago; use a new one")), BatchID: batchID}, nil
 	}
-	p.listed[laneIndex(req.Claim.Enqueue.Queue != p.cfg.Queue)].Store(true)
+	p.listed.Store(req.Claim.Enqueue.Queue, true)
 	return &Submission{Record: recordOf(req.Record), BatchID: batchID}, nil
 }
 
@@ -259,19 +259,11 @@ func (p *Producer) task(key idempotency.Key, job Job, lane string) (*taskwire.Ta
 	if err := pl.Seal(p.keys); err != nil {
 		return nil, err
 	}
-	t, err := payload.Wire(pl, payload.LaneQueue(p.cfg.Queue, lane))
+	t, err := payload.Wire(pl, payload.Queue(p.cfg.Queue, key.AppID, lane))
 	if err == nil {
-		t.Listed = p.listed[laneIndex(lane == payload.LaneInteractive)].Load()
+		_, t.Listed = p.listed.Load(t.Queue)
 	}
 	return t, err
-}
-
-// laneIndex is the index of a lane's flag in Producer.listed.
-func laneIndex(interactive bool) int {
-	if interactive {
-		return 1
-	}
-	return 0
 }
 
 // serves says app is one of the producer's.
@@ -349,6 +341,14 @@ func rejection(job Job, transactionID string, err error) *Record {
 		method = job.Method
 	}
 	return &Record{Method: method, TransactionID: transactionID, State: Rejected, UpdatedAt: now, Error: errorInfo(err)}
+}
+
+// rejectionOf is rejection for a job of a known app, key its transaction:
+// the record carries the app.
+func rejectionOf(job Job, key idempotency.Key, err error) *Record {
+	r := rejection(job, key.TransactionID, err)
+	r.AppID = key.AppID
+	return r
 }
 
 // errorInfo is the record's error object for err (see payload.ErrorInfo).

@@ -12,6 +12,7 @@ import (
 
 	"github.com/zhimaq/zhimaq"
 	"github.com/zhimaq/zhimaq/internal/config"
+	"github.com/zhimaq/zhimaq/internal/keyspace"
 	"github.com/zhimaq/zhimaq/internal/redistest"
 	"github.com/zhimaq/zhimaq/internal/sandbox"
 	"github.com/zhimaq/zhimaq/internal/seal"
@@ -39,7 +40,7 @@ func dumpRedis(tb testing.TB, rdb *redis.Client, srv *redistest.Server) (string,
 	ctx := context.Background()
 	var all strings.Builder
 	keys := 0
-	for _, pattern := range []string{srv.Prefix + "*", "asynq:{" + srv.Queue + "}:*"} {
+	for _, pattern := range []string{srv.Prefix + "*", keyspace.Queue(srv.Queue), keyspace.Queues(srv.Queue)} {
 		iter := rdb.Scan(ctx, 0, pattern, 1000).Iterator()
 		for iter.Next(ctx) {
 			k := iter.Val()

@@ -26,6 +26,7 @@ const (
 	Queued    State = "queued"    // waiting for a worker
 	Running   State = "running"   // a gateway call is under way
 	Retrying  State = "retrying"  // the last call failed transiently; another will follow
+	Held      State = "held"      // the app's daily budget for the method is spent: it runs after Beijing midnight
 	Succeeded State = "succeeded" // the gateway answered with code 10000, verified
 	Failed    State = "failed"    // a final error, or attempts or the window ran out
 )

@@ -1,7 +1,7 @@
 // Command bench measures zhimaq against its references on this machine,
 // prints a table of ratios and writes bench/RESULTS.md (package internal/bench).
 // Run it from the module's directory: `make bench`, or
-// `go run ./cmd/bench [-scale F] [-rounds N] [-only 1,2,3,4,5,6,sign,sign-openssl]`.
+// `go run ./cmd/bench [-scale F] [-rounds N] [-only 1,2,3,4,5,6,lanes,sign,sign-openssl]`.
 // BENCH_SCALE, when set, is the default of -scale.
 package main
 
@@ -38,7 +38,7 @@ func run(ctx context.Context, args []string) int {
 	}
 	fs.Float64Var(&o.Scale, "scale", scale, "multiply job counts and benchmark times (env BENCH_SCALE); 1 takes about 6 minutes")
 	fs.IntVar(&o.Rounds, "rounds", 5, "rounds per figure; the median is reported")
-	fs.StringVar(&o.Only, "only", "", "comma-separated figures to run: 1,2,3,4,5,6,sign,sign-openssl (default all)")
+	fs.StringVar(&o.Only, "only", "", "comma-separated figures to run: 1,2,3,4,5,6,lanes,sign,sign-openssl (default all)")
 	fs.StringVar(&o.Root, "root", ".", "the module's directory")
 	fs.StringVar(&o.Bin, "bin", "", "directory of worker and zhima-sandbox (default ROOT/bin; built when missing)")
 	fs.StringVar(&o.Out, "out", "", `Markdown report (default ROOT/bench/RESULTS.md; "-" for none)`)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/zhimaq/zhimaq"
 	"github.com/zhimaq/zhimaq/internal/launch"
+	"github.com/zhimaq/zhimaq/internal/payload"
 	"github.com/zhimaq/zhimaq/internal/procs"
 )
 
@@ -447,7 +448,7 @@ func (d *drill) waitProgress(ctx context.Context, refs []zhimaq.Ref, frac float6
 		if time.Now().After(deadline) {
 			return n, fmt.Errorf("only %d of %d jobs finished within %s", n, len(refs), limit)
 		}
-		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+		if err := launch.Sleep(ctx, 100*time.Millisecond); err != nil {
 			return n, err
 		}
 	}
@@ -477,18 +478,22 @@ func (d *drill) awaitAll(ctx context.Context, deadline time.Time) error {
 			d.logf("%d of %d accepted jobs finished", n, len(refs))
 			lastNote = time.Now()
 		}
-		if err := sleep(ctx, 500*time.Millisecond); err != nil {
+		if err := launch.Sleep(ctx, 500*time.Millisecond); err != nil {
 			return err
 		}
 	}
 }
 
-// queueInfo reads asynq's view of the drill's queue.
+// queueInfo reads asynq's view of the queue of the drill's jobs (its app's
+// batch lane).
 func (d *drill) queueInfo() (*asynq.QueueInfo, error) {
 	insp := asynq.NewInspectorFromRedisClient(d.rdb)
 	defer insp.Close()
-	return insp.GetQueueInfo(d.queue)
+	return insp.GetQueueInfo(d.jobQueue())
 }
+
+// jobQueue is the asynq queue of the drill's jobs.
+func (d *drill) jobQueue() string { return payload.Queue(d.queue, appID, payload.LaneBatch) }
 
 // close stops the drill's workers (each must exit 0 on SIGTERM) and its
 // gateway; a process that ended by itself is a problem.
@@ -520,18 +525,6 @@ func (d *drill) close() {
 		_ = d.gw.close()
 	}
 	d.producer.Close()
-}
-
-// sleep waits d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 var errSkipped = errors.New("skipped")

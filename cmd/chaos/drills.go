@@ -10,6 +10,7 @@ import (
 
 	"github.com/zhimaq/zhimaq"
 	"github.com/zhimaq/zhimaq/internal/idempotency"
+	"github.com/zhimaq/zhimaq/internal/launch"
 	"github.com/zhimaq/zhimaq/internal/procs"
 	"github.com/zhimaq/zhimaq/internal/results"
 	"github.com/zhimaq/zhimaq/internal/sandbox"
@@ -171,7 +172,7 @@ func drillKillWorker(ctx context.Context, d *drill) error {
 	}
 	d.logf("kill -9 worker-b (pid %d): %d of %d jobs finished, %d records running, %d tasks active in asynq",
 		victim.Pid(), done, len(refs), countRunning(recs), active)
-	if err := sleep(ctx, 10*time.Second); err != nil {
+	if err := launch.Sleep(ctx, 10*time.Second); err != nil {
 		return err
 	}
 	if _, err := d.startWorker(ctx, "worker-b"); err != nil {
@@ -209,7 +210,7 @@ func drillRestartRedis(ctx context.Context, d *drill) error {
 		return err
 	}
 	for pr.lines.Load() < int64(len(jobs)*2/5) && !pr.child.Exited() {
-		if err := sleep(ctx, 5*time.Millisecond); err != nil {
+		if err := launch.Sleep(ctx, 5*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -219,7 +220,7 @@ func drillRestartRedis(ctx context.Context, d *drill) error {
 	if err := srv.Shutdown(); err != nil {
 		return err
 	}
-	if err := sleep(ctx, 3*time.Second); err != nil {
+	if err := launch.Sleep(ctx, 3*time.Second); err != nil {
 		return err
 	}
 	if err := srv.Restart(ctx); err != nil {
@@ -308,7 +309,7 @@ func drillGatewayOutage(ctx context.Context, d *drill) error {
 	d.logf("gateway outage: every call answers 20000 for %s (%d of %d jobs finished)", d.outage, done, len(refs))
 	end := time.Now().Add(d.outage)
 	for time.Until(end) > 0 {
-		if err := sleep(ctx, min(20*time.Second, time.Until(end))); err != nil {
+		if err := launch.Sleep(ctx, min(20*time.Second, time.Until(end))); err != nil {
 			return err
 		}
 		if n, _, err := d.finished(ctx, refs); err == nil && time.Until(end) > time.Second {
@@ -593,7 +594,7 @@ func drillGracefulStop(ctx context.Context, d *drill) error {
 		d.note("after the stop: asynq holds %d tasks active (those would wait for lease recovery), %d pending, %d retry; %d records still say running; %d gateway requests in flight",
 			qi.Active, qi.Pending, qi.Retry, countRunning(recs), d.gw.proxy.stats().InFlight)
 	}
-	if err := sleep(ctx, 2*time.Second); err != nil {
+	if err := launch.Sleep(ctx, 2*time.Second); err != nil {
 		return err
 	}
 	if _, err := d.startWorker(ctx, "worker-a"); err != nil {

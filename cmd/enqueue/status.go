@@ -6,11 +6,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/zhimaq/zhimaq"
 	"github.com/zhimaq/zhimaq/internal/batches"
+	"github.com/zhimaq/zhimaq/internal/results"
 )
 
 var statusUsage = `enqueue status — shows where the jobs of a batch stand.
@@ -18,11 +21,14 @@ var statusUsage = `enqueue status — shows where the jobs of a batch stand.
 Usage: enqueue status --batch ID [--watch]
 
 Prints, for the batch ID that "enqueue batch" named (b_…), how many lines it
-holds, its lines by state (queued, running, retrying, succeeded, failed,
-rejected), the jobs finished so far and an estimate of the time left, from
-the rate at which its jobs have finished since the batch started:
+holds, its lines by state (queued, running, retrying, held, succeeded,
+failed, rejected; "held" jobs wait for Beijing midnight, their app's daily
+budget spent), its accepted lines by app, the jobs finished so far and an
+estimate of the time left, from the rate at which its jobs have finished
+since the batch started:
   batch b_20261126T031500Z_K3QF7A: 1000 lines, all in, started 2026-11-26T03:15:00Z
-  queued 3 · running 2 · retrying 5 · succeeded 950 · failed 30 · rejected 10
+  queued 3 · running 2 · retrying 5 · held 0 · succeeded 950 · failed 30 · rejected 10
+  by app: 2021000000000001 700 · 2021000000000002 290
   [###################.] 980/990 jobs finished · 950 succeeded · 30 failed · 12s left
 
 Flags:
@@ -181,13 +187,24 @@ func writeStatus(w io.Writer, st *zhimaq.BatchStatus) {
 		fmt.Fprintf(&s, ", done %s", st.FinishedAt.UTC().Format(time.RFC3339))
 	}
 	s.WriteByte('\n')
-	for i, state := range []zhimaq.State{zhimaq.Queued, zhimaq.Running, zhimaq.Retrying, zhimaq.Succeeded, zhimaq.Failed, zhimaq.Rejected} {
+	for i, state := range results.States {
 		if i > 0 {
 			s.WriteString(" · ")
 		}
-		fmt.Fprintf(&s, "%s %d", state, st.Counts[state])
+		fmt.Fprintf(&s, "%s %d", state, st.Counts[zhimaq.State(state)])
 	}
 	s.WriteByte('\n')
+	for i, app := range slices.Sorted(maps.Keys(st.Apps)) {
+		if i == 0 {
+			s.WriteString("by app: ")
+		} else {
+			s.WriteString(" · ")
+		}
+		fmt.Fprintf(&s, "%s %d", app, st.Apps[app])
+	}
+	if len(st.Apps) > 0 {
+		s.WriteByte('\n')
+	}
 	s.WriteString(renderProgress(tallyOf(st), st.ETA))
 	s.WriteByte('\n')
 	io.WriteString(w, s.String())

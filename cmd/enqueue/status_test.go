@@ -78,16 +78,19 @@ func TestStatusAndResults(t *testing.T) {
 		}
 		lines := strings.Split(strings.TrimSuffix(w.stdout, "\n"), "\n")
 		n := len(lines)
-		if n < 3 || !strings.HasPrefix(lines[n-3], "batch "+id+": 4 lines, all in, started ") || !strings.Contains(lines[n-3], ", done ") {
+		if n < 4 || !strings.HasPrefix(lines[n-4], "batch "+id+": 4 lines, all in, started ") || !strings.Contains(lines[n-4], ", done ") {
 			t.Fatalf("stdout:\n%s", w.stdout)
 		}
-		if want := "queued 0 · running 0 · retrying 0 · succeeded 3 · failed 0 · rejected 1"; lines[n-2] != want {
-			t.Errorf("counts %q, want %q", lines[n-2], want)
+		if want := "queued 0 · running 0 · retrying 0 · held 0 · succeeded 3 · failed 0 · rejected 1"; lines[n-3] != want {
+			t.Errorf("counts %q, want %q", lines[n-3], want)
+		}
+		if want := "by app: " + testAppID + " 3"; lines[n-2] != want {
+			t.Errorf("apps %q, want %q", lines[n-2], want)
 		}
 		if want := "[####################] 3/3 jobs finished · 3 succeeded · 0 failed"; lines[n-1] != want {
 			t.Errorf("progress %q, want %q", lines[n-1], want)
 		}
-		for _, l := range lines[:n-3] { // the watch lines before: "15:04:05 [...] …"
+		for _, l := range lines[:n-4] { // the watch lines before: "15:04:05 [...] …"
 			if !regexp.MustCompile(`^\d\d:\d\d:\d\d \[[#.]{20}\] \d/3 jobs finished`).MatchString(l) {
 				t.Errorf("watch line %q", l)
 			}
@@ -96,7 +99,7 @@ func TestStatusAndResults(t *testing.T) {
 
 	t.Run("status once done", func(t *testing.T) {
 		s := enqueue(t, env, "", "status", "--batch", id)
-		if s.code != exitOK || strings.Count(s.stdout, "\n") != 3 || !strings.Contains(s.stdout, "succeeded 3") {
+		if s.code != exitOK || strings.Count(s.stdout, "\n") != 4 || !strings.Contains(s.stdout, "succeeded 3") {
 			t.Errorf("exit %d\n%s%s", s.code, s.stdout, s.stderr)
 		}
 	})

@@ -2,6 +2,10 @@
 // languages: submit one job or a batch, read a job's record, a batch's
 // status and its records (JSON Lines or CSV). api/openapi.yaml describes it.
 //
+// Jobs are per app: a deployment may serve several Alipay apps
+// (ZHIMA_APPS_FILE), a job names its own in "app_id" and GET /v1/jobs/…
+// in its query, and none means the deployment's first.
+//
 // Every request needs "Authorization: Bearer <token>" with one of the
 // tokens of API_TOKENS; without tokens the worker serves no API at all.
 // Every refusal is counted (zhimaq_api_auth_failures_total) and logged at
@@ -53,6 +57,11 @@ const busyRetryAfter = "1"
 
 // Options configure a Server.
 type Options struct {
+	// AppID is the producer's default app (zhimaq.ProducerConfig.AppID):
+	// the Location of a job of any other app names it in its query
+	// (?app_id=), as GET /v1/jobs/… needs it. "" names the app in every
+	// Location whose record has one.
+	AppID string
 	// Tokens are the bearer tokens accepted (API_TOKENS). Required: a
 	// Server without tokens answers 401 to everything.
 	Tokens []string
@@ -75,6 +84,7 @@ type Options struct {
 // for concurrent use.
 type Server struct {
 	p        *zhimaq.Producer
+	appID    string // the default app, left out of a Location
 	tokens   [][sha256.Size]byte
 	maxBatch int64
 	slots    chan struct{} // one per request being served
@@ -88,9 +98,10 @@ type Server struct {
 	refusedNext time.Time // when the next log line may be written
 }
 
-// New returns the API over p, which submits and reads the jobs of p's app.
+// New returns the API over p, which submits and reads the jobs of p's
+// apps: a job or a GET names its app (app_id), or is for the default one.
 func New(p *zhimaq.Producer, opts Options) *Server {
-	s := &Server{p: p, maxBatch: opts.MaxBatchBytes, metrics: opts.Metrics, log: opts.Log, now: opts.Now, mux: http.NewServeMux()}
+	s := &Server{p: p, appID: opts.AppID, maxBatch: opts.MaxBatchBytes, metrics: opts.Metrics, log: opts.Log, now: opts.Now, mux: http.NewServeMux()}
 	if s.maxBatch <= 0 {
 		s.maxBatch = DefaultMaxBatchBytes
 	}
@@ -120,7 +131,7 @@ func New(p *zhimaq.Producer, opts Options) *Server {
 }
 
 // FromConfig builds a worker's API from its configuration: a
-// zhimaq.Producer on rdb for the app, queue and limits of cfg, counting
+// zhimaq.Producer on rdb for the apps, queue and limits of cfg, counting
 // de-duplication hits in m, and the Server over it with API_TOKENS and
 // API_MAX_REQUESTS. It is a worker.APIFunc. The closer closes the producer,
 // not rdb. Errors name the setting.
@@ -131,7 +142,7 @@ func FromConfig(rdb redis.UniversalClient, cfg config.Config, m *metrics.Metrics
 	if err != nil {
 		return nil, nil, err
 	}
-	return New(p, Options{Tokens: cfg.APITokens, MaxRequests: cfg.APIMaxRequests, Metrics: m, Log: log, Now: now}), p, nil
+	return New(p, Options{AppID: pc.AppID, Tokens: cfg.APITokens, MaxRequests: cfg.APIMaxRequests, Metrics: m, Log: log, Now: now}), p, nil
 }
 
 // ServeHTTP checks the bearer token, takes one of MaxRequests slots (or

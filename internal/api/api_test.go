@@ -3,6 +3,7 @@ package api_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
@@ -20,12 +21,16 @@ import (
 	"testing/iotest"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/zhimaq/zhimaq"
 	"github.com/zhimaq/zhimaq/internal/api"
 	"github.com/zhimaq/zhimaq/internal/batches"
 	"github.com/zhimaq/zhimaq/internal/config"
 	"github.com/zhimaq/zhimaq/internal/export"
+	"github.com/zhimaq/zhimaq/internal/idempotency"
 	"github.com/zhimaq/zhimaq/internal/logging"
+	"github.com/zhimaq/zhimaq/internal/payload"
 	"github.com/zhimaq/zhimaq/internal/redistest"
 	"github.com/zhimaq/zhimaq/internal/sandbox"
 	"github.com/zhimaq/zhimaq/internal/worker"
@@ -303,14 +308,15 @@ func TestAPIAgainstSpec(t *testing.T) {
 		if err != nil || len(rows) != 34 || strings.Join(rows[0], ",") != strings.Join(export.CSVColumns, ",") {
 			t.Fatalf("csv (%v):\n%s", err, a.body)
 		}
+		col := func(row []string, name string) string { return row[slices.Index(export.CSVColumns, name)] }
 		for i, row := range rows[1:] {
-			tid, state := row[3], row[4]
+			tid, state := col(row, "transaction_id"), col(row, "state")
 			switch {
 			case i < 30 && (tid != fmt.Sprintf("API_B%d", i) || state != "succeeded"):
 				t.Errorf("row %d: %q", i+1, row)
 			case i == 30 && state != "rejected":
 				t.Errorf("row %d: %q, want the rejected line", i+1, row)
-			case i >= 31 && (state != "succeeded" || row[6] != "true"):
+			case i >= 31 && (state != "succeeded" || col(row, "duplicate") != "true"):
 				t.Errorf("row %d: %q, want a duplicate", i+1, row)
 			}
 			if row[0] != fmt.Sprint(i+1) || row[1] != acc.BatchID {
@@ -431,6 +437,234 @@ func TestWorkerWarnsWhenAPIClientsMayNameAnyCallbackHost(t *testing.T) {
 	if strings.Contains(logs.String(), "CALLBACK_HOSTS") {
 		t.Errorf("a warning about CALLBACK_HOSTS although it is set:\n%s", logs.String())
 	}
+}
+
+// withFields is job with the top-level fields fields ("\"lane\":\"batch\"", …) before its own.
+func withFields(job string, fields ...string) string {
+	return "{" + strings.Join(fields, ",") + "," + job[1:]
+}
+
+// offSpec sends a request the spec refuses (a value outside an enum) with
+// the token, past the spec's request check, and checks the answer against
+// the spec.
+func offSpec(tb testing.TB, spec *specCheck, method, url, body, contentType string) answer {
+	tb.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", contentType)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	spec.checkAnswer(req, resp)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return answer{status: resp.StatusCode, header: resp.Header, body: b}
+}
+
+// queueOf is the asynq queue, of queues, whose pending list holds the task
+// of key's job; "" when none does.
+func queueOf(tb testing.TB, rdb redis.UniversalClient, key idempotency.Key, queues ...string) string {
+	tb.Helper()
+	id := payload.TaskID(key)
+	var found []string
+	for _, q := range queues {
+		ctx := context.Background()
+		n, err := rdb.Exists(ctx, "asynq:{"+q+"}:t:"+id).Result()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		pending, err := rdb.LRange(ctx, "asynq:{"+q+"}:pending", 0, -1).Result()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if n == 1 && slices.Contains(pending, id) {
+			found = append(found, q)
+		}
+	}
+	if len(found) > 1 {
+		tb.Fatalf("the task of %s is in queues %q", key, found)
+	}
+	if len(found) == 0 {
+		return ""
+	}
+	return found[0]
+}
+
+func TestAPIAppsAndLanes(t *testing.T) {
+	const other = "2021000000000002" // the deployment's second app
+	srv := redistest.New(t)
+	rdb := srv.Client(t)
+	interactive := payload.Queue(srv.Queue, zhimatest.AppID, payload.LaneInteractive)
+	batch := payload.Queue(srv.Queue, zhimatest.AppID, payload.LaneBatch)
+	p, err := zhimaq.NewProducer(rdb, zhimaq.ProducerConfig{AppID: zhimatest.AppID, OtherAppIDs: []string{other},
+		DataKeys: zhimatest.DataKeys, Queue: srv.Queue, KeyPrefix: srv.Prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	h := httptest.NewServer(api.New(p, api.Options{AppID: zhimatest.AppID, Tokens: []string{token}}))
+	defer h.Close()
+	spec := newSpecCheck(t, loadSpec(t), h.URL)
+	c := &client{tb: t, base: h.URL, http: &http.Client{Transport: spec, Timeout: 30 * time.Second}}
+	const method = "zhima.credit.score.brief.get"
+	key := func(app, tid string) idempotency.Key {
+		return idempotency.Key{AppID: app, Method: method, TransactionID: tid}
+	}
+
+	t.Run("lanes", func(t *testing.T) {
+		for _, tt := range []struct{ name, body, tid, queue string }{
+			{"job_of_the_interactive_lane_is_queued_interactive", withFields(scoreJob("LANE_J1", 600), `"lane":"interactive"`), "LANE_J1", interactive},
+			{"job_of_the_batch_lane_is_queued_batch", withFields(scoreJob("LANE_J2", 600), `"lane":"batch"`), "LANE_J2", batch},
+			{"job_without_a_lane_is_queued_batch", scoreJob("LANE_J3", 600), "LANE_J3", batch},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				a := c.do(http.MethodPost, "/v1/jobs", token, tt.body, "application/json")
+				if rec := a.record(t); a.status != http.StatusCreated || rec.State != zhimaq.Queued || rec.AppID != zhimatest.AppID {
+					t.Fatalf("POST /v1/jobs: %d %s", a.status, a.body)
+				}
+				if q := queueOf(t, rdb, key(zhimatest.AppID, tt.tid), batch, interactive); q != tt.queue {
+					t.Errorf("task in queue %q, want %q", q, tt.queue)
+				}
+			})
+		}
+		t.Run("job_of_another_lane_is_rejected", func(t *testing.T) {
+			a := offSpec(t, spec, http.MethodPost, h.URL+"/v1/jobs", withFields(scoreJob("LANE_J4", 600), `"lane":"fast"`), "application/json")
+			if rec := a.record(t); a.status != http.StatusUnprocessableEntity || rec.State != zhimaq.Rejected || rec.Error == nil ||
+				rec.Error.SubCode != "INVALID_PARAMETER" || !strings.HasPrefix(rec.Error.SubMsg, "lane:") {
+				t.Errorf("POST /v1/jobs: %d %s, want 422 INVALID_PARAMETER naming lane", a.status, a.body)
+			}
+		})
+		t.Run("batch_with_lane_interactive_queues_lines_without_one_interactive", func(t *testing.T) {
+			body := scoreJob("LANE_B1", 600) + "\n" + withFields(scoreJob("LANE_B2", 600), `"lane":"batch"`) + "\n"
+			if a := c.do(http.MethodPost, "/v1/batches?lane=interactive", token, body, "application/x-ndjson"); a.status != http.StatusAccepted {
+				t.Fatalf("POST /v1/batches?lane=interactive: %d %s", a.status, a.body)
+			}
+			for tid, want := range map[string]string{"LANE_B1": interactive, "LANE_B2": batch} {
+				if q := queueOf(t, rdb, key(zhimatest.AppID, tid), batch, interactive); q != want {
+					t.Errorf("task of %s in queue %q, want %q", tid, q, want)
+				}
+			}
+		})
+		t.Run("batch_with_lane_batch_queues_batch", func(t *testing.T) {
+			if a := c.do(http.MethodPost, "/v1/batches?lane=batch", token, scoreJob("LANE_B3", 600)+"\n", "application/x-ndjson"); a.status != http.StatusAccepted {
+				t.Fatalf("POST /v1/batches?lane=batch: %d %s", a.status, a.body)
+			}
+			if q := queueOf(t, rdb, key(zhimatest.AppID, "LANE_B3"), batch, interactive); q != batch {
+				t.Errorf("task in queue %q, want %q", q, batch)
+			}
+		})
+		t.Run("batch_with_another_lane_is_400_bad_lane", func(t *testing.T) {
+			for _, lane := range []string{"fast", "", "Interactive"} {
+				a := offSpec(t, spec, http.MethodPost, h.URL+"/v1/batches?lane="+url.QueryEscape(lane), scoreJob("LANE_B4", 600)+"\n", "application/x-ndjson")
+				if a.status != http.StatusBadRequest || a.errorCode(t) != "bad_lane" || !strings.Contains(string(a.body), "interactive or batch") {
+					t.Errorf("lane %q: %d %s, want 400 bad_lane", lane, a.status, a.body)
+				}
+				if lane != "" && strings.Contains(string(a.body), lane) {
+					t.Errorf("the answer quotes the lane: %s", a.body)
+				}
+			}
+			if a := c.do(http.MethodGet, "/v1/jobs/"+method+"/LANE_B4", token, nil, ""); a.status != http.StatusNotFound {
+				t.Errorf("a line of the refused batch was submitted: %d %s", a.status, a.body)
+			}
+		})
+	})
+
+	t.Run("apps", func(t *testing.T) {
+		var otherLocation string
+		t.Run("job_of_the_other_app_is_accepted_with_its_app_id", func(t *testing.T) {
+			a := c.do(http.MethodPost, "/v1/jobs", token, withFields(scoreJob("APP_J1", 600), `"app_id":"`+other+`"`), "application/json")
+			rec := a.record(t)
+			otherLocation = a.header.Get("Location")
+			if a.status != http.StatusCreated || rec.AppID != other || rec.State != zhimaq.Queued || !strings.HasPrefix(string(a.body), `{"app_id":"`+other+`",`) {
+				t.Fatalf("POST /v1/jobs: %d %s", a.status, a.body)
+			}
+			if want := "/v1/jobs/" + method + "/APP_J1?app_id=" + other; otherLocation != want {
+				t.Errorf("Location %q, want %q", otherLocation, want)
+			}
+		})
+		t.Run("job_of_the_default_app_has_a_location_without_app_id", func(t *testing.T) {
+			// The same transaction_id: jobs are per app, so this is a new job.
+			a := c.do(http.MethodPost, "/v1/jobs", token, withFields(scoreJob("APP_J1", 700), `"app_id":"`+zhimatest.AppID+`"`), "application/json")
+			if rec := a.record(t); a.status != http.StatusCreated || rec.Duplicate || rec.AppID != zhimatest.AppID {
+				t.Fatalf("POST /v1/jobs: %d %s", a.status, a.body)
+			}
+			if loc, want := a.header.Get("Location"), "/v1/jobs/"+method+"/APP_J1"; loc != want {
+				t.Errorf("Location %q, want %q", loc, want)
+			}
+		})
+		t.Run("job_of_an_app_not_served_is_rejected", func(t *testing.T) {
+			a := c.do(http.MethodPost, "/v1/jobs", token, withFields(scoreJob("APP_J2", 600), `"app_id":"2021000000000009"`), "application/json")
+			if rec := a.record(t); a.status != http.StatusUnprocessableEntity || rec.Error == nil || rec.Error.SubCode != "INVALID_PARAMETER" ||
+				!strings.HasPrefix(rec.Error.SubMsg, "app_id:") {
+				t.Errorf("POST /v1/jobs: %d %s, want 422 INVALID_PARAMETER naming app_id", a.status, a.body)
+			}
+		})
+		for _, tt := range []struct{ name, path, app string }{
+			{"get_at_the_location_finds_the_other_apps_record", otherLocation, other},
+			{"get_with_the_default_apps_id_finds_its_record", "/v1/jobs/" + method + "/APP_J1?app_id=" + zhimatest.AppID, zhimatest.AppID},
+			{"get_without_app_id_finds_the_default_apps_record", "/v1/jobs/" + method + "/APP_J1", zhimatest.AppID},
+			{"get_with_an_empty_app_id_finds_the_default_apps_record", "/v1/jobs/" + method + "/APP_J1?app_id=", zhimatest.AppID},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				a := c.do(http.MethodGet, tt.path, token, nil, "")
+				if rec := a.record(t); a.status != http.StatusOK || rec.AppID != tt.app || rec.TransactionID != "APP_J1" {
+					t.Errorf("GET %s: %d %s, want app %s's record", tt.path, a.status, a.body, tt.app)
+				}
+			})
+		}
+		t.Run("get_of_a_job_of_the_other_app_only_is_404_under_the_default", func(t *testing.T) {
+			c.do(http.MethodPost, "/v1/jobs", token, withFields(scoreJob("APP_J3", 600), `"app_id":"`+other+`"`), "application/json")
+			if a := c.do(http.MethodGet, "/v1/jobs/"+method+"/APP_J3", token, nil, ""); a.status != http.StatusNotFound || a.errorCode(t) != "not_found" {
+				t.Errorf("GET without app_id: %d %s, want 404", a.status, a.body)
+			}
+			if a := c.do(http.MethodGet, "/v1/jobs/"+method+"/APP_J3?app_id="+other, token, nil, ""); a.status != http.StatusOK {
+				t.Errorf("GET with app_id: %d %s, want 200", a.status, a.body)
+			}
+		})
+		t.Run("get_with_an_unknown_app_id_is_404", func(t *testing.T) {
+			for _, app := range []string{"2021000000000009", "20210000:bad", "2021 0009"} {
+				a := c.do(http.MethodGet, "/v1/jobs/"+method+"/APP_J1?app_id="+url.QueryEscape(app), token, nil, "")
+				if a.status != http.StatusNotFound || a.errorCode(t) != "not_found" || !strings.Contains(string(a.body), "not one of this deployment's apps") {
+					t.Errorf("app_id %q: %d %s, want 404 saying the app is not the deployment's", app, a.status, a.body)
+				}
+				if strings.Contains(string(a.body), "0009") || strings.Contains(string(a.body), ":bad") {
+					t.Errorf("the answer quotes the app_id: %s", a.body)
+				}
+			}
+		})
+		t.Run("batch_records_carry_each_lines_app_id", func(t *testing.T) {
+			body := withFields(scoreJob("APP_B1", 600), `"app_id":"`+other+`"`) + "\n" + scoreJob("APP_B2", 600) + "\n"
+			a := c.do(http.MethodPost, "/v1/batches", token, body, "application/x-ndjson")
+			var acc struct {
+				BatchID  string `json:"batch_id"`
+				Accepted int
+			}
+			if err := json.Unmarshal(a.body, &acc); err != nil || a.status != http.StatusAccepted || acc.Accepted != 2 {
+				t.Fatalf("POST /v1/batches: %d %s", a.status, a.body)
+			}
+			a = c.do(http.MethodGet, "/v1/batches/"+acc.BatchID+"/records", token, nil, "")
+			var apps []string
+			for _, line := range strings.Split(strings.TrimSpace(string(a.body)), "\n") {
+				var sub zhimaq.Submission
+				if err := json.Unmarshal([]byte(line), &sub); err != nil {
+					t.Fatalf("records: %v\n%s", err, a.body)
+				}
+				apps = append(apps, sub.AppID)
+			}
+			if a.status != http.StatusOK || !slices.Equal(apps, []string{other, zhimatest.AppID}) {
+				t.Errorf("records: %d, apps %q, want %q\n%s", a.status, apps, []string{other, zhimatest.AppID}, a.body)
+			}
+		})
+	})
+	spec.requireSeen("submitJob Created", "submitJob Unprocessable Entity", "submitBatch Accepted", "submitBatch Bad Request",
+		"getJob OK", "getJob Not Found", "getBatchRecords OK")
 }
 
 func TestAPIBatchLineLimit(t *testing.T) {

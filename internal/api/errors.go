@@ -12,6 +12,7 @@ const (
 	kindBadBody        errorKind = "bad_body"        // the body could not be read
 	kindBadCallback    errorKind = "bad_callback"    // a batch's callback URL is refused
 	kindBadFormat      errorKind = "bad_format"      // an export format other than jsonl or csv
+	kindBadLane        errorKind = "bad_lane"        // a batch's lane other than interactive or batch
 	kindUnauthorized   errorKind = "unauthorized"    // no bearer token, or a wrong one
 	kindNotFound       errorKind = "not_found"       // no such endpoint, method, job or batch
 	kindLengthRequired errorKind = "length_required" // a batch without Content-Length
@@ -26,6 +27,7 @@ var statuses = map[errorKind]int{
 	kindBadBody:        http.StatusBadRequest,
 	kindBadCallback:    http.StatusBadRequest,
 	kindBadFormat:      http.StatusBadRequest,
+	kindBadLane:        http.StatusBadRequest,
 	kindUnauthorized:   http.StatusUnauthorized,
 	kindNotFound:       http.StatusNotFound,
 	kindLengthRequired: http.StatusLengthRequired,

@@ -14,6 +14,7 @@ import (
 
 	"github.com/zhimaq/zhimaq"
 	"github.com/zhimaq/zhimaq/internal/export"
+	"github.com/zhimaq/zhimaq/internal/payload"
 	"github.com/zhimaq/zhimaq/internal/zhima"
 )
 
@@ -56,13 +57,24 @@ func (s *Server) postJob(w http.ResponseWriter, r *http.Request) {
 	case sub.Duplicate:
 		status = http.StatusOK
 	}
-	w.Header().Set("Location", "/v1/jobs/"+sub.Record.Method+"/"+sub.Record.TransactionID)
+	w.Header().Set("Location", s.jobLocation(sub.Record))
 	writeRecord(w, status, sub)
 }
 
-// getJob answers a job's record, or 404.
+// jobLocation is the path of rec's job: its app in the query when it is not
+// the default app (Options.AppID), so that GET finds it.
+func (s *Server) jobLocation(rec *zhimaq.Record) string {
+	loc := "/v1/jobs/" + url.PathEscape(rec.Method) + "/" + url.PathEscape(rec.TransactionID)
+	if rec.AppID != "" && rec.AppID != s.appID {
+		loc += "?app_id=" + url.QueryEscape(rec.AppID)
+	}
+	return loc
+}
+
+// getJob answers a job's record, or 404. The query's app_id names the job's
+// app; none (or "") is the deployment's first.
 func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
-	ref := zhimaq.Ref{Method: r.PathValue("method"), TransactionID: r.PathValue("transaction_id")}
+	ref := zhimaq.Ref{AppID: r.URL.Query().Get("app_id"), Method: r.PathValue("method"), TransactionID: r.PathValue("transaction_id")}
 	if !slices.Contains(zhima.Methods, ref.Method) {
 		writeError(w, kindNotFound, "no such method; want one of the three gateway methods zhimaq runs")
 		return
@@ -73,6 +85,8 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
 	}
 	rec, err := s.p.Result(r.Context(), ref)
 	switch {
+	case errors.Is(err, zhimaq.ErrUnknownApp):
+		writeError(w, kindNotFound, "app_id is not one of this deployment's apps (ZHIMA_APP_ID or ZHIMA_APPS_FILE)")
 	case errors.Is(err, zhimaq.ErrNotFound):
 		writeError(w, kindNotFound, "no record for this job: never submitted, rejected, or expired")
 	case err != nil:
@@ -92,9 +106,16 @@ type batchAccepted struct {
 
 // postBatch submits a JSON Lines body as a batch and answers 202 with its
 // id and counts; the records are read with GET /v1/batches/{id}/records.
-// A body over the byte limit or with more lines than the batch may hold
-// gets 413, and the batch keeps the lines before the limit.
+// The query's lane is the lane of the lines that name none (batch when
+// absent); another value gets 400 bad_lane. A body over the byte limit or
+// with more lines than the batch may hold gets 413, and the batch keeps the
+// lines before the limit.
 func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
+	lane := r.URL.Query().Get("lane")
+	if r.URL.Query().Has("lane") && lane != payload.LaneBatch && lane != payload.LaneInteractive {
+		writeError(w, kindBadLane, "lane must be interactive or batch")
+		return
+	}
 	// NewBatch fails only for a bad callback URL, and writes nothing before
 	// the first line: the batch is dropped unwritten if the body is refused.
 	b, err := s.p.NewBatch(zhimaq.BatchOptions{CallbackURL: r.URL.Query().Get("callback")})
@@ -117,7 +138,7 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := detached(r, batchTimeout)
 	defer cancel()
 	body := http.MaxBytesReader(w, r.Body, s.maxBatch)
-	_, err = b.SubmitJSONL(ctx, body, zhimaq.SubmitOptions{})
+	_, err = b.SubmitJSONL(ctx, body, zhimaq.SubmitOptions{Lane: lane})
 	if cerr := b.Close(ctx); err == nil {
 		err = cerr
 	}
@@ -153,6 +174,7 @@ type batchStatus struct {
 	Total      int            `json:"total"`
 	Finished   int            `json:"finished"`
 	Counts     map[string]int `json:"counts"`
+	Apps       map[string]int `json:"apps"`
 	Complete   bool           `json:"complete"`
 	Done       bool           `json:"done"`
 	CreatedAt  time.Time      `json:"created_at"`
@@ -171,7 +193,7 @@ func (s *Server) getBatch(w http.ResponseWriter, r *http.Request) {
 		s.unavailable(w, "batch status", err, "the batch could not be read (Redis failed)")
 		return
 	}
-	out := batchStatus{BatchID: st.ID, Lines: st.Lines, Total: st.Total, Finished: st.Finished, Counts: map[string]int{},
+	out := batchStatus{BatchID: st.ID, Lines: st.Lines, Total: st.Total, Finished: st.Finished, Counts: map[string]int{}, Apps: st.Apps,
 		Complete: st.Complete, Done: st.Done, CreatedAt: st.CreatedAt.UTC()}
 	for state, n := range st.Counts {
 		out.Counts[string(state)] = n

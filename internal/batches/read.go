@@ -110,15 +110,17 @@ type Tally struct {
 	Total, Finished int
 	// LastUpdate is the latest UpdatedAt of the records read.
 	LastUpdate time.Time
+	// Apps counts the accepted lines by their job's app.
+	Apps map[string]int
 }
 
 // NewTally returns an empty Tally with every state in Counts.
 func NewTally() Tally {
 	c := map[results.State]int{}
-	for _, st := range []results.State{results.Queued, results.Running, results.Retrying, results.Succeeded, results.Failed, results.Rejected} {
+	for _, st := range results.States {
 		c[st] = 0
 	}
-	return Tally{Counts: c}
+	return Tally{Counts: c, Apps: map[string]int{}}
 }
 
 // Add counts one line's record.
@@ -127,6 +129,7 @@ func (t *Tally) Add(rec *results.Record) {
 	t.Counts[rec.State]++
 	if rec.State != results.Rejected {
 		t.Total++
+		t.Apps[rec.AppID]++
 		if rec.State.Terminal() {
 			t.Finished++
 		}

@@ -146,10 +146,16 @@ type storedLine struct {
 	Updated int64 `json:"u,omitempty"`
 	// Rejected is a rejected line's whole record.
 	Rejected *results.Record `json:"r,omitempty"`
+	// BatchApp says a compact rejection's app is the batch's (a rejection
+	// of another app has AppID; one whose app was unknown, neither).
+	BatchApp bool `json:"b,omitempty"`
 }
 
-// encodeLine is l's JSON as a batch created at created keeps it.
-func encodeLine(l Line, created time.Time) ([]byte, error) {
+// encodeLine is l's JSON as a batch of app created at created keeps it.
+func encodeLine(l Line, created time.Time, app string) ([]byte, error) {
+	if l.AppID == app {
+		l.AppID = "" // the batch's: not kept per line
+	}
 	rec := l.Rejected
 	if rec == nil {
 		return json.Marshal(storedLine{AppID: l.AppID, Method: l.Method, TransactionID: l.TransactionID, Duplicate: l.Duplicate})
@@ -160,7 +166,10 @@ func encodeLine(l Line, created time.Time) ([]byte, error) {
 		rec.EnqueuedAt != nil || rec.FirstCallAt != nil || late <= -time.Second || late >= time.Second {
 		return json.Marshal(storedLine{Rejected: rec}) // more than a compact form rebuilds
 	}
-	sl := storedLine{Method: rec.Method, TransactionID: rec.TransactionID, Updated: int64(secs), Error: rec.Error}
+	sl := storedLine{AppID: rec.AppID, Method: rec.Method, TransactionID: rec.TransactionID, Updated: int64(secs), Error: rec.Error}
+	if rec.AppID != "" && rec.AppID == app {
+		sl.AppID, sl.BatchApp = "", true
+	}
 	if e := rec.Error; e.Source == string(zhima.SourceLocal) && e.Code == zhima.CodeBusinessFailed && e.Msg == zhima.MsgBusinessFailed &&
 		e.SubCode != "" && e.SubMsg != "" && e.TraceID == "" {
 		sl.Error, sl.SubMsg = nil, e.SubMsg
@@ -171,10 +180,13 @@ func encodeLine(l Line, created time.Time) ([]byte, error) {
 	return json.Marshal(sl)
 }
 
-// rejected rebuilds the record of a compact rejected line, or returns nil
-// when sl is none.
-func (sl storedLine) rejected(created time.Time) *results.Record {
-	rec := &results.Record{Method: sl.Method, TransactionID: sl.TransactionID, State: results.Rejected,
+// rejected rebuilds the record of a compact rejected line of a batch of
+// app, or returns nil when sl is none.
+func (sl storedLine) rejected(created time.Time, app string) *results.Record {
+	if sl.BatchApp {
+		sl.AppID = app
+	}
+	rec := &results.Record{AppID: sl.AppID, Method: sl.Method, TransactionID: sl.TransactionID, State: results.Rejected,
 		UpdatedAt: created.UTC().Add(time.Duration(sl.Updated) * time.Second)}
 	switch {
 	case sl.SubMsg != "":
@@ -192,8 +204,8 @@ func (sl storedLine) rejected(created time.Time) *results.Record {
 	return rec
 }
 
-// decodeLine reads a line of a batch created at created.
-func decodeLine(raw []byte, created time.Time) (Line, error) {
+// decodeLine reads a line of a batch of app created at created.
+func decodeLine(raw []byte, created time.Time, app string) (Line, error) {
 	var sl storedLine
 	if err := json.Unmarshal(raw, &sl); err != nil {
 		return Line{}, errors.New("is corrupt")
@@ -201,7 +213,7 @@ func decodeLine(raw []byte, created time.Time) (Line, error) {
 	if sl.Rejected != nil {
 		return Line{Rejected: sl.Rejected}, nil
 	}
-	if rec := sl.rejected(created); rec != nil {
+	if rec := sl.rejected(created, app); rec != nil {
 		return Line{Rejected: rec}, nil
 	}
 	if sl.Method == "" || sl.TransactionID == "" {
@@ -267,7 +279,7 @@ func (s *Store) lines(ctx context.Context, m *Meta, start, n int) ([]Line, error
 	}
 	out := make([]Line, len(raw))
 	for i, r := range raw {
-		if out[i], err = decodeLine([]byte(r), m.CreatedAt); err != nil {
+		if out[i], err = decodeLine([]byte(r), m.CreatedAt, m.AppID); err != nil {
 			return nil, fmt.Errorf("batches: read lines of %s: line %d %v", m.ID, start+i+1, err)
 		}
 	}
@@ -316,10 +328,7 @@ func (w *Writer) Add(ctx context.Context, l Line) error {
 	if w.closed {
 		return fmt.Errorf("batches: add to %s: the batch is closed", w.meta.ID)
 	}
-	if l.AppID == w.meta.AppID {
-		l.AppID = "" // the batch's: not kept per line
-	}
-	b, err := encodeLine(l, w.meta.CreatedAt)
+	b, err := encodeLine(l, w.meta.CreatedAt, w.meta.AppID)
 	if err != nil {
 		return fmt.Errorf("batches: add to %s: %w", w.meta.ID, err)
 	}

@@ -55,7 +55,7 @@ type Options struct {
 	Scale float64
 	// Rounds per figure; default 5.
 	Rounds int
-	// Only lists the figures to run ("1,2,3,4,5,6,sign,sign-openssl");
+	// Only lists the figures to run ("1,2,3,4,5,6,lanes,sign,sign-openssl");
 	// default all.
 	Only string
 	// BenchTime is testing.Benchmark's time; default 1s × Scale.
@@ -167,6 +167,7 @@ func Run(ctx context.Context, opts Options, w io.Writer) error {
 	step("4", "figure 4, Redis memory per job", func() ([]*figure, error) { return one(e.figMemory(ctx)) })
 	step("5", "figure 5, calls per second under ZHIMA_QPS", func() ([]*figure, error) { return e.figQuota(ctx) })
 	step("6", "figure 6, Redis memory per rejected batch line", func() ([]*figure, error) { return one(e.figLines(ctx)) })
+	step("lanes", "lanes, interactive jobs behind a batch", func() ([]*figure, error) { return e.figLanes(ctx) })
 	step("sign", "signing cost", func() ([]*figure, error) { return e.figSign(ctx) })
 	step("sign-openssl", "signing cost, OpenSSL build", func() ([]*figure, error) { return one(e.figSignOpenSSL(ctx)) })
 	if ctx.Err() != nil {

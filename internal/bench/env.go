@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -181,7 +182,7 @@ func (e *env) reset(ctx context.Context, ns namespace) error {
 	if e.redis != nil {
 		return e.rdb.FlushAll(ctx).Err()
 	}
-	for _, pattern := range []string{ns.prefix + "*", keyspace.Queue(ns.queue)} {
+	for _, pattern := range []string{ns.prefix + "*", keyspace.Queue(ns.queue), keyspace.Queues(ns.queue)} {
 		iter := e.rdb.Scan(ctx, 0, pattern, 1000).Iterator()
 		for iter.Next(ctx) {
 			e.rdb.Del(ctx, iter.Val())
@@ -190,7 +191,13 @@ func (e *env) reset(ctx context.Context, ns namespace) error {
 			return err
 		}
 	}
-	return e.rdb.SRem(ctx, "asynq:queues", ns.queue).Err()
+	queues := []any{ns.queue}
+	for _, q := range e.rdb.SMembers(ctx, "asynq:queues").Val() {
+		if strings.HasPrefix(q, ns.queue+":") {
+			queues = append(queues, q)
+		}
+	}
+	return e.rdb.SRem(ctx, "asynq:queues", queues...).Err()
 }
 
 // workerEnv is the environment of a worker (in-process through

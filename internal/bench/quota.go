@@ -63,13 +63,14 @@ type quotaRun struct {
 	// fitted under them, over the first 90% of calls (see lateness).
 	lateP50, lateP99, lateMax time.Duration
 
-	// The limiter's Redis calls: limiterWaits, Limiter.Wait calls in both
-	// workers (zhimaq_ratelimit_wait_seconds_count: one EVALSHA each), of
-	// which heldBack were refused (zhimaq_tasks_held_back_total{reason=
-	// "rate_limit"}), plus evals, every EVAL anyone sent during the round
-	// (INFO commandstats): an upper bound for the limiter's fallbacks when
-	// Redis lacked its script.
-	limiterWaits, heldBack, evals int64
+	// The limiter's Redis calls: limiterCalls, the round trips of both
+	// workers' limiters (zhimaq_ratelimit_redis_calls_total: every EVALSHA
+	// and fallback EVAL), beside limiterWaits, the handlers' asks of the
+	// limiter (zhimaq_ratelimit_wait_seconds_count, one per task admitted or
+	// handed back), of which heldBack were refused
+	// (zhimaq_tasks_held_back_total{reason="rate_limit"}), and evals, every
+	// EVAL anyone sent during the round (INFO commandstats).
+	limiterCalls, limiterWaits, heldBack, evals int64
 }
 
 // runQuota enqueues jobs, starts two bin/worker processes with ZHIMA_QPS
@@ -167,10 +168,11 @@ func (e *env) runQuota(ctx context.Context, qps float64, jobs int) (quotaRun, er
 		return quotaRun{}, fmt.Errorf("bench: bin/worker exited early (log: %s)", run.workerLogs[1])
 	}
 	for _, u := range metricsURLs {
-		waits, held, err := limiterMetrics(ctx, u)
+		calls, waits, held, err := limiterMetrics(ctx, u)
 		if err != nil {
 			return quotaRun{}, fmt.Errorf("bench: worker metrics: %w", err)
 		}
+		run.limiterCalls += calls
 		run.limiterWaits += waits
 		run.heldBack += held
 	}
@@ -223,7 +225,8 @@ func (e *env) runQuota(ctx context.Context, qps float64, jobs int) (quotaRun, er
 	return run, nil
 }
 
-// figQuota is figure 5: with ZHIMA_QPS and two worker processes, the calls
+// figQuota is figure 5: with ZHIMA_QPS and two worker processes draining
+// jobs of the batch lane (the default: the limiter's Batch lane), the calls
 // per second the gateway saw against the quota, the most in any one-second
 // window against the quota, and the limiter's Redis calls per gateway call
 // (read from the workers' /metrics after the drain, not through MONITOR:
@@ -232,7 +235,8 @@ func (e *env) runQuota(ctx context.Context, qps float64, jobs int) (quotaRun, er
 func (e *env) figQuota(ctx context.Context) ([]*figure, error) {
 	const qps = 50
 	const callsTarget = 3.0
-	interval := ratelimit.New(nil, "", "app", qps).Interval()
+	lim := ratelimit.New(nil, "", "app", qps)
+	interval, horizon := lim.Interval(), lim.Horizon()
 	jobs := e.opts.scaled(10*qps, 2*qps)
 	avg := &figure{ID: "5", Name: fmt.Sprintf("gateway calls/s, ZHIMA_QPS=%d, 2 bin/worker, %d jobs", qps, jobs), Target: "0.99–1.00×"}
 	peak := &figure{ID: "5", Name: "most calls in any 1 s window", Target: "≤ 1.00× (never above)"}
@@ -247,11 +251,11 @@ func (e *env) figQuota(ctx context.Context) ([]*figure, error) {
 		runs = append(runs, run)
 		rates, peaks = append(rates, run.rate), append(peaks, float64(run.maxWindow))
 		if run.calls > 0 {
-			perCall = append(perCall, float64(run.limiterWaits+run.evals)/float64(run.calls))
+			perCall = append(perCall, float64(run.limiterCalls)/float64(run.calls))
 		}
 		e.logf("  round %d: %.2f calls/s over %.1f s, at most %d in a second; %d calls (sandbox %d), %d/%d succeeded; "+
-			"%d limiter waits (%d refused) + %d EVAL",
-			round+1, run.rate, run.span.Seconds(), run.maxWindow, run.calls, run.sandboxN, run.succeeded, jobs, run.limiterWaits, run.heldBack, run.evals)
+			"%d limiter Redis calls for %d asks (%d refused); %d EVAL",
+			round+1, run.rate, run.span.Seconds(), run.maxWindow, run.calls, run.sandboxN, run.succeeded, jobs, run.limiterCalls, run.limiterWaits, run.heldBack, run.evals)
 	}
 	avg.Zhimaq, avg.Reference = fmt.Sprintf("%.2f/s", median(rates)), fmt.Sprintf("%d/s (quota)", qps)
 	avg.Ratio = median(rates) / qps
@@ -285,31 +289,31 @@ func (e *env) figQuota(ctx context.Context) ([]*figure, error) {
 	peak.rawf("arrivals less than %.0f ms after the one before, per round: %s", 500.0/qps, list("%.0f", short))
 	peak.rawf("lateness of arrivals behind back-to-back slots %.1f ms apart fitted under them, first 90%% of calls, ms per round: "+
 		"median %s; 99th percentile %s; largest %s", interval.Seconds()*1e3, list("%.1f", lateP50), list("%.1f", lateP99), list("%.1f", lateMax))
-	cost.rawf("limiter calls per gateway call per round: %s; Limiter.Wait calls per round: %s, of them refused (task handed back): %s; "+
+	cost.rawf("limiter Redis calls per gateway call per round: %s; the handlers' asks of the limiter per round: %s, of them refused (task handed back): %s; "+
 		"EVAL commands per round (all clients): %s", list("%.2f", perCall), list("%.0f", waits), list("%.0f", refused), list("%.0f", evals))
 	for i, r := range runs {
 		avg.rawf("round %d: %d calls at the proxy, %d counted by the sandbox, %d of %d jobs succeeded; calls in each second from the first: %v",
 			i+1, r.calls, r.sandboxN, r.succeeded, jobs, r.perSecond)
 	}
-	avg.How = fmt.Sprintf("%d jobs enqueued first, then two bin/worker processes (WORKER_CONCURRENCY 50 each, ZHIMA_QPS=%d, DATA_KEYS=plaintext, LOG_LEVEL=warn, "+
+	avg.How = fmt.Sprintf("%d jobs (batch lane, the default) enqueued first, then two bin/worker processes (WORKER_CONCURRENCY 50 each, ZHIMA_QPS=%d, DATA_KEYS=plaintext, LOG_LEVEL=warn, "+
 		"HTTP_ADDR on a free loopback port for /metrics) sharing the bench's Redis, pointed at a counting reverse proxy (in the bench) in front of bin/zhima-sandbox; the proxy notes when each "+
 		"/gateway.do request arrives, and its count is checked against the sandbox's Stats.Calls. Rate = (calls − 1) / (last − first arrival); "+
 		"%d rounds; ratio = median rate / quota.", jobs, qps, e.opts.Rounds)
 	peak.How = "the largest number of arrivals at the proxy in any half-open window [t, t+1 s), sliding over every arrival, worst of all rounds; reference = the quota."
-	cost.How = "each Limiter.Wait is one Redis call (EVALSHA of the reservation script; EVAL once more when Redis lacks the script): the Waits of " +
-		"both workers, read from their /metrics (zhimaq_ratelimit_wait_seconds_count; the workers run with HTTP_ADDR on a free loopback port) once " +
-		"the queue has drained, plus every EVAL that reached Redis during the round (INFO commandstats, any client: an upper bound for the fallbacks), " +
-		"divided by the calls the proxy saw; median of the rounds; ratio = that / 3, the target."
+	cost.How = "the Redis round trips of both workers' rate limiters (zhimaq_ratelimit_redis_calls_total: each EVALSHA of the reservation script, " +
+		"a Batch Wait woken in its pause asking twice, and each EVAL when Redis lacked the script), read from their /metrics (the workers run with " +
+		"HTTP_ADDR on a free loopback port) once the queue has drained, divided by the calls the proxy saw; median of the rounds; ratio = that / 3, the target."
 	if !*avg.Met && avg.Ratio < 0.99 {
 		if g := median(gaps); g > 1.01*interval.Seconds()*1e3 {
 			avg.whyf("The median gap between calls is %.2f ms against the limiter's %.1f ms (%.1f calls/s over the first 90%% of calls): slots went "+
-				"unused, so fewer handlers were waiting on the limiter than slots within MaxLimiterWait, or calls were delayed between the grant "+
-				"and the gateway.", g, interval.Seconds()*1e3, median(rate90))
+				"unused, so fewer handlers were waiting on the limiter than slots within the batch horizon (%.0f ms), or calls were delayed between "+
+				"the grant and the gateway.", g, interval.Seconds()*1e3, median(rate90), horizon.Seconds()*1e3)
 		}
 		if median(last10) > 1.5*0.1*float64(jobs)/qps {
 			avg.whyf("The last 10%% of calls took %.2f s against %.1f s at the quota: with %d jobs and 2 × 50 handlers, a handler whose slot "+
-				"lies more than 2 s (MaxLimiterWait) ahead hands its task back, and it returns through asynq's retry set, which is checked "+
-				"every 1 s; fewer jobs than handlers make that tail a larger share.", median(last10), 0.1*float64(jobs)/qps, jobs)
+				"lies beyond the batch horizon (%.0f ms) ahead pauses for MaxLimiterWait (2 s) unless a slot of its worker opens first, and "+
+				"refused twice hands its task back, which returns through asynq's retry set, checked every 1 s; fewer jobs than handlers make "+
+				"that tail a larger share.", median(last10), 0.1*float64(jobs)/qps, jobs, horizon.Seconds()*1e3)
 		}
 	}
 	if !*peak.Met {
@@ -322,7 +326,8 @@ func (e *env) figQuota(ctx context.Context) ([]*figure, error) {
 	}
 	if cost.Met != nil && !*cost.Met {
 		cost.whyf("Each Wait is one script call; more than one per gateway call are refusals: handlers whose slot would lie beyond "+
-			"MaxLimiterWait (2 s × %d/s = %d slots, against 2 × 50 handlers) ask, are refused, and ask again when their task comes back.", qps, 2*qps)
+			"the batch horizon (%.0f ms × %d/s = %.0f slots, against 2 × 50 handlers) ask, are refused, and ask again when woken or when "+
+			"their task comes back.", horizon.Seconds()*1e3, qps, horizon.Seconds()*qps)
 	}
 	return []*figure{avg, peak, cost}, nil
 }
@@ -349,26 +354,29 @@ func lateness(ts []time.Time, interval time.Duration) (p50, p99, most time.Durat
 	return lag[len(lag)/2], lag[len(lag)*99/100], lag[len(lag)-1]
 }
 
-// limiterMetrics reads a worker's /metrics: the Limiter.Wait calls its
-// handlers made and the tasks they handed back for the rate limit.
-func limiterMetrics(ctx context.Context, url string) (waits, heldBack int64, err error) {
+// limiterMetrics reads a worker's /metrics: its limiter's Redis calls, the
+// asks of the limiter its handlers made and the tasks they handed back for
+// the rate limit.
+func limiterMetrics(ctx context.Context, url string) (calls, waits, heldBack int64, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return 0, 0, fmt.Errorf("GET %s: %s", url, resp.Status)
+		return 0, 0, 0, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
-	return promValue(string(body), "zhimaq_ratelimit_wait_seconds_count"), promValue(string(body), `zhimaq_tasks_held_back_total{reason="rate_limit"}`), nil
+	text, app := string(body), `app="`+zhimatest.AppID+`"`
+	return promValue(text, `zhimaq_ratelimit_redis_calls_total{`+app+`}`), promValue(text, "zhimaq_ratelimit_wait_seconds_count"),
+		promValue(text, `zhimaq_tasks_held_back_total{`+app+`,reason="rate_limit"}`), nil
 }
 
 // promValue is the value of the series named exactly series (with its

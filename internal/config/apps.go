@@ -75,6 +75,14 @@ func (c *Config) loadAppsFile(getenv func(string) string) error {
 	if len(both) > 0 {
 		return fmt.Errorf("ZHIMA_APPS_FILE and %s are both set: give every app's settings in the file, or leave ZHIMA_APPS_FILE unset for a single app", strings.Join(both, ", "))
 	}
+	return c.UseAppsFile(c.AppsFile)
+}
+
+// UseAppsFile makes c serve the apps of the apps file at path, in place of
+// the single app of the ZHIMA_* variables (Load does it for
+// ZHIMA_APPS_FILE); like Load, it reads no key file.
+func (c *Config) UseAppsFile(path string) error {
+	c.AppsFile, c.App = path, Defaults.App
 	f, err := os.Open(c.AppsFile)
 	if err != nil {
 		return fmt.Errorf("ZHIMA_APPS_FILE: cannot read %s: %v", c.AppsFile, errors.Unwrap(err))

@@ -7,6 +7,7 @@
 //	<prefix>batch:<id>:lines                           list: a batch's lines
 //	<prefix>batches:callbacks                          sorted set: batches awaiting their callback
 //	<prefix>rate:<app_id>                              the app's rate limit (package ratelimit)
+//	<prefix>budget:<app_id>:<method>:<yyyymmdd>        string: billed calls reserved on that Beijing day (package budget)
 //	<prefix>alipaycert:<app_id>:<sn>                   string: a downloaded Alipay certificate (package certcache)
 //
 // The parts of a job's key are validated by idempotency.Key; a batch id by
@@ -58,10 +59,23 @@ func (s Space) BatchCallbacks() string { return s.prefix + "batches:callbacks" }
 // Rate is the key of an app's rate limit.
 func (s Space) Rate(appID string) string { return s.prefix + "rate:" + appID }
 
+// Budget is the key counting an app's billed calls of method reserved on
+// one Beijing day, day as yyyymmdd.
+func (s Space) Budget(appID, method, day string) string {
+	return s.prefix + "budget:" + appID + ":" + method + ":" + day
+}
+
 // AlipayCert is the key of a downloaded Alipay certificate of an app.
 func (s Space) AlipayCert(appID, sn string) string {
 	return s.prefix + "alipaycert:" + appID + ":" + sn
 }
+
+// AppQueue is the name every asynq queue of app's jobs starts with, on
+// base (ZHIMAQ_QUEUE): "<base>:<app_id>" (see payload.Queue).
+func AppQueue(base, app string) string { return base + ":" + app }
+
+// Queues is the pattern of asynq's keys for base and every queue on it.
+func Queues(base string) string { return "asynq:{" + base + ":*}:*" }
 
 // Queue is the pattern of asynq's keys for queue name.
 func Queue(name string) string { return "asynq:{" + name + "}:*" }

@@ -17,8 +17,10 @@ const dashboardFile = "../../deploy/grafana/zhimaq.json"
 
 // TestDashboardNamesExportedMetrics checks that every PromQL expression of
 // the Grafana dashboard names only series that zhimaq's metrics or asynq's
-// queue collector export, as a scrape of a real registry shows them, and
-// that every panel queries the Prometheus datasource variable.
+// queue collector export, as a scrape of a real registry shows them, that
+// every panel queries the Prometheus datasource variable, that variables
+// take the values of a label their metric has, and that a query of a
+// metric labelled by app keeps to the selected apps ($app).
 func TestDashboardNamesExportedMetrics(t *testing.T) {
 	raw, err := os.ReadFile(dashboardFile)
 	if err != nil {
@@ -36,6 +38,7 @@ func TestDashboardNamesExportedMetrics(t *testing.T) {
 
 	exported := exportedNames(t)
 	used := map[string]bool{}
+	variables := map[string]bool{} // the labels of the label_values variables
 	var exprs int
 	walk(dash, func(obj map[string]any) {
 		if ds, ok := obj["datasource"].(map[string]any); ok && ds["type"] == "prometheus" {
@@ -52,20 +55,32 @@ func TestDashboardNamesExportedMetrics(t *testing.T) {
 			}
 		}
 		if q, ok := obj["definition"].(string); ok {
-			m := regexp.MustCompile(`^label_values\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*,`).FindStringSubmatch(q)
+			m := regexp.MustCompile(`^label_values\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*,\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\)$`).FindStringSubmatch(q)
 			if m == nil {
 				t.Errorf("variable query %q is not label_values(metric, label)", q)
 				return
 			}
 			names = []string{m[1]}
+			variables[m[2]] = true
+			if labels := exported[m[1]]; labels != nil && !labels[m[2]] {
+				t.Errorf("variable query %q: %s has no label %s", q, m[1], m[2])
+			}
 		}
 		for _, n := range names {
 			used[n] = true
-			if !exported[n] {
+			if exported[n] == nil {
 				t.Errorf("dashboard queries %s, which neither zhimaq nor asynq's collector exports", n)
+			}
+			if expr, ok := obj["expr"].(string); ok && exported[n]["app"] && !strings.Contains(expr, `app=~"$app"`) {
+				t.Errorf("%q queries %s, labelled by app, without app=~\"$app\"", expr, n)
 			}
 		}
 	})
+	for _, v := range []string{"queue", "app", "method"} {
+		if !variables[v] {
+			t.Errorf("dashboard lacks the %s variable", v)
+		}
+	}
 	if exprs < 10 {
 		t.Errorf("only %d expressions in the dashboard", exprs)
 	}
@@ -87,29 +102,36 @@ func TestDashboardNamesExportedMetrics(t *testing.T) {
 }
 
 // exportedNames is every series name a /metrics scrape of a worker holds,
-// histograms' _bucket, _sum and _count included.
-func exportedNames(t *testing.T) map[string]bool {
+// histograms' _bucket, _sum and _count included, each with the names of
+// its labels.
+func exportedNames(t *testing.T) map[string]map[string]bool {
 	t.Helper()
 	reg, _, _ := queueRegistry(t)
-	names := map[string]bool{}
+	names := map[string]map[string]bool{}
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		families, err := reg.Gather()
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, f := range families {
-			names[f.GetName()] = true
+			labels := map[string]bool{}
+			for _, m := range f.GetMetric() {
+				for _, l := range m.GetLabel() {
+					labels[l.GetName()] = true
+				}
+			}
+			names[f.GetName()] = labels
 			if f.GetType() == dto.MetricType_HISTOGRAM {
 				for _, s := range []string{"_bucket", "_sum", "_count"} {
-					names[f.GetName()+s] = true
+					names[f.GetName()+s] = labels
 				}
 			}
 		}
-		if names["asynq_queue_size"] || time.Now().After(deadline) {
+		if names["asynq_queue_size"] != nil || time.Now().After(deadline) {
 			break // see TestQueueCollectorReportsPendingTask
 		}
 	}
-	if !names["asynq_queue_size"] || !names["zhimaq_gateway_calls_total"] {
+	if names["asynq_queue_size"] == nil || names["zhimaq_gateway_calls_total"] == nil {
 		t.Fatalf("scrape lacks asynq's or zhimaq's series: %v", slices.Sorted(maps.Keys(names)))
 	}
 	return names

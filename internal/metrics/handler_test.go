@@ -27,7 +27,7 @@ func queueRegistry(t *testing.T) (*prometheus.Registry, *redistest.Server, strin
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	drive(metrics.New(reg))
+	drive(metrics.New(reg, app))
 	inspector := asynq.NewInspectorFromRedisClient(rdb)
 	_ = metrics.Handler(reg, inspector, []string{srv.Queue})
 	// A second Handler on the same registry must not register the queue
@@ -44,7 +44,7 @@ func TestQueueCollectorReportsPendingTask(t *testing.T) {
 		fmt.Sprintf(`asynq_tasks_enqueued_total{queue=%q,state="active"} 0`, srv.Queue),
 		fmt.Sprintf(`asynq_queue_size{queue=%q} 1`, srv.Queue),
 		fmt.Sprintf(`asynq_tasks_processed_total{queue=%q} 0`, srv.Queue),
-		`zhimaq_jobs_finished_total{method="zhima.credit.score.brief.get",state="succeeded"} 1`,
+		`zhimaq_jobs_finished_total{app="2021000000000001",method="zhima.credit.score.brief.get",state="succeeded"} 1`,
 	}
 	// asynq's collector reports nothing for a scrape in which any queue of
 	// the Redis vanished under it (other tests share a real Redis and drop

@@ -21,6 +21,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/zhimaq/zhimaq/internal/idempotency"
+	"github.com/zhimaq/zhimaq/internal/keyspace"
 	"github.com/zhimaq/zhimaq/internal/results"
 	"github.com/zhimaq/zhimaq/internal/seal"
 	"github.com/zhimaq/zhimaq/internal/taskwire"
@@ -155,27 +156,43 @@ func ParseLane(lane string) (string, error) {
 	return "", errors.New("lane: want interactive or batch")
 }
 
-// LaneQueue is the asynq queue of lane's jobs on base (ZHIMAQ_QUEUE):
-// base itself for batch, base + "-interactive".
-func LaneQueue(base, lane string) string {
+// Queue is the asynq queue of app's jobs of lane, on base (ZHIMAQ_QUEUE):
+// "<base>:<app_id>" for batch, "<base>:<app_id>:interactive". Each app
+// waits in queues of its own, so one app's backlog never stands before
+// another's jobs.
+func Queue(base, app, lane string) string {
+	q := keyspace.AppQueue(base, app)
 	if lane == LaneInteractive {
-		return base + "-interactive"
+		q += interactiveSuffix
 	}
-	return base
+	return q
 }
 
-// LaneOf is the lane of a task taken from queue on base.
-func LaneOf(base, queue string) string {
-	if queue == LaneQueue(base, LaneInteractive) {
+const interactiveSuffix = ":interactive"
+
+// LaneOf is the lane of a task taken from queue.
+func LaneOf(queue string) string {
+	if strings.HasSuffix(queue, interactiveSuffix) {
 		return LaneInteractive
 	}
 	return LaneBatch
 }
 
-// Queues are a worker's asynq queues on base with their priorities, for
-// asynq's strict priority: interactive jobs are taken first.
-func Queues(base string) map[string]int {
-	return map[string]int{LaneQueue(base, LaneBatch): 1, LaneQueue(base, LaneInteractive): 2}
+// InteractiveWeight is an interactive queue's weight beside a batch
+// queue's 1: a worker takes its next task from an interactive queue first
+// about InteractiveWeight times in InteractiveWeight + (its other queues).
+const InteractiveWeight = 100
+
+// Queues are a worker's asynq queues on base for apps, with their weights:
+// each app's two lanes, and base itself, where batch callbacks wait (and
+// jobs queued before the queues were per app).
+func Queues(base string, apps []string) map[string]int {
+	qs := map[string]int{base: 1}
+	for _, app := range apps {
+		qs[Queue(base, app, LaneBatch)] = 1
+		qs[Queue(base, app, LaneInteractive)] = InteractiveWeight
+	}
+	return qs
 }
 
 // ErrBadPayload marks a task payload that cannot be decoded; such a task can

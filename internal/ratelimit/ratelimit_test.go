@@ -26,7 +26,7 @@ func TestNoLimitIsNil(t *testing.T) {
 		}
 	}
 	var l *Limiter
-	if waited, retry, err := l.Wait(context.Background(), 0); waited != 0 || retry != 0 || err != nil {
+	if waited, retry, err := l.Wait(context.Background(), Interactive, 0); waited != 0 || retry != 0 || err != nil {
 		t.Fatalf("nil limiter waited: %v %v %v", waited, retry, err)
 	}
 	if l.Calls() != 0 || l.Interval() != 0 || l.String() != "no limit" {
@@ -97,7 +97,7 @@ func TestSlotsKeepTheQuotaAcrossWorkers(t *testing.T) {
 					go func() {
 						defer wg.Done()
 						for {
-							gr, err := l.wait(context.Background(), 5*time.Second)
+							gr, err := l.wait(context.Background(), Interactive, 5*time.Second)
 							if err != nil || gr.retryAfter != 0 {
 								t.Errorf("worker %d/%d: retryAfter %v, err %v", w, g, gr.retryAfter, err)
 								return
@@ -162,15 +162,28 @@ func TestSlotsKeepTheQuotaAcrossWorkers(t *testing.T) {
 }
 
 // TestFewCallsPerGrantUnderContention has twice as many callers as fit in
-// maxWait's worth of slots, each behaving as a task handler with a deep
-// queue does: refused, it hands its task back and asks again at once with
-// the next. The quota must hold, and the limiter must make at most 3 Redis
-// calls per granted call (about 2 are expected: callers / slots within
-// maxWait).
+// their reach's worth of slots, each behaving as a task handler with a
+// deep queue does: refused, it hands its task back and asks again at once
+// with the next. The quota must hold, and the limiter must make at most 3
+// Redis calls per granted call (about 2 are expected: callers / slots
+// within reach; for Batch callers, those woken in their pause ask twice).
 func TestFewCallsPerGrantUnderContention(t *testing.T) {
+	for _, c := range []struct {
+		lane    Lane
+		maxWait time.Duration
+		callers int
+	}{
+		{Interactive, 200 * time.Millisecond, 20}, // 10 slots within maxWait
+		{Batch, 2 * time.Second, 50},              // 25 within the horizon
+	} {
+		t.Run(c.lane.String(), func(t *testing.T) { fewCallsPerGrant(t, c.lane, c.maxWait, c.callers) })
+	}
+}
+
+func fewCallsPerGrant(t *testing.T, lane Lane, maxWait time.Duration, callers int) {
 	srv := redistest.New(t)
-	const qps, maxWait, callers = 50, 200 * time.Millisecond, 20 // 10 slots within maxWait
-	const run = 2 * time.Second
+	const qps = 50
+	const run = 3 * time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), run)
 	defer cancel()
 	var mu sync.Mutex
@@ -186,7 +199,7 @@ func TestFewCallsPerGrantUnderContention(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				for ctx.Err() == nil {
-					gr, err := l.wait(ctx, maxWait)
+					gr, err := l.wait(ctx, lane, maxWait)
 					mu.Lock()
 					if !gr.slot.IsZero() {
 						slots = append(slots, gr.slot) // a slot lost to ctx still counts against the quota
@@ -234,13 +247,13 @@ func TestRefusalReservesNothing(t *testing.T) {
 	c := srv.Client(t)
 	l := New(c, srv.Prefix, "app", 1)
 	key := keyspace.New(srv.Prefix).Rate("app")
-	first, err := l.wait(context.Background(), 0)
+	first, err := l.wait(context.Background(), Interactive, 0)
 	if err != nil || first.retryAfter != 0 || first.slot.IsZero() {
 		t.Fatalf("first call held back: %+v, %v", first, err)
 	}
 	want := first.slot.Add(l.Interval())
 	for i := range 5 {
-		waited, retry, err := l.Wait(context.Background(), 10*time.Millisecond)
+		waited, retry, err := l.Wait(context.Background(), Interactive, 10*time.Millisecond)
 		if err != nil || retry <= 10*time.Millisecond || retry > l.Interval() {
 			t.Fatalf("call %d: retryAfter %v, err %v; want held back for up to %v", i, retry, err, l.Interval())
 		}
@@ -251,7 +264,7 @@ func TestRefusalReservesNothing(t *testing.T) {
 			t.Fatalf("after refusal %d the key holds %s, want %s: the refusal reserved something", i, got, want)
 		}
 	}
-	next, err := l.wait(context.Background(), 5*time.Second)
+	next, err := l.wait(context.Background(), Interactive, 5*time.Second)
 	if err != nil || !next.slot.Equal(want) {
 		t.Fatalf("the call after the refusals got slot %s (err %v), want %s", next.slot, err, want)
 	}
@@ -266,13 +279,13 @@ func TestCancelledWaitLosesItsSlot(t *testing.T) {
 	srv := redistest.New(t)
 	c := srv.Client(t)
 	l := New(c, srv.Prefix, "app", 1)
-	first, err := l.wait(context.Background(), 0)
+	first, err := l.wait(context.Background(), Interactive, 0)
 	if err != nil || first.slot.IsZero() {
 		t.Fatalf("first call: %+v, %v", first, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	gr, err := l.wait(ctx, 5*time.Second)
+	gr, err := l.wait(ctx, Interactive, 5*time.Second)
 	if !errors.Is(err, context.DeadlineExceeded) || gr.retryAfter != 0 {
 		t.Fatalf("cancelled wait: %+v, err %v; want context.DeadlineExceeded", gr, err)
 	}
@@ -312,7 +325,7 @@ func TestForeignValuesAreOverwritten(t *testing.T) {
 				t.Fatal(err)
 			}
 			l := New(c, srv.Prefix, app, 10)
-			gr, err := l.wait(ctx, 0)
+			gr, err := l.wait(ctx, Interactive, 0)
 			if err != nil || gr.retryAfter != 0 {
 				t.Fatalf("held back by a foreign value: %+v, %v", gr, err)
 			}
@@ -393,7 +406,7 @@ func TestMixedWithRedisRateWorkers(t *testing.T) {
 		return res[0].(int64) > 0, time.Duration(ra * float64(time.Second))
 	}
 
-	first, err := l.wait(ctx, 0)
+	first, err := l.wait(ctx, Interactive, 0)
 	if err != nil || first.slot.IsZero() {
 		t.Fatalf("new worker: %+v, %v", first, err)
 	}
@@ -415,7 +428,7 @@ func TestMixedWithRedisRateWorkers(t *testing.T) {
 		t.Fatalf("old worker granted at %s, before the new one's next slot %s", oldGrant, first.slot.Add(l.Interval()))
 	}
 	// And the new worker honours what the old one stored.
-	next, err := l.wait(ctx, 5*time.Second)
+	next, err := l.wait(ctx, Interactive, 5*time.Second)
 	if err != nil || next.slot.Before(oldTAT.Add(-time.Microsecond)) || next.slot.After(oldTAT.Add(time.Microsecond)) {
 		t.Fatalf("new worker after the old one: slot %s (err %v), want %s", next.slot, err, oldTAT)
 	}
@@ -425,7 +438,7 @@ func TestMixedWithRedisRateWorkers(t *testing.T) {
 func TestStoredValueFormat(t *testing.T) {
 	srv := redistest.New(t)
 	c := srv.Client(t)
-	if _, _, err := New(c, srv.Prefix, "app", 3).Wait(context.Background(), 0); err != nil {
+	if _, _, err := New(c, srv.Prefix, "app", 3).Wait(context.Background(), Interactive, 0); err != nil {
 		t.Fatal(err)
 	}
 	v := c.Get(context.Background(), keyspace.New(srv.Prefix).Rate("app")).Val()
@@ -437,7 +450,7 @@ func TestStoredValueFormat(t *testing.T) {
 func TestRedisErrorsAreReturned(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
 	defer c.Close()
-	_, retry, err := New(c, "p:", "app", 5).Wait(context.Background(), time.Second)
+	_, retry, err := New(c, "p:", "app", 5).Wait(context.Background(), Interactive, time.Second)
 	if err == nil || retry != 0 {
 		t.Fatalf("no Redis: retryAfter %v, err %v; want an error", retry, err)
 	}

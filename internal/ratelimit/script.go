@@ -11,19 +11,25 @@ const epoch2017 = 1483228800
 //
 // KEYS[1]  the app's rate key (keyspace.Rate)
 // ARGV[1]  interval between slots, µs (integer)
-// ARGV[2]  the longest the caller will wait for its slot, µs (integer)
+// ARGV[2]  the caller's reach: the furthest ahead it may reserve, µs
+//
+//	(integer; maxWait for Interactive, at most the batch horizon
+//	for Batch)
 //
 // The key holds the time the next free slot opens ("TAT"), as decimal
 // seconds since 2017-01-01 with six decimals: the unit and meaning
 // redis_rate v10 used with burst 1, so a worker of either version reads
 // what the other wrote (see the package doc). A value that is not a
 // string, not a number, not finite, or more than an hour past the
-// caller's longest wait is someone else's or corrupt: it counts as no
-// value and is overwritten by the reservation.
+// caller's reach is someone else's or corrupt: it counts as no value and
+// is overwritten by the reservation. (No caller reserves more than an hour
+// ahead, so however short a caller's reach, what a caller of any lane
+// stored passes this test.)
 //
 // It returns {1, delay µs, slot µs since 2017} when it reserved the slot
 // that opens delay after now, or {0, delay µs, 0} when that slot lies
-// beyond the caller's wait (nothing stored).
+// beyond the caller's reach (nothing stored). The script is the same for
+// both lanes (and as before lanes): only the reach differs.
 var reserve = redis.NewScript(`
 if redis.replicate_commands then redis.replicate_commands() end
 local key = KEYS[1]

@@ -59,19 +59,24 @@ func New(tb testing.TB) *Server {
 }
 
 // clean deletes what the test left in a shared server: its prefixed keys
-// and its asynq queue.
+// and its asynq queues (both lanes).
 func (s *Server) clean() {
 	c := redis.NewClient(s.Opts)
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for _, pattern := range []string{s.Prefix + "*", keyspace.Queue(s.Queue)} {
+	for _, pattern := range []string{s.Prefix + "*", keyspace.Queue(s.Queue), keyspace.Queues(s.Queue)} {
 		iter := c.Scan(ctx, 0, pattern, 1000).Iterator()
 		for iter.Next(ctx) {
 			c.Del(ctx, iter.Val())
 		}
 	}
 	c.SRem(ctx, "asynq:queues", s.Queue)
+	for _, q := range c.SMembers(ctx, "asynq:queues").Val() {
+		if strings.HasPrefix(q, s.Queue+":") {
+			c.SRem(ctx, "asynq:queues", q)
+		}
+	}
 }
 
 // Client returns a go-redis client for the server, closed when tb ends.

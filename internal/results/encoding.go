@@ -35,7 +35,7 @@ const (
 
 // stateLetters are the states as the header writes them; the scripts test
 // for the terminal ones (s, f, x).
-var stateLetters = map[State]byte{Queued: 'q', Running: 'r', Retrying: 't', Succeeded: 's', Failed: 'f', Rejected: 'x'}
+var stateLetters = map[State]byte{Queued: 'q', Running: 'r', Retrying: 't', Held: 'h', Succeeded: 's', Failed: 'f', Rejected: 'x'}
 
 func letterState(c byte) (State, bool) {
 	for s, l := range stateLetters {

@@ -21,11 +21,18 @@ const (
 	Running State = "running"
 	// Retrying: an attempt failed transiently; another is scheduled.
 	Retrying State = "retrying"
+	// Held: the app's daily budget for the method is spent; the job waits,
+	// no attempt used, for the next Beijing day.
+	Held State = "held"
 	// Succeeded: the gateway answered with a verified success. Terminal.
 	Succeeded State = "succeeded"
 	// Failed: a permanent error, or the attempts or the window ran out. Terminal.
 	Failed State = "failed"
 )
+
+// States are every state, in the order a job goes through them, the
+// terminal ones last.
+var States = []State{Queued, Running, Retrying, Held, Succeeded, Failed, Rejected}
 
 // Terminal reports whether s is final: succeeded, failed or rejected.
 func (s State) Terminal() bool {

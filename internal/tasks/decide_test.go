@@ -52,7 +52,7 @@ func TestBreakerOpenHoldsTheCallBackWithoutAnAttempt(t *testing.T) {
 	f := newFixture(t, sandbox.Faults{UnavailableRate: 1})
 	reg := prometheus.NewRegistry()
 	f.h.Metrics = metrics.New(reg)
-	f.h.Breaker = breaker.New(breaker.Config{Failures: 1, Cooldown: time.Minute})
+	f.app.Breaker = breaker.New(breaker.Config{Failures: 1, Cooldown: time.Minute})
 	p := scorePayload("HELD_1")
 	if err := f.h.ProcessTask(context.Background(), task(t, p)); err == nil {
 		t.Fatal("first attempt: nil, want the retryable gateway error")
@@ -108,10 +108,10 @@ func TestARefusedCallAsksTheLimiterOnceMore(t *testing.T) {
 	f := newFixture(t, sandbox.Faults{})
 	reg := prometheus.NewRegistry()
 	f.h.Metrics = metrics.New(reg)
-	f.h.Limiter = ratelimit.New(f.rdb, f.prefix, zhimatest.AppID, 10) // slots 100.8 ms apart
+	f.app.Limiter = ratelimit.New(f.rdb, f.prefix, zhimatest.AppID, 10) // slots 100.8 ms apart
 	f.h.MaxLimiterWait = 70 * time.Millisecond
 	// Another worker takes the slot open now: the next opens beyond the wait.
-	if _, after, err := f.h.Limiter.Wait(context.Background(), f.h.MaxLimiterWait); err != nil || after != 0 {
+	if _, after, err := f.app.Limiter.Wait(context.Background(), ratelimit.Batch, f.h.MaxLimiterWait); err != nil || after != 0 {
 		t.Fatalf("first slot: %v, %v", after, err)
 	}
 	p := scorePayload("ASK_AGAIN_1")

@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/zhimaq/zhimaq/internal/breaker"
+	"github.com/zhimaq/zhimaq/internal/budget"
 	"github.com/zhimaq/zhimaq/internal/config"
 	"github.com/zhimaq/zhimaq/internal/metrics"
 	"github.com/zhimaq/zhimaq/internal/payload"
@@ -37,16 +39,27 @@ type Gateway interface {
 	Send(ctx context.Context, req *zhima.Prepared, opts ...zhima.CallOption) (*zhima.Envelope, error)
 }
 
+// App is one app a worker calls as, with what spaces and bounds its calls.
+type App struct {
+	ID      string
+	Gateway Gateway
+	// Limiter spaces calls to the app's quota; nil means no limit.
+	Limiter *ratelimit.Limiter
+	// Breaker holds the app's calls back while its gateway fails; nil means none.
+	Breaker *breaker.Breaker
+	// Budget bounds the app's billed calls per Beijing day; nil means none.
+	Budget *budget.Budget
+}
+
 // Handler runs one gateway attempt per delivery of a task. Success and final
 // failures are stored and end the task; transient failures are stored as
 // retrying and returned, so asynq retries them with RetryDelay.
 type Handler struct {
-	Gateway Gateway
-	// AppID is the app Gateway calls as (ZHIMA_APP_ID). A task of another
-	// app (a producer with another ZHIMA_APP_ID on the same queue, or a
+	// Apps are the apps this worker calls as, by app id. A task of any
+	// other app (a producer of another deployment on the same queue, or a
 	// task written into Redis by hand) fails without a call: signing it as
-	// this app would bill this app for it. "" takes every task.
-	AppID   string
+	// one of these would bill that app for it.
+	Apps    map[string]*App
 	Results *results.Store
 	Log     *zap.Logger
 	// MaxAttempts bounds gateway calls per job, the first included. Default 12.
@@ -57,14 +70,10 @@ type Handler struct {
 	Window time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
-	// Limiter spaces calls to the app's quota; nil means no limit.
-	Limiter *ratelimit.Limiter
 	// Keys open sealed payloads; nil opens none (plaintext payloads only).
 	Keys *seal.Keyring
 	// Metrics records calls, retries and outcomes; nil records nothing.
 	Metrics *metrics.Metrics
-	// Breaker holds calls back while the gateway fails; nil means none.
-	Breaker *breaker.Breaker
 	// MaxLimiterWait is how long a handler waits for the rate limiter
 	// before handing its task back; default 2s.
 	MaxLimiterWait time.Duration
@@ -78,6 +87,7 @@ type Handler struct {
 	InlineBelow time.Duration
 
 	unsealed atomic.Int64 // payloads refused for being in clear
+	spent    sync.Map     // "app\x00method\x00day" of the budgets found spent, logged once
 }
 
 func (h *Handler) now() time.Time {
@@ -185,6 +195,8 @@ type decision struct {
 	err     error              // reply
 	failure *results.ErrorInfo // failJob
 
+	app     *App
+	unit    budget.Reservation // the unit of the app's budget the call takes
 	req     *zhima.Prepared
 	rec     *results.Record       // the record as it was marked running
 	version results.Version       // rec's version in the store
@@ -207,12 +219,13 @@ func (h *Handler) decide(ctx context.Context, t *asynq.Task) decision {
 		}
 		return decision{err: fmt.Errorf("%w: %w", err, asynq.SkipRetry)}
 	}
-	d := decision{p: p, log: h.Log.With(zap.String("method", p.Method), zap.String("transaction_id", p.TransactionID))}
-	if h.AppID != "" && p.AppID != h.AppID {
-		// The task's app_id is not echoed: it came from Redis, and may hold anything.
-		d.log.Error("job of another app; it fails without a gateway call", zap.String("worker_app_id", h.AppID))
+	d := decision{p: p, log: h.Log.With(zap.String("app_id", p.AppID), zap.String("method", p.Method), zap.String("transaction_id", p.TransactionID))}
+	if d.app = h.Apps[p.AppID]; d.app == nil {
+		// The task's app_id is not logged: it came from Redis, and may hold anything.
+		d.log = h.Log.With(zap.String("method", p.Method), zap.String("transaction_id", p.TransactionID))
+		d.log.Error("job of an app this worker does not serve; it fails without a gateway call")
 		d.action, d.failure = failJob, payload.ErrorInfo(zhima.LocalFailure(p.Method,
-			"the job's app_id is not this worker's (ZHIMA_APP_ID); it was not sent"))
+			"the job's app_id is not one of this worker's apps (ZHIMA_APP_ID or ZHIMA_APPS_FILE); it was not sent"))
 		return d
 	}
 	if err := p.Open(h.Keys); err != nil {
@@ -237,12 +250,25 @@ func (h *Handler) decide(ctx context.Context, t *asynq.Task) decision {
 		d.action, d.failure = failJob, payload.ErrorInfo(err)
 		return d
 	}
-	settle, err := h.admit(ctx)
+	settle, err := h.admit(ctx, d.app, h.lane(ctx))
 	if err != nil {
 		if hb := (*HeldBack)(nil); errors.As(err, &hb) {
-			h.Metrics.HeldBack(hb.Reason)
+			h.Metrics.HeldBack(p.AppID, hb.Reason)
 		}
 		d.err = err
+		return d
+	}
+	d.unit, err = d.app.Budget.Reserve(ctx, p.Method, h.now())
+	if d.unit.Limit > 0 && err == nil {
+		h.Metrics.BudgetUsed(p.AppID, p.Method, d.unit.Used)
+	}
+	if err != nil || !d.unit.Granted {
+		settle(breaker.NotMade)
+		if err != nil {
+			d.err = fmt.Errorf("tasks: %w", err)
+		} else {
+			d.err = h.hold(ctx, d)
+		}
 		return d
 	}
 	// One step reads the record, checks it and marks it running.
@@ -250,6 +276,7 @@ func (h *Handler) decide(ctx context.Context, t *asynq.Task) decision {
 		Window: h.window(), LastStart: h.lastStart(), MaxAttempts: h.maxAttempts()})
 	if start != results.Started {
 		settle(breaker.NotMade)
+		h.refund(ctx, d)
 	}
 	switch {
 	case err != nil:
@@ -298,7 +325,7 @@ func (h *Handler) execute(ctx context.Context, d decision) outcome {
 	}
 	h.Metrics.InFlight(1)
 	started := time.Now()
-	env, err := h.Gateway.Send(ctx, d.req, opts...)
+	env, err := d.app.Gateway.Send(ctx, d.req, opts...)
 	elapsed := time.Since(started)
 	h.Metrics.InFlight(-1)
 	return outcome{env: env, err: err, elapsed: elapsed}
@@ -310,7 +337,7 @@ func (h *Handler) execute(ctx context.Context, d decision) outcome {
 // returns the gateway's error while the job is retrying.
 func (h *Handler) report(ctx context.Context, d decision, out outcome) error {
 	method := d.p.Method
-	h.Metrics.GatewayCall(method, metrics.Outcome(out.err), out.elapsed)
+	h.Metrics.GatewayCall(d.p.AppID, method, metrics.Outcome(out.err), out.elapsed)
 	var zerr *zhima.Error
 	if out.err != nil && !errors.As(out.err, &zerr) {
 		zerr = &zhima.Error{Source: zhima.SourceTransport, Method: method, Err: out.err}
@@ -320,6 +347,11 @@ func (h *Handler) report(ctx context.Context, d decision, out outcome) error {
 		d.settle(breaker.Answered)
 	} else {
 		d.settle(breaker.Transient)
+	}
+	if zerr != nil && (zerr.Source == zhima.SourceGateway || zerr.Source == zhima.SourceLocal) {
+		// Answered with an error, or never sent: not billed. A call whose
+		// answer was lost or did not verify may have been, and keeps its unit.
+		h.refund(ctx, d)
 	}
 	rec, _, err := h.update(ctx, d.p, d.rec, d.version, func(r *results.Record) error {
 		r.Attempts++
@@ -341,9 +373,9 @@ func (h *Handler) report(ctx context.Context, d decision, out outcome) error {
 		return fmt.Errorf("tasks: store outcome: %w", err)
 	}
 	if final {
-		h.Metrics.JobFinished(method, string(rec.State))
+		h.Metrics.JobFinished(d.p.AppID, method, string(rec.State))
 	} else {
-		h.Metrics.Retry(method)
+		h.Metrics.Retry(d.p.AppID, method)
 	}
 	fields := []zap.Field{zap.Int("attempt", rec.Attempts), zap.Duration("elapsed", out.elapsed), zap.String("state", string(rec.State))}
 	if zerr == nil {
@@ -372,14 +404,14 @@ func (h *Handler) refuseUnsealed(log *zap.Logger) {
 	}
 }
 
-// admit asks the breaker, then the rate limiter, for a call. It returns how
-// to report the call's outcome to the breaker, or a *HeldBack.
-func (h *Handler) admit(ctx context.Context) (func(breaker.Outcome), error) {
+// admit asks app's breaker, then its rate limiter, for a call in lane. It
+// returns how to report the call's outcome to the breaker, or a *HeldBack.
+func (h *Handler) admit(ctx context.Context, app *App, lane ratelimit.Lane) (func(breaker.Outcome), error) {
 	report := func(breaker.Outcome) {}
-	if h.Breaker != nil {
-		done, err := h.Breaker.Allow()
+	if app.Breaker != nil {
+		done, err := app.Breaker.Allow()
 		if err != nil {
-			return nil, &HeldBack{Reason: "breaker open", RetryAfter: h.Breaker.Cooldown() / 2}
+			return nil, &HeldBack{Reason: metrics.ReasonBreakerOpen, RetryAfter: app.Breaker.Cooldown() / 2}
 		}
 		report = done
 	}
@@ -387,15 +419,15 @@ func (h *Handler) admit(ctx context.Context) (func(breaker.Outcome), error) {
 	if maxWait == 0 {
 		maxWait = 2 * time.Second
 	}
-	waited, retryAfter, err := h.Limiter.Wait(ctx, maxWait)
+	waited, retryAfter, err := app.Limiter.Wait(ctx, lane, maxWait)
 	if err == nil && retryAfter > 0 && retryAfter <= maxWait {
 		// Refused after its pause, but the slot it found opens within
 		// another wait: ask once more rather than hand the task to asynq's
 		// retry set, which keeps whole seconds and is read once a poll.
-		more, after, err2 := h.Limiter.Wait(ctx, maxWait)
+		more, after, err2 := app.Limiter.Wait(ctx, lane, maxWait)
 		waited, retryAfter, err = waited+more, after, err2
 	}
-	if h.Limiter != nil {
+	if app.Limiter != nil {
 		h.Metrics.LimiterWait(waited)
 	}
 	switch {
@@ -408,9 +440,55 @@ func (h *Handler) admit(ctx context.Context) (func(breaker.Outcome), error) {
 		return nil, fmt.Errorf("tasks: rate limit: %w", err)
 	case retryAfter > 0:
 		report(breaker.NotMade)
-		return nil, &HeldBack{Reason: "rate limit", RetryAfter: retryAfter}
+		return nil, &HeldBack{Reason: metrics.ReasonRateLimit, RetryAfter: retryAfter}
 	}
 	return report, nil
+}
+
+// lane is the rate limiter's lane for the task being handled: Interactive
+// for a task of an interactive queue.
+func (h *Handler) lane(ctx context.Context) ratelimit.Lane {
+	queue, _ := asynq.GetQueueName(ctx)
+	if payload.LaneOf(queue) == payload.LaneInteractive {
+		return ratelimit.Interactive
+	}
+	return ratelimit.Batch
+}
+
+// hold marks the job held, its app's budget for its method spent for the
+// day, logs that once per app, method and day, and returns the HeldBack
+// that brings the task back after Beijing midnight, no attempt used.
+func (h *Handler) hold(ctx context.Context, d decision) error {
+	u, p := d.unit, d.p
+	h.Metrics.HeldBack(p.AppID, metrics.ReasonBudget)
+	if _, logged := h.spent.LoadOrStore(p.AppID+"\x00"+p.Method+"\x00"+u.Day, true); !logged {
+		d.log.Warn("daily budget spent: the app's jobs of this method are held until Beijing midnight",
+			zap.String("day", u.Day), zap.Int("budget", u.Limit), zap.Time("resumes", u.Resumes))
+	}
+	info := payload.ErrorInfo(zhima.BusinessFailure(p.Method, SubDailyBudgetSpent, fmt.Sprintf(
+		"the app's daily budget of %d billed calls of this method is spent for %s (Beijing); the job runs after midnight, no attempt used", u.Limit, u.Day)))
+	if _, _, err := h.update(ctx, p, nil, results.Version{}, func(r *results.Record) error {
+		if r.State.Terminal() || r.State == results.Held {
+			return errFinished
+		}
+		r.State, r.Error = results.Held, info
+		return nil
+	}); err != nil && !errors.Is(err, errFinished) {
+		return fmt.Errorf("tasks: mark held: %w", err)
+	}
+	return &HeldBack{Reason: metrics.ReasonBudget, RetryAfter: max(u.Resumes.Sub(h.now()), time.Second)}
+}
+
+// SubDailyBudgetSpent is the sub_code of a held job's record.
+const SubDailyBudgetSpent = "DAILY_BUDGET_SPENT"
+
+// refund gives back the budget unit of a call that was not made or not
+// billed. A failure is logged: the unit stays taken, which errs on the
+// side of the budget.
+func (h *Handler) refund(ctx context.Context, d decision) {
+	if err := d.app.Budget.Refund(context.WithoutCancel(ctx), d.unit); err != nil {
+		d.log.Warn("budget unit of a call not billed could not be given back", zap.Error(err))
+	}
 }
 
 // update changes the job's record, starting from current at version v when
@@ -447,7 +525,7 @@ func (h *Handler) fail(ctx context.Context, p *payload.Payload, info *results.Er
 	}); err != nil && !errors.Is(err, errFinished) {
 		return fmt.Errorf("tasks: store failure: %w", err)
 	}
-	h.Metrics.JobFinished(p.Method, metrics.StateFailed)
+	h.Metrics.JobFinished(p.AppID, p.Method, metrics.StateFailed)
 	return nil
 }
 

@@ -36,6 +36,7 @@ type fixture struct {
 	now     time.Time
 	rdb     *redis.Client
 	prefix  string
+	app     *App // the fixture's app, the handler's only one
 }
 
 func newFixture(tb testing.TB, faults sandbox.Faults) *fixture {
@@ -49,9 +50,10 @@ func newFixture(tb testing.TB, faults sandbox.Faults) *fixture {
 	srv := redistest.New(tb)
 	rdb := srv.Client(tb)
 	logs := new(bytes.Buffer)
-	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(logs), zap.DebugLevel))
+	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.Lock(zapcore.AddSync(logs)), zap.DebugLevel))
 	f := &fixture{gateway: gw, url: url, logs: logs, now: time.Now(), rdb: rdb, prefix: srv.Prefix}
-	f.h = &Handler{Gateway: client, Results: results.New(rdb, srv.Prefix, 0),
+	f.app = &App{ID: zhimatest.AppID, Gateway: client}
+	f.h = &Handler{Apps: map[string]*App{zhimatest.AppID: f.app}, Results: results.New(rdb, srv.Prefix, 0),
 		Log: log, MaxAttempts: 3, Now: func() time.Time { return f.now }}
 	return f
 }
@@ -198,7 +200,7 @@ func TestGatewayFailureKeepsItsTraceID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.h.Gateway = client
+	f.app.Gateway = client
 	p := scorePayload("TRACE_1")
 	for attempt, want := range []struct {
 		state results.State
@@ -382,15 +384,14 @@ func TestShortRetriesAreMadeWithinTheDelivery(t *testing.T) {
 // worker's is never signed as the worker's app.
 func TestAJobOfAnotherAppFailsWithoutACall(t *testing.T) {
 	f := newFixture(t, sandbox.Faults{})
-	f.h.AppID = zhimatest.AppID
 	p := scorePayload("OTHER_APP_1")
 	p.AppID = "2021009999999999"
 	if err := f.h.ProcessTask(context.Background(), task(t, p)); err != nil {
 		t.Fatalf("ProcessTask = %v, want the task ended", err)
 	}
 	rec, err := f.h.Results.Get(context.Background(), p.Key())
-	if err != nil || rec.State != results.Failed || rec.Error == nil || rec.Error.Source != "local" || !strings.Contains(rec.Error.Msg, "ZHIMA_APP_ID") {
-		t.Fatalf("record %+v (error %+v), %v; want failed locally, naming ZHIMA_APP_ID", rec, rec.Error, err)
+	if err != nil || rec.State != results.Failed || rec.Error == nil || rec.Error.Source != "local" || !strings.Contains(rec.Error.Msg, "not one of this worker's apps") {
+		t.Fatalf("record %+v (error %+v), %v; want failed locally, saying the app is not the worker's", rec, rec.Error, err)
 	}
 	if strings.Contains(rec.Error.Msg, p.AppID) || strings.Contains(f.logs.String(), p.AppID) {
 		t.Error("the task's app_id was echoed")

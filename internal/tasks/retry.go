@@ -13,11 +13,11 @@ import (
 	"github.com/zhimaq/zhimaq/internal/payload"
 )
 
-// HeldBack is returned when no call was made because the rate limiter or
-// the breaker held it back. It uses up no attempt and, with IsFailure, no
-// asynq retry; RetryDelay waits RetryAfter.
+// HeldBack is returned when no call was made because the rate limiter, the
+// breaker or the app's daily budget held it back. It uses up no attempt
+// and, with IsFailure, no asynq retry; RetryDelay waits RetryAfter.
 type HeldBack struct {
-	Reason     string // "rate limit" or "breaker open"
+	Reason     string // metrics.ReasonRateLimit, ReasonBreakerOpen or ReasonBudget
 	RetryAfter time.Duration
 }
 
@@ -36,12 +36,14 @@ func IsFailure(err error) bool {
 // with "equal jitter" (half fixed, half random) so retries of a failure
 // burst spread out without waiting much longer than the backoff. n is
 // asynq's count of failed deliveries, which held-back ones do not raise. A
-// task held back comes back after its RetryAfter, plus up to a quarter more.
+// task held back comes back after its RetryAfter, plus up to a quarter more
+// (at most a minute more: a job held until Beijing midnight resumes in the
+// minute after it).
 func RetryDelay(base, max time.Duration) asynq.RetryDelayFunc {
 	return func(n int, err error, _ *asynq.Task) time.Duration {
 		var hb *HeldBack
 		if errors.As(err, &hb) {
-			return hb.RetryAfter + rand.N(hb.RetryAfter/4+1)
+			return hb.RetryAfter + rand.N(min(hb.RetryAfter/4, time.Minute)+1)
 		}
 		d := max
 		if n < 40 {

@@ -4,8 +4,10 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/zhimaq/zhimaq/internal/config"
 	"github.com/zhimaq/zhimaq/internal/metrics"
+	"github.com/zhimaq/zhimaq/internal/payload"
 )
 
 // headerTimeout bounds the read of a request's header (HTTP_STALL_TIMEOUT
@@ -31,7 +34,8 @@ func (w *Worker) listenerServer(cfg config.Config, reg *prometheus.Registry) *ht
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, r *http.Request) { rw.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", w.ready)
-	mux.Handle("GET /metrics", metrics.Handler(reg, asynq.NewInspectorFromRedisClient(w.rdb), []string{cfg.Queue}))
+	mux.Handle("GET /metrics", metrics.Handler(reg, asynq.NewInspectorFromRedisClient(w.rdb),
+		slices.Sorted(maps.Keys(payload.Queues(cfg.Queue, cfg.AppIDs())))))
 	if w.api != nil {
 		mux.Handle("/v1/", w.api)
 	}

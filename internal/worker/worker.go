@@ -4,8 +4,9 @@
 //   - Redis: one client that every component shares (Options.Redis, or a
 //     client for REDIS_URL that the worker opens and closes);
 //   - metrics: one registry, served at /metrics and shared with the API;
-//   - the gateway client (zhima.Client);
-//   - the task handler (tasks.Handler), with the rate limiter and breaker;
+//   - per app (ZHIMA_APP_ID, or each of ZHIMA_APPS_FILE): its gateway
+//     client (zhima.Client), rate limiter, breaker and daily budget;
+//   - the task handler (tasks.Handler), which calls as those apps;
 //   - the asynq server, which runs the handler and the callback deliverer
 //     (callback.Deliverer);
 //   - the callback sweeper (callback.Sweeper), which enqueues the
@@ -39,6 +40,7 @@ import (
 
 	"github.com/zhimaq/zhimaq/internal/batches"
 	"github.com/zhimaq/zhimaq/internal/breaker"
+	"github.com/zhimaq/zhimaq/internal/budget"
 	"github.com/zhimaq/zhimaq/internal/callback"
 	"github.com/zhimaq/zhimaq/internal/certcache"
 	"github.com/zhimaq/zhimaq/internal/config"
@@ -82,6 +84,7 @@ type APIFunc func(rdb redis.UniversalClient, cfg config.Config, m *metrics.Metri
 // Worker runs jobs until its context ends.
 type Worker struct {
 	opts      Options
+	apps      []config.App // with their keys read
 	log       *zap.Logger
 	rdb       redis.UniversalClient
 	ownsRedis bool
@@ -104,7 +107,8 @@ type Worker struct {
 // Start. A bad key or setting fails here, with an error naming it.
 func New(opts Options) (_ *Worker, err error) {
 	cfg := opts.Config
-	if err := cfg.RequireGateway(); err != nil {
+	apps, err := cfg.Apps()
+	if err != nil {
 		return nil, err
 	}
 	keys, err := cfg.Keyring()
@@ -126,7 +130,7 @@ func New(opts Options) (_ *Worker, err error) {
 	if now == nil {
 		now = time.Now
 	}
-	w := &Worker{opts: opts, log: log, rdb: opts.Redis}
+	w := &Worker{opts: opts, log: log, rdb: opts.Redis, apps: apps}
 	if w.rdb == nil {
 		if w.rdb, err = config.RedisClient(cfg.RedisURL); err != nil {
 			return nil, err
@@ -138,48 +142,26 @@ func New(opts Options) (_ *Worker, err error) {
 			}
 		}()
 	}
-	gateway, err := zhima.NewClient(zhima.Config{
-		GatewayURL:      cfg.GatewayURL,
-		AppID:           cfg.AppID,
-		AppPrivateKey:   cfg.AppPrivateKey,
-		AlipayPublicKey: cfg.AlipayPublicKey,
-		AppCert:         cfg.AppCert,
-		AlipayCert:      cfg.AlipayCert,
-		AlipayRootCert:  cfg.AlipayRootCert,
-		AESKey:          cfg.EncryptKey,
-		SignType:        cfg.SignType,
-		Charset:         cfg.Charset,
-		Timeout:         cfg.GatewayTimeout,
-	}, zhima.WithHTTPClient(HTTPClient(cfg.WorkerConcurrency)), zhima.WithClock(now),
-		zhima.WithCertCache(certcache.New(w.rdb, cfg.KeyPrefix, cfg.AppID)), zhima.WithCertEvents(func(sn string, err error) {
-			if err != nil {
-				log.Warn("Alipay certificate not trusted; answers signed with it fail verification and are retried", zap.String("alipay_cert_sn", sn), zap.Error(err))
-				return
-			}
-			log.Info("Alipay certificate rotated: the new one chains to the root file and is trusted", zap.String("alipay_cert_sn", sn))
-		}))
-	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
-	}
 	reg := metrics.NewRegistry()
-	m := metrics.New(reg)
+	m := metrics.New(reg, cfg.AppIDs()...)
 	w.metrics = m
 	w.handler = &tasks.Handler{
+		Apps:        map[string]*tasks.App{},
 		Metrics:     m,
-		Gateway:     gateway,
-		AppID:       cfg.AppID,
 		Results:     results.New(w.rdb, cfg.KeyPrefix, cfg.ResultTTL),
 		Log:         log,
 		MaxAttempts: cfg.RetryMaxAttempts,
 		Window:      cfg.DedupWindow,
 		Now:         now,
-		Limiter:     ratelimit.New(w.rdb, cfg.KeyPrefix, cfg.AppID, cfg.QPS),
 		Keys:        keys,
-		Breaker: breaker.New(breaker.Config{Failures: cfg.BreakerFailures, Cooldown: cfg.BreakerCooldown,
-			OnChange: func(from, to string) {
-				log.Warn("gateway breaker changed state", zap.String("from", from), zap.String("to", to))
-				m.BreakerChanged(to)
-			}}),
+	}
+	httpClient := HTTPClient(cfg.WorkerConcurrency)
+	for _, app := range apps {
+		a, err := w.app(cfg, app, httpClient, now)
+		if err != nil {
+			return nil, err
+		}
+		w.handler.Apps[app.AppID] = a
 	}
 	// POLL_INTERVAL is how often due retries are moved back to the queue
 	// (asynq's DelayedTaskCheckInterval) and how long an idle processor
@@ -194,7 +176,7 @@ func New(opts Options) (_ *Worker, err error) {
 	}
 	w.server = asynq.NewServerFromRedisClient(w.rdb, asynq.Config{
 		Concurrency:              cfg.WorkerConcurrency,
-		Queues:                   map[string]int{cfg.Queue: 1},
+		Queues:                   payload.Queues(cfg.Queue, cfg.AppIDs()), // interactive first, the apps side by side
 		RetryDelayFunc:           backoff,
 		IsFailure:                tasks.IsFailure,
 		ErrorHandler:             asynq.ErrorHandlerFunc(w.exhausted),
@@ -217,6 +199,54 @@ func New(opts Options) (_ *Worker, err error) {
 	}
 	w.http = w.listenerServer(cfg, reg)
 	return w, nil
+}
+
+// app builds what the handler needs to call as app: its gateway client,
+// rate limiter, breaker and daily budget. A bad key fails it, naming the
+// app when there are several.
+func (w *Worker) app(cfg config.Config, app config.App, httpClient *http.Client, now func() time.Time) (*tasks.App, error) {
+	log := w.log.With(zap.String("app_id", app.AppID))
+	gateway, err := zhima.NewClient(zhima.Config{
+		GatewayURL:      app.GatewayURL,
+		AppID:           app.AppID,
+		AppPrivateKey:   app.AppPrivateKey,
+		AlipayPublicKey: app.AlipayPublicKey,
+		AppCert:         app.AppCert,
+		AlipayCert:      app.AlipayCert,
+		AlipayRootCert:  app.AlipayRootCert,
+		AESKey:          app.EncryptKey,
+		SignType:        app.SignType,
+		Charset:         app.Charset,
+		Timeout:         cfg.GatewayTimeout,
+	}, zhima.WithHTTPClient(httpClient), zhima.WithClock(now),
+		zhima.WithCertCache(certcache.New(w.rdb, cfg.KeyPrefix, app.AppID)), zhima.WithCertEvents(func(sn string, err error) {
+			if err != nil {
+				log.Warn("Alipay certificate not trusted; answers signed with it fail verification and are retried", zap.String("alipay_cert_sn", sn), zap.Error(err))
+				return
+			}
+			log.Info("Alipay certificate rotated: the new one chains to the root file and is trusted", zap.String("alipay_cert_sn", sn))
+		}))
+	if err != nil {
+		if cfg.AppsFile != "" {
+			return nil, fmt.Errorf("config: ZHIMA_APPS_FILE: app %s: %w", app.AppID, err)
+		}
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	limiter := ratelimit.New(w.rdb, cfg.KeyPrefix, app.AppID, app.QPS)
+	if limiter != nil {
+		w.metrics.WatchLimiter(app.AppID, limiter.Calls)
+	}
+	return &tasks.App{
+		ID:      app.AppID,
+		Gateway: gateway,
+		Limiter: limiter,
+		Budget:  budget.New(w.rdb, cfg.KeyPrefix, app.AppID, app.DailyBudget),
+		Breaker: breaker.New(breaker.Config{Failures: cfg.BreakerFailures, Cooldown: cfg.BreakerCooldown,
+			OnChange: func(from, to string) {
+				log.Warn("gateway breaker changed state", zap.String("from", from), zap.String("to", to))
+				w.metrics.BreakerChanged(app.AppID, to)
+			}}),
+	}, nil
 }
 
 // exhausted is asynq's ErrorHandler: the job handler's, and a log line
@@ -290,13 +320,18 @@ func (w *Worker) Start() error {
 // leave something open or unserved.
 func (w *Worker) logStarted() {
 	cfg := w.opts.Config
-	mode := "public key"
-	if cfg.CertMode() {
-		mode = "certificate"
+	w.log.Info("worker started", zap.Int("concurrency", cfg.WorkerConcurrency), zap.Strings("apps", cfg.AppIDs()),
+		zap.String("signer", zhima.SignBackend), zap.Stringer("callback_hosts", w.callbacks.Hosts), zap.String("http", w.Addr()))
+	for _, app := range w.apps {
+		mode := "public key"
+		if app.CertMode() {
+			mode = "certificate"
+		}
+		a := w.handler.Apps[app.AppID]
+		w.log.Info("app ready", zap.String("app_id", app.AppID), zap.String("gateway", app.GatewayURL), zap.String("mode", mode),
+			zap.Bool("encrypt", app.EncryptKey != ""), zap.String("charset", app.Charset),
+			zap.Stringer("rate_limit", a.Limiter), zap.Any("daily_budget", a.Budget.Limits()))
 	}
-	w.log.Info("worker started", zap.Int("concurrency", cfg.WorkerConcurrency), zap.String("gateway", cfg.GatewayURL),
-		zap.String("mode", mode), zap.Bool("encrypt", cfg.EncryptKey != ""), zap.String("charset", cfg.Charset), zap.String("signer", zhima.SignBackend),
-		zap.Stringer("rate_limit", w.handler.Limiter), zap.Stringer("callback_hosts", w.callbacks.Hosts), zap.String("http", w.Addr()))
 	switch {
 	case w.http != nil && w.api == nil && len(cfg.APITokens) == 0:
 		w.log.Info("HTTP API not served: API_TOKENS is not set")

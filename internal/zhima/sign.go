@@ -101,9 +101,9 @@ func Verify(key *rsa.PublicKey, t SignType, content []byte, signature string) er
 	return nil
 }
 
-// beijing is UTC+8, the zone of every gateway timestamp. A fixed zone keeps the
-// host's zone database out of it.
-var beijing = time.FixedZone("UTC+8", 8*60*60)
+// Beijing is UTC+8, the zone of every gateway timestamp and of the days
+// budgets count. A fixed zone keeps the host's zone database out of it.
+var Beijing = time.FixedZone("UTC+8", 8*60*60)
 
 // TimestampLayout is the gateway's timestamp format, yyyy-MM-dd HH:mm:ss.
 const TimestampLayout = "2006-01-02 15:04:05"
@@ -111,10 +111,10 @@ const TimestampLayout = "2006-01-02 15:04:05"
 // Timestamp formats t as the gateway expects: Beijing time, whatever the
 // host's zone.
 func Timestamp(t time.Time) string {
-	return t.In(beijing).Format(TimestampLayout)
+	return t.In(Beijing).Format(TimestampLayout)
 }
 
 // ParseTimestamp reads a gateway timestamp as Beijing time.
 func ParseTimestamp(s string) (time.Time, error) {
-	return time.ParseInLocation(TimestampLayout, s, beijing)
+	return time.ParseInLocation(TimestampLayout, s, Beijing)
 }
