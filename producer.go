@@ -259,7 +259,7 @@ func (p *Producer) task(key idempotency.Key, job Job, lane string) (*taskwire.Ta
 	if err := pl.Seal(p.keys); err != nil {
 		return nil, err
 	}
-	t, err := payload.Wire(pl, payload.Queue(p.cfg.Queue, key.AppID, lane))
+	t, err := payload.Wire(pl, payload.Queue(p.cfg.Queue, p.cfg.AppID, key.AppID, lane))
 	if err == nil {
 		_, t.Listed = p.listed.Load(t.Queue)
 	}

@@ -20,7 +20,6 @@ import (
 
 	"github.com/zhimaq/zhimaq"
 	"github.com/zhimaq/zhimaq/internal/launch"
-	"github.com/zhimaq/zhimaq/internal/payload"
 	"github.com/zhimaq/zhimaq/internal/procs"
 )
 
@@ -484,16 +483,12 @@ func (d *drill) awaitAll(ctx context.Context, deadline time.Time) error {
 	}
 }
 
-// queueInfo reads asynq's view of the queue of the drill's jobs (its app's
-// batch lane).
+// queueInfo reads asynq's view of the drill's queue.
 func (d *drill) queueInfo() (*asynq.QueueInfo, error) {
 	insp := asynq.NewInspectorFromRedisClient(d.rdb)
 	defer insp.Close()
-	return insp.GetQueueInfo(d.jobQueue())
+	return insp.GetQueueInfo(d.queue)
 }
-
-// jobQueue is the asynq queue of the drill's jobs.
-func (d *drill) jobQueue() string { return payload.Queue(d.queue, appID, payload.LaneBatch) }
 
 // close stops the drill's workers (each must exit 0 on SIGTERM) and its
 // gateway; a process that ended by itself is a problem.

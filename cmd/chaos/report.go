@@ -173,7 +173,7 @@ func (d *drill) account(ctx context.Context) {
 		d.note("asynq queue: cannot read: %v", err)
 	} else if qi.Active+qi.Pending+qi.Retry+qi.Archived+qi.Scheduled > 0 {
 		d.note("asynq queue %s at the end: %d active, %d pending, %d scheduled, %d retry, %d archived",
-			d.jobQueue(), qi.Active, qi.Pending, qi.Scheduled, qi.Retry, qi.Archived)
+			d.queue, qi.Active, qi.Pending, qi.Scheduled, qi.Retry, qi.Archived)
 	}
 	if s := scanWorkerLogs(d.logDir); s != "" {
 		d.note("worker logs: %s", s)

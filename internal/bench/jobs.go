@@ -129,17 +129,11 @@ func enqueuer(ctx context.Context, c *asynq.Client, queue string) func(txs []str
 	}
 }
 
-// queueKeys are asynq v0.26's per-queue keys that hold unfinished tasks
-// (the pending and active lists, the scheduled and retry sets) of queue,
-// where the reference enqueues, and of the bench app's batch queue on it,
-// where zhimaq's producer does.
+// queueKeys are asynq v0.26's per-queue keys that hold unfinished tasks:
+// the pending and active lists, the scheduled and retry sets.
 func queueKeys(queue string) []string {
-	var keys []string
-	for _, q := range []string{queue, payload.Queue(queue, zhimatest.AppID, payload.LaneBatch)} {
-		p := "asynq:{" + q + "}:"
-		keys = append(keys, p+"pending", p+"active", p+"scheduled", p+"retry")
-	}
-	return keys
+	p := "asynq:{" + queue + "}:"
+	return []string{p + "pending", p + "active", p + "scheduled", p + "retry"}
 }
 
 // progress is how many tasks were still unfinished at a moment.
@@ -150,25 +144,20 @@ type progress struct {
 
 // drainPoll is what waitDrained saw.
 type drainPoll struct {
-	polls    int64 // rounds of LLEN, LLEN, ZCARD, ZCARD per queue
-	queues   int64 // the queues each round reads
+	polls    int64 // rounds of LLEN, LLEN, ZCARD, ZCARD
 	timeline []progress
 }
 
-// waitDrained polls the unfinished tasks of queue and of the bench app's
-// queue on it every 10ms (one pipeline of LLEN pending, LLEN active, ZCARD
-// scheduled, ZCARD retry per queue) until there are none, or timeout, or
-// until dead closes (the sandbox exited).
+// waitDrained polls queue's unfinished tasks every 10ms (one pipeline of
+// LLEN pending, LLEN active, ZCARD scheduled, ZCARD retry) until there are
+// none, or timeout, or until dead closes (the sandbox exited).
 func waitDrained(ctx context.Context, rdb *redis.Client, queue string, timeout time.Duration, dead <-chan struct{}) (drainPoll, error) {
 	keys := queueKeys(queue)
 	start := time.Now()
-	d := drainPoll{queues: int64(len(keys) / 4)}
+	var d drainPoll
 	for {
 		pipe := rdb.Pipeline()
-		var cmds []*redis.IntCmd
-		for i := 0; i < len(keys); i += 4 {
-			cmds = append(cmds, pipe.LLen(ctx, keys[i]), pipe.LLen(ctx, keys[i+1]), pipe.ZCard(ctx, keys[i+2]), pipe.ZCard(ctx, keys[i+3]))
-		}
+		cmds := []*redis.IntCmd{pipe.LLen(ctx, keys[0]), pipe.LLen(ctx, keys[1]), pipe.ZCard(ctx, keys[2]), pipe.ZCard(ctx, keys[3])}
 		_, err := pipe.Exec(ctx)
 		d.polls++
 		if err != nil {
@@ -197,7 +186,7 @@ func waitDrained(ctx context.Context, rdb *redis.Client, queue string, timeout t
 
 // own is the Redis commands the polls made, to leave out of the counts.
 func (d drainPoll) own() map[string]int64 {
-	return map[string]int64{"llen": 2 * d.polls * d.queues, "zcard": 2 * d.polls * d.queues}
+	return map[string]int64{"llen": 2 * d.polls, "zcard": 2 * d.polls}
 }
 
 // when is the first time at most remaining tasks were left.

@@ -18,7 +18,6 @@ import (
 	"github.com/zhimaq/zhimaq/internal/launch"
 	"github.com/zhimaq/zhimaq/internal/payload"
 	"github.com/zhimaq/zhimaq/internal/sandbox"
-	"github.com/zhimaq/zhimaq/internal/zhimatest"
 )
 
 // The lane figure's setting (issue 13): one app at 20 calls/s, the sandbox
@@ -172,7 +171,7 @@ func (e *env) runLanes(ctx context.Context, lane string, backlog, n int) (laneRu
 	if err := launch.Sleep(ctx, time.Until(start.Add(run.window))); err != nil {
 		return run, err
 	}
-	run.ahead, _ = rdb.LLen(ctx, "asynq:{"+payload.Queue(ns.queue, zhimatest.AppID, payload.LaneBatch)+"}:pending").Result()
+	run.ahead, _ = rdb.LLen(ctx, "asynq:{"+ns.queue+"}:pending").Result()
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	select {

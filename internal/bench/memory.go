@@ -81,12 +81,8 @@ func (e *env) runMemory(ctx context.Context, n int, useZhimaq bool) (memRun, err
 		v, _ := e.rdb.MemoryUsage(ctx, k, 0).Result()
 		return v
 	}
-	queue := ns.queue // the reference's; zhimaq's producer enqueues on the app's queue
-	if useZhimaq {
-		queue = payload.Queue(ns.queue, zhimatest.AppID, payload.LaneBatch)
-	}
-	r.task = usage("asynq:{" + queue + "}:t:" + taskID(tx0))
-	r.pending = usage("asynq:{"+queue+"}:pending") / int64(n+1)
+	r.task = usage("asynq:{" + ns.queue + "}:t:" + taskID(tx0))
+	r.pending = usage("asynq:{"+ns.queue+"}:pending") / int64(n+1)
 	if useZhimaq {
 		k, keys := key(tx0), keyspace.New(ns.prefix)
 		r.record = usage(keys.Result(k.AppID, k.Method, k.TransactionID))

@@ -55,25 +55,26 @@ type Config struct {
 	apps           []appEntry    // the apps of AppsFile, key files unread
 	GatewayTimeout time.Duration // ZHIMA_TIMEOUT: one gateway call, connect to last byte
 
-	WorkerConcurrency  int           // WORKER_CONCURRENCY
-	RetryMaxAttempts   int           // RETRY_MAX_ATTEMPTS, the first attempt included
-	RetryBaseDelay     time.Duration // RETRY_BASE_DELAY
-	RetryMaxDelay      time.Duration // RETRY_MAX_DELAY
-	DedupWindow        time.Duration // DEDUP_WINDOW
-	ResultTTL          time.Duration // RESULT_TTL
-	PollInterval       time.Duration // POLL_INTERVAL: asynq's check for due retries and an idle worker's wait
-	BreakerFailures    int           // BREAKER_FAILURES: transient failures in a row that open the breaker
-	BreakerCooldown    time.Duration // BREAKER_COOLDOWN: how long it stays open before a probe
-	DataKeys           string        // DATA_KEYS or the file DATA_KEYS_FILE
-	HTTPAddr           string        // HTTP_ADDR
-	HTTPIdleTimeout    time.Duration // HTTP_IDLE_TIMEOUT: a keep-alive connection idle this long is closed
-	HTTPStallTimeout   time.Duration // HTTP_STALL_TIMEOUT: a client that sends or takes nothing this long is dropped
-	HTTPMaxHeaderBytes int           // HTTP_MAX_HEADER_BYTES: the largest request header accepted
-	APIMaxRequests     int           // API_MAX_REQUESTS: API requests served at once; more get 503
-	BatchMaxLines      int           // BATCH_MAX_LINES: the most lines one batch may hold
-	CallbackSecret     string        // CALLBACK_SECRET or the file CALLBACK_SECRET_FILE: signs batch callbacks
-	CallbackHosts      string        // CALLBACK_HOSTS: the hosts batch callbacks may go to, "" = any public address (batches.ParseHosts)
-	APITokens          []string      // API_TOKENS or the file API_TOKENS_FILE: bearer tokens of the HTTP API
+	WorkerConcurrency      int           // WORKER_CONCURRENCY
+	InteractiveConcurrency int           // INTERACTIVE_CONCURRENCY: handlers of interactive-lane jobs, beside WorkerConcurrency's
+	RetryMaxAttempts       int           // RETRY_MAX_ATTEMPTS, the first attempt included
+	RetryBaseDelay         time.Duration // RETRY_BASE_DELAY
+	RetryMaxDelay          time.Duration // RETRY_MAX_DELAY
+	DedupWindow            time.Duration // DEDUP_WINDOW
+	ResultTTL              time.Duration // RESULT_TTL
+	PollInterval           time.Duration // POLL_INTERVAL: asynq's check for due retries and an idle worker's wait
+	BreakerFailures        int           // BREAKER_FAILURES: transient failures in a row that open the breaker
+	BreakerCooldown        time.Duration // BREAKER_COOLDOWN: how long it stays open before a probe
+	DataKeys               string        // DATA_KEYS or the file DATA_KEYS_FILE
+	HTTPAddr               string        // HTTP_ADDR
+	HTTPIdleTimeout        time.Duration // HTTP_IDLE_TIMEOUT: a keep-alive connection idle this long is closed
+	HTTPStallTimeout       time.Duration // HTTP_STALL_TIMEOUT: a client that sends or takes nothing this long is dropped
+	HTTPMaxHeaderBytes     int           // HTTP_MAX_HEADER_BYTES: the largest request header accepted
+	APIMaxRequests         int           // API_MAX_REQUESTS: API requests served at once; more get 503
+	BatchMaxLines          int           // BATCH_MAX_LINES: the most lines one batch may hold
+	CallbackSecret         string        // CALLBACK_SECRET or the file CALLBACK_SECRET_FILE: signs batch callbacks
+	CallbackHosts          string        // CALLBACK_HOSTS: the hosts batch callbacks may go to, "" = any public address (batches.ParseHosts)
+	APITokens              []string      // API_TOKENS or the file API_TOKENS_FILE: bearer tokens of the HTTP API
 
 	Queue     string // ZHIMAQ_QUEUE: the asynq queue
 	KeyPrefix string // ZHIMAQ_KEY_PREFIX: prefix of zhimaq's own Redis keys
@@ -87,28 +88,29 @@ type Config struct {
 // leaves room for an overnight backfill while bounding what one batch can
 // cost Redis.
 var Defaults = Config{
-	RedisURL:           "redis://127.0.0.1:6379/0",
-	App:                App{GatewayURL: zhima.DefaultGatewayURL, SignType: zhima.RSA2, Charset: "utf-8"},
-	GatewayTimeout:     15 * time.Second,
-	WorkerConcurrency:  50,
-	RetryMaxAttempts:   12,
-	RetryBaseDelay:     2 * time.Second,
-	RetryMaxDelay:      10 * time.Minute,
-	DedupWindow:        24 * time.Hour, // the gateway honours a transaction_id for a day
-	ResultTTL:          168 * time.Hour,
-	HTTPAddr:           "127.0.0.1:8080",
-	HTTPIdleTimeout:    60 * time.Second,
-	HTTPStallTimeout:   30 * time.Second,
-	HTTPMaxHeaderBytes: 16 << 10,
-	APIMaxRequests:     32,
-	BatchMaxLines:      100_000,
-	PollInterval:       200 * time.Millisecond,
-	BreakerFailures:    20,
-	BreakerCooldown:    10 * time.Second,
-	Queue:              "zhimaq",
-	KeyPrefix:          keyspace.DefaultPrefix,
-	LogFormat:          "json",
-	LogLevel:           "info",
+	RedisURL:               "redis://127.0.0.1:6379/0",
+	App:                    App{GatewayURL: zhima.DefaultGatewayURL, SignType: zhima.RSA2, Charset: "utf-8"},
+	GatewayTimeout:         15 * time.Second,
+	WorkerConcurrency:      50,
+	InteractiveConcurrency: 10,
+	RetryMaxAttempts:       12,
+	RetryBaseDelay:         2 * time.Second,
+	RetryMaxDelay:          10 * time.Minute,
+	DedupWindow:            24 * time.Hour, // the gateway honours a transaction_id for a day
+	ResultTTL:              168 * time.Hour,
+	HTTPAddr:               "127.0.0.1:8080",
+	HTTPIdleTimeout:        60 * time.Second,
+	HTTPStallTimeout:       30 * time.Second,
+	HTTPMaxHeaderBytes:     16 << 10,
+	APIMaxRequests:         32,
+	BatchMaxLines:          100_000,
+	PollInterval:           200 * time.Millisecond,
+	BreakerFailures:        20,
+	BreakerCooldown:        10 * time.Second,
+	Queue:                  "zhimaq",
+	KeyPrefix:              keyspace.DefaultPrefix,
+	LogFormat:              "json",
+	LogLevel:               "info",
 }
 
 // Load reads the settings from getenv (os.Getenv when nil) over Defaults.

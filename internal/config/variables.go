@@ -78,6 +78,8 @@ var Table = []Var{
 		Help: "one gateway call, connect to last byte", Set: duration(func(c *Config) *time.Duration { return &c.GatewayTimeout })},
 	{Name: "WORKER_CONCURRENCY", Default: "50", Reads: Worker,
 		Help: "handlers at once", Set: positive(func(c *Config) *int { return &c.WorkerConcurrency })},
+	{Name: "INTERACTIVE_CONCURRENCY", Default: "10", Reads: Worker,
+		Help: "handlers at once for interactive-lane jobs, beside WORKER_CONCURRENCY's", Set: positive(func(c *Config) *int { return &c.InteractiveConcurrency })},
 	{Name: "RETRY_MAX_ATTEMPTS", Default: "12", Reads: Worker,
 		Help: "gateway calls per job, first included", Set: positive(func(c *Config) *int { return &c.RetryMaxAttempts })},
 	{Name: "RETRY_BASE_DELAY", Default: "2s", Reads: Worker,

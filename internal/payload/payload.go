@@ -156,12 +156,17 @@ func ParseLane(lane string) (string, error) {
 	return "", errors.New("lane: want interactive or batch")
 }
 
-// Queue is the asynq queue of app's jobs of lane, on base (ZHIMAQ_QUEUE):
-// "<base>:<app_id>" for batch, "<base>:<app_id>:interactive". Each app
-// waits in queues of its own, so one app's backlog never stands before
-// another's jobs.
-func Queue(base, app, lane string) string {
-	q := keyspace.AppQueue(base, app)
+// Queue is the asynq queue of app's jobs in lane, on base (ZHIMAQ_QUEUE),
+// for a deployment whose first app is first: the first app's batch jobs
+// wait in base itself (as every job did before apps had queues of their
+// own), another app's in "<base>:<app_id>", so one app's backlog never
+// stands before another's jobs; interactive jobs wait in that name +
+// ":interactive", which the worker's interactive handlers alone read.
+func Queue(base, first, app, lane string) string {
+	q := base
+	if app != first {
+		q = keyspace.AppQueue(base, app)
+	}
 	if lane == LaneInteractive {
 		q += interactiveSuffix
 	}
@@ -178,19 +183,16 @@ func LaneOf(queue string) string {
 	return LaneBatch
 }
 
-// InteractiveWeight is an interactive queue's weight beside a batch
-// queue's 1: a worker takes its next task from an interactive queue first
-// about InteractiveWeight times in InteractiveWeight + (its other queues).
-const InteractiveWeight = 100
-
-// Queues are a worker's asynq queues on base for apps, with their weights:
-// each app's two lanes, and base itself, where batch callbacks wait (and
-// jobs queued before the queues were per app).
-func Queues(base string, apps []string) map[string]int {
-	qs := map[string]int{base: 1}
+// Queues are the asynq queues of lane on base for apps (apps[0] first),
+// each of weight 1: a worker's handlers of that lane take the apps' jobs
+// side by side.
+func Queues(base string, apps []string, lane string) map[string]int {
+	qs := map[string]int{}
 	for _, app := range apps {
-		qs[Queue(base, app, LaneBatch)] = 1
-		qs[Queue(base, app, LaneInteractive)] = InteractiveWeight
+		qs[Queue(base, apps[0], app, lane)] = 1
+	}
+	if lane == LaneBatch {
+		qs[base] = 1 // batch callbacks wait there, whatever the apps
 	}
 	return qs
 }

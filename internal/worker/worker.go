@@ -7,18 +7,19 @@
 //   - per app (ZHIMA_APP_ID, or each of ZHIMA_APPS_FILE): its gateway
 //     client (zhima.Client), rate limiter, breaker and daily budget;
 //   - the task handler (tasks.Handler), which calls as those apps;
-//   - the asynq server, which runs the handler and the callback deliverer
-//     (callback.Deliverer);
+//   - two asynq servers that run the handler: one for the batch lane (and
+//     the callback deliverer, callback.Deliverer), WORKER_CONCURRENCY
+//     handlers; one for the interactive lane, INTERACTIVE_CONCURRENCY;
 //   - the callback sweeper (callback.Sweeper), which enqueues the
 //     callbacks of finished batches;
 //   - the HTTP listener: /healthz, /readyz, /metrics and, when Options.API
 //     builds it (API_TOKENS set), the API under /v1/.
 //
 // Start binds the listener's address first, so that a bad HTTP_ADDR starts
-// nothing, then starts the asynq server and the sweeper, and serves HTTP
+// nothing, then starts the asynq servers and the sweeper, and serves HTTP
 // last. Close stops them in the reverse order: the listener stops taking
-// requests (those under way get 2s), the sweeper stops, the asynq server
-// shuts down (running calls get ShutdownTimeout to finish, then their tasks
+// requests (those under way get 2s), the sweeper stops, the asynq servers
+// shut down, together (running calls get ShutdownTimeout to finish, then their tasks
 // go back to the queue), the API's closer and the sweeper's queue client
 // close, and Redis closes last, when the worker opened it.
 package worker
@@ -83,20 +84,21 @@ type APIFunc func(rdb redis.UniversalClient, cfg config.Config, m *metrics.Metri
 
 // Worker runs jobs until its context ends.
 type Worker struct {
-	opts      Options
-	apps      []config.App // with their keys read
-	log       *zap.Logger
-	rdb       redis.UniversalClient
-	ownsRedis bool
-	metrics   *metrics.Metrics
-	handler   *tasks.Handler
-	server    *asynq.Server
-	callbacks *callback.Deliverer
-	sweeper   *callback.Sweeper
-	http      *http.Server // nil with HTTP_ADDR off
-	api       http.Handler // nil when no API is served
-	apiCloser io.Closer
-	listener  net.Listener
+	opts        Options
+	apps        []config.App // with their keys read
+	log         *zap.Logger
+	rdb         redis.UniversalClient
+	ownsRedis   bool
+	metrics     *metrics.Metrics
+	handler     *tasks.Handler
+	server      *asynq.Server // batch-lane jobs and batch callbacks
+	interactive *asynq.Server // interactive-lane jobs
+	callbacks   *callback.Deliverer
+	sweeper     *callback.Sweeper
+	http        *http.Server // nil with HTTP_ADDR off
+	api         http.Handler // nil when no API is served
+	apiCloser   io.Closer
+	listener    net.Listener
 
 	stop      context.CancelFunc // stops the sweeper
 	swept     chan struct{}      // closed when the sweeper has stopped
@@ -155,7 +157,7 @@ func New(opts Options) (_ *Worker, err error) {
 		Now:         now,
 		Keys:        keys,
 	}
-	httpClient := HTTPClient(cfg.WorkerConcurrency)
+	httpClient := HTTPClient(cfg.WorkerConcurrency + cfg.InteractiveConcurrency)
 	for _, app := range apps {
 		a, err := w.app(cfg, app, httpClient, now)
 		if err != nil {
@@ -174,18 +176,25 @@ func New(opts Options) (_ *Worker, err error) {
 	if shutdown == 0 {
 		shutdown = cfg.GatewayTimeout + 2*time.Second
 	}
-	w.server = asynq.NewServerFromRedisClient(w.rdb, asynq.Config{
-		Concurrency:              cfg.WorkerConcurrency,
-		Queues:                   payload.Queues(cfg.Queue, cfg.AppIDs()), // interactive first, the apps side by side
-		RetryDelayFunc:           backoff,
-		IsFailure:                tasks.IsFailure,
-		ErrorHandler:             asynq.ErrorHandlerFunc(w.exhausted),
-		Logger:                   log.Named("asynq").Sugar(),
-		LogLevel:                 asynq.WarnLevel,
-		ShutdownTimeout:          shutdown,
-		DelayedTaskCheckInterval: poll,
-		TaskCheckInterval:        min(poll, time.Second),
-	})
+	server := func(lane string, concurrency int, check time.Duration) *asynq.Server {
+		return asynq.NewServerFromRedisClient(w.rdb, asynq.Config{
+			Concurrency:              concurrency,
+			Queues:                   payload.Queues(cfg.Queue, cfg.AppIDs(), lane), // the apps side by side
+			RetryDelayFunc:           backoff,
+			IsFailure:                tasks.IsFailure,
+			ErrorHandler:             asynq.ErrorHandlerFunc(w.exhausted),
+			Logger:                   log.Named("asynq").Sugar(),
+			LogLevel:                 asynq.WarnLevel,
+			ShutdownTimeout:          shutdown,
+			DelayedTaskCheckInterval: poll,
+			TaskCheckInterval:        check,
+		})
+	}
+	// Interactive jobs have handlers of their own, which look for a new
+	// one twice a poll when idle: they never wait for a batch job to end,
+	// and batch handlers never spend a round trip on their empty queue.
+	w.server = server(payload.LaneBatch, cfg.WorkerConcurrency, min(poll, time.Second))
+	w.interactive = server(payload.LaneInteractive, cmp.Or(cfg.InteractiveConcurrency, config.Defaults.InteractiveConcurrency), min(poll, time.Second)/2)
 	w.callbacks = &callback.Deliverer{Secret: []byte(cfg.CallbackSecret), Hosts: allowed, Keys: keys, Log: log.Named("callback"), Now: now}
 	w.sweeper = &callback.Sweeper{Store: batches.New(w.rdb, cfg.KeyPrefix, cfg.ResultTTL), Queue: asynq.NewClientFromRedisClient(w.rdb),
 		QueueName: cfg.Queue, Interval: opts.SweepInterval, Log: log.Named("batches"), Now: now}
@@ -296,7 +305,13 @@ func (w *Worker) Start() error {
 	mux := asynq.NewServeMux()
 	w.handler.Register(mux)
 	mux.Handle(callback.TaskType, w.callbacks)
-	if err := w.server.Start(mux); err != nil {
+	err := w.server.Start(mux)
+	if err == nil {
+		if err = w.interactive.Start(mux); err != nil {
+			w.server.Shutdown()
+		}
+	}
+	if err != nil {
 		if w.listener != nil {
 			w.listener.Close()
 			w.listener = nil
@@ -381,7 +396,10 @@ func (w *Worker) close() {
 		w.stop()
 		<-w.swept
 	}
+	var both sync.WaitGroup // each lane's running calls get ShutdownTimeout, at the same time
+	both.Go(w.interactive.Shutdown)
 	w.server.Shutdown()
+	both.Wait()
 	if w.apiCloser != nil {
 		w.apiCloser.Close()
 	}
