@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -211,6 +212,26 @@ func TestNewFailsNamingTheSetting(t *testing.T) {
 		{"bad callback hosts", func(c *config.Config) { c.CallbackHosts = "hooks.example.com/path" }, nil, "CALLBACK_HOSTS"},
 		{"alipay key is the app's", func(c *config.Config) { c.AlipayPublicKey = string(mustRead(t, zhimatest.KeyFile("app_public.pem"))) }, nil, "app's own public key"},
 		{"the API fails", func(c *config.Config) { c.HTTPAddr, c.APITokens = "127.0.0.1:0", []string{apiToken} }, failingAPI, "worker: API: DATA_KEYS"},
+		{"one app's key is the app's public key", func(c *config.Config) {
+			// The second app of an apps file: the line names it.
+			dir := t.TempDir()
+			key, pub := filepath.Join(dir, "app.pem"), zhimatest.KeyFile("app_public.pem")
+			alipay := filepath.Join(dir, "alipay.pem")
+			for path, content := range map[string]string{key: c.AppPrivateKey, alipay: c.AlipayPublicKey} {
+				if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			apps := filepath.Join(dir, "apps.yaml")
+			yaml := "apps:\n  - app_id: " + zhimatest.AppID + "\n    app_private_key_file: " + key + "\n    alipay_public_key_file: " + alipay +
+				"\n  - app_id: \"2021000000000002\"\n    app_private_key_file: " + key + "\n    alipay_public_key_file: " + pub + "\n"
+			if err := os.WriteFile(apps, []byte(yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.UseAppsFile(apps); err != nil {
+				t.Fatal(err)
+			}
+		}, nil, "config: ZHIMA_APPS_FILE: app 2021000000000002: "},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := s.Config
