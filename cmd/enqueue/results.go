@@ -29,7 +29,7 @@ Flags:
                   duplicate, error_source, error_sub_code, error_sub_msg (the
                   error's msg when it has no sub_msg), is_admittance,
                   relation_rank, relation_score, biz_no, enqueued_at,
-                  updated_at; "line" counts the batch's records from 1
+                  updated_at, app_id; "line" counts the batch's records from 1
                   (blank input lines have none). Records hold no personal
                   data, so neither does the export.
 

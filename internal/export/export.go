@@ -25,10 +25,10 @@ var ErrUnknownFormat = errors.New("export: unknown format; want jsonl or csv")
 // CSVColumns are the columns of a CSV export, in order. They hold no
 // personal data: records hold none.
 var CSVColumns = []string{
-	"line", "batch_id", "app_id", "method", "transaction_id", "state", "attempts", "duplicate",
+	"line", "batch_id", "method", "transaction_id", "state", "attempts", "duplicate",
 	"error_source", "error_sub_code", "error_sub_msg",
 	"is_admittance", "relation_rank", "relation_score", "biz_no",
-	"enqueued_at", "updated_at",
+	"enqueued_at", "updated_at", "app_id", // app_id last: scripts that read the columns by position keep working
 }
 
 // answerFields are the response fields a CSV export has columns for.
@@ -98,7 +98,7 @@ func (e *csvExporter) Write(line int, sub *zhimaq.Submission) error {
 			return fmt.Errorf("export: %w", err)
 		}
 	}
-	row := []string{strconv.Itoa(line), sub.BatchID, rec.AppID, rec.Method, rec.TransactionID, string(rec.State),
+	row := []string{strconv.Itoa(line), sub.BatchID, rec.Method, rec.TransactionID, string(rec.State),
 		strconv.Itoa(rec.Attempts), strconv.FormatBool(sub.Duplicate)}
 	if rec.Error != nil {
 		row = append(row, rec.Error.Source, rec.Error.SubCode, firstNonEmpty(rec.Error.SubMsg, rec.Error.Msg))
@@ -109,7 +109,7 @@ func (e *csvExporter) Write(line int, sub *zhimaq.Submission) error {
 	for _, f := range answerFields {
 		row = append(row, answers[f])
 	}
-	row = append(row, timeCell(rec.EnqueuedAt), timeCell(&rec.UpdatedAt))
+	row = append(row, timeCell(rec.EnqueuedAt), timeCell(&rec.UpdatedAt), rec.AppID)
 	// Every column, not just those that come from the gateway today: a
 	// record in Redis may hold anything.
 	for i := range row {

@@ -46,10 +46,10 @@ func TestExportCSV(t *testing.T) {
 	}
 	want := [][]string{
 		CSVColumns,
-		{"1", "b_x", "2021000000000002", testMethod, "T1", "succeeded", "2", "false", "", "", "", "Y", "", "", "ZM2026", "2026-11-26T03:15:00.5Z", "2026-11-26T03:15:00.5Z"},
-		{"2", "b_x", "", "zhima.credit.relation.query", "T2", "succeeded", "0", "true", "", "", "", "", "high", "0.87", "", "", "2026-11-26T03:15:00.5Z"},
-		{"3", "b_x", "", "", "", "rejected", "0", "false", "local", "INVALID_PARAMETER", `'=cert_no: bad, "quoted"`, "", "", "", "", "", "2026-11-26T03:15:00.5Z"},
-		{"4", "b_x", "", testMethod, "T3", "failed", "0", "false", "transport", "", "HTTP 502", "", "", "", "", "", "2026-11-26T03:15:00.5Z"},
+		{"1", "b_x", testMethod, "T1", "succeeded", "2", "false", "", "", "", "Y", "", "", "ZM2026", "2026-11-26T03:15:00.5Z", "2026-11-26T03:15:00.5Z", "2021000000000002"},
+		{"2", "b_x", "zhima.credit.relation.query", "T2", "succeeded", "0", "true", "", "", "", "", "high", "0.87", "", "", "2026-11-26T03:15:00.5Z", ""},
+		{"3", "b_x", "", "", "rejected", "0", "false", "local", "INVALID_PARAMETER", `'=cert_no: bad, "quoted"`, "", "", "", "", "", "2026-11-26T03:15:00.5Z", ""},
+		{"4", "b_x", testMethod, "T3", "failed", "0", "false", "transport", "", "HTTP 502", "", "", "", "", "", "2026-11-26T03:15:00.5Z", ""},
 	}
 	if len(rows) != len(want) {
 		t.Fatalf("%d rows, want %d", len(rows), len(want))
