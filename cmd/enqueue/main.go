@@ -196,10 +196,10 @@ var environment = "Environment (defaults in brackets):\n" + config.Help(config.E
 var usage = `enqueue — submits zhimaq verification jobs and reads their results.
 
 Usage:
-  enqueue batch [--wait] [--timeout D] [--parallel N] [--callback URL] FILE|-
+  enqueue batch [--wait] [--timeout D] [--parallel N] [--callback URL] [--lane L] FILE|-
       submit one job per line of FILE (or standard input) as a batch and
       print one result record per line
-  enqueue get --method M --transaction-id T
+  enqueue get --method M --transaction-id T [--app-id A]
       print the result record of one job
   enqueue status --batch ID [--watch]
       show where the jobs of a batch stand, and the time left
@@ -209,8 +209,9 @@ Usage:
       print this help, or a command's
 
 Jobs run in the background on zhimaq's workers; a result record says where a
-job stands ("queued", "running", "retrying", "succeeded", "failed", or
-"rejected" when it was never enqueued).
+job stands ("queued", "running", "retrying", "held" until Beijing midnight
+when its app's daily budget is spent, "succeeded", "failed", or "rejected"
+when it was never enqueued).
 
 ` + environment + `
 Exit status: 0 on success; 1 when a line was rejected, a job did not finish,
