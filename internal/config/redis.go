@@ -13,12 +13,19 @@ import (
 )
 
 // ParseRedisURL reads REDIS_URL: redis://[user:password@]host[:port][/db],
-// rediss:// for TLS, or redis-sentinel://[user:password@]host1[:port][,hostN[:port]][/db]?master=NAME.
-// Errors never quote the URL, which may hold a password.
+// rediss:// for TLS, redis-sentinel://[user:password@]host1[:port][,hostN[:port]][/db]?master=NAME,
+// or redis-cluster://[user:password@]host1[:port][,hostN[:port]][?tls=true]
+// (a Redis Cluster: no database number; the hosts are seeds, the client
+// finds the other nodes). Errors never quote the URL, which may hold a
+// password.
 func ParseRedisURL(raw string) (asynq.RedisConnOpt, error) {
+	raw, hosts := splitHosts(raw)
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, errors.New("config: REDIS_URL is not a URL")
+	}
+	if hosts != "" {
+		u.Host = hosts
 	}
 	var user, pass string
 	if u.User != nil {
@@ -57,8 +64,32 @@ func ParseRedisURL(raw string) (asynq.RedisConnOpt, error) {
 		}
 		return asynq.RedisFailoverClientOpt{MasterName: master, SentinelAddrs: addrs,
 			Username: user, Password: pass, SentinelPassword: pass, DB: db}, nil
+	case "redis-cluster":
+		if u.Host == "" {
+			return nil, errors.New("config: REDIS_URL: redis-cluster:// needs hosts")
+		}
+		if db != 0 {
+			return nil, errors.New("config: REDIS_URL: a Redis Cluster has no database number: leave out /db")
+		}
+		var addrs []string
+		for _, h := range strings.Split(u.Host, ",") {
+			addrs = append(addrs, withPort(h, "6379"))
+		}
+		opt := asynq.RedisClusterClientOpt{Addrs: addrs, Username: user, Password: pass}
+		switch t := u.Query().Get("tls"); t {
+		case "", "false", "0":
+		case "true", "1":
+			host := strings.Split(u.Host, ",")[0]
+			if i := strings.LastIndex(host, ":"); i > 0 && !strings.HasSuffix(host, "]") {
+				host = host[:i]
+			}
+			opt.TLSConfig = &tls.Config{ServerName: strings.Trim(host, "[]"), MinVersion: tls.VersionTLS12}
+		default:
+			return nil, errors.New("config: REDIS_URL: tls must be true or false")
+		}
+		return opt, nil
 	}
-	return nil, fmt.Errorf("config: REDIS_URL: scheme %q: want redis, rediss or redis-sentinel", u.Scheme)
+	return nil, fmt.Errorf("config: REDIS_URL: scheme %q: want redis, rediss, redis-sentinel or redis-cluster", u.Scheme)
 }
 
 // RedisClient opens a go-redis client for REDIS_URL, shared by zhimaq's
@@ -69,6 +100,24 @@ func RedisClient(raw string) (redis.UniversalClient, error) {
 		return nil, err
 	}
 	return opt.MakeRedisClient().(redis.UniversalClient), nil
+}
+
+// splitHosts takes the comma-separated hosts out of a sentinel or cluster
+// URL, which url.Parse refuses when a host but the last has a port: it
+// returns the URL with one placeholder host, and the hosts ("" for any
+// other URL).
+func splitHosts(raw string) (string, string) {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok || !strings.Contains(rest, ",") {
+		return raw, ""
+	}
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	auth := strings.LastIndex(rest[:end], "@") + 1
+	hosts := rest[auth:end]
+	return scheme + "://" + rest[:auth] + "hosts" + rest[end:], hosts
 }
 
 // withPort adds port to a host that names none.

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -19,6 +20,10 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/zhimaq/zhimaq/internal/clustertest"
 )
 
 func ping(tb testing.TB, url string) error {
@@ -88,5 +93,44 @@ func TestRedissURLSpeaksTLS(t *testing.T) {
 	}
 	if err := ping(t, "redis://:tls-pass@localhost:"+port+"/0"); err == nil {
 		t.Fatal("plain redis:// spoke to a TLS server")
+	}
+}
+
+func TestRedisClusterURL(t *testing.T) {
+	for _, tt := range []struct{ url, want string }{
+		{"redis-cluster://", "needs hosts"},
+		{"redis-cluster://h1:7000,h2:7001/2", "no database number"},
+		{"redis-cluster://h1:7000?tls=maybe", "tls must be true or false"},
+	} {
+		if _, err := ParseRedisURL(tt.url); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v, want %q", tt.url, err, tt.want)
+		}
+	}
+	opt, err := ParseRedisURL("redis-cluster://u:s3cret@h1:7000,h2?tls=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, ok := opt.(asynq.RedisClusterClientOpt)
+	if !ok || len(c.Addrs) != 2 || c.Addrs[1] != "h2:6379" || c.Password != "s3cret" || c.TLSConfig == nil || c.TLSConfig.ServerName != "h1" {
+		t.Fatalf("options %+v", opt)
+	}
+
+	// A real cluster: keys in every slot range reach their node.
+	s := clustertest.New(t)
+	rdb, err := RedisClient(s.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	if _, ok := rdb.(*redis.ClusterClient); !ok {
+		t.Fatalf("client %T, want a cluster client", rdb)
+	}
+	ctx := context.Background()
+	for i := range 30 {
+		k := fmt.Sprintf("%skey%d", s.Prefix, i)
+		if err := rdb.Set(ctx, k, i, time.Minute).Err(); err != nil {
+			t.Fatalf("SET %s: %v", k, err)
+		}
+		defer rdb.Del(ctx, k)
 	}
 }

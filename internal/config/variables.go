@@ -50,7 +50,7 @@ type Var struct {
 // from it; see the package doc for adding a setting.
 var Table = []Var{
 	{Name: "REDIS_URL", Default: "redis://127.0.0.1:6379/0", Reads: Both,
-		Help: "redis://, rediss:// or redis-sentinel://", Set: str(func(c *Config) *string { return &c.RedisURL })},
+		Help: "redis://, rediss://, redis-sentinel:// or redis-cluster://", Set: str(func(c *Config) *string { return &c.RedisURL })},
 	{Name: "ZHIMA_GATEWAY_URL", PerApp: true, Default: zhima.DefaultGatewayURL, Reads: Worker,
 		Help: "gateway endpoint", Set: str(func(c *Config) *string { return &c.GatewayURL })},
 	{Name: "ZHIMA_APP_ID", PerApp: true, Reads: Both,
