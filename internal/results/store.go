@@ -84,8 +84,9 @@ func (s *Store) Get(ctx context.Context, k idempotency.Key) (*Record, error) {
 }
 
 // GetMany returns the records of keys, in order, with nil where there is
-// none. It reads them with MGETs of 500 keys, pipelined 20 to a round trip,
-// so all keys must live on one Redis node (no Cluster).
+// none. It reads them with MGETs of 500 keys, pipelined 20 to a round trip;
+// on a Redis Cluster with GETs, as many to a round trip, each node sent its
+// share.
 //
 // When some stored values are corrupt it returns the other records, nil in
 // their places, and an error joining one *CorruptError for each. An invalid
@@ -102,33 +103,63 @@ func (s *Store) GetMany(ctx context.Context, keys []idempotency.Key) ([]*Record,
 	var corrupt []error
 	for trip := 0; trip < len(names); trip += mgetChunk * mgetPerTrip {
 		end := min(trip+mgetChunk*mgetPerTrip, len(names))
-		pipe := s.rdb.Pipeline()
-		var cmds []*redis.SliceCmd
-		for lo := trip; lo < end; lo += mgetChunk {
-			cmds = append(cmds, pipe.MGet(ctx, names[lo:min(lo+mgetChunk, end)]...))
-		}
-		if _, err := pipe.Exec(ctx); err != nil {
+		vals, err := s.fetch(ctx, names[trip:end])
+		if err != nil {
 			return nil, fmt.Errorf("results: get many: %w", err)
 		}
-		for c, cmd := range cmds {
-			for j, v := range cmd.Val() {
-				i := trip + c*mgetChunk + j
-				switch v := v.(type) {
-				case nil:
-				case string:
-					rec, _, err := decode(keys[i], []byte(v))
-					if err != nil {
-						corrupt = append(corrupt, err)
-						continue
-					}
-					recs[i] = rec
-				default:
-					corrupt = append(corrupt, &CorruptError{Key: keys[i], Reason: fmt.Sprintf("unexpected reply type %T", v)})
+		for j, v := range vals {
+			i := trip + j
+			switch v := v.(type) {
+			case nil:
+			case string:
+				rec, _, err := decode(keys[i], []byte(v))
+				if err != nil {
+					corrupt = append(corrupt, err)
+					continue
 				}
+				recs[i] = rec
+			default:
+				corrupt = append(corrupt, &CorruptError{Key: keys[i], Reason: fmt.Sprintf("unexpected reply type %T", v)})
 			}
 		}
 	}
 	return recs, errors.Join(corrupt...)
+}
+
+// fetch reads names in one round trip: MGETs of mgetChunk keys pipelined,
+// or on a Redis Cluster, whose MGET cannot span slots, one GET each (the
+// cluster client sends each node its share, pipelined).
+func (s *Store) fetch(ctx context.Context, names []string) ([]any, error) {
+	pipe := s.rdb.Pipeline()
+	var vals []any
+	if _, cluster := s.rdb.(*redis.ClusterClient); cluster {
+		cmds := make([]*redis.StringCmd, len(names))
+		for i, n := range names {
+			cmds[i] = pipe.Get(ctx, n)
+		}
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return nil, err
+		}
+		for _, c := range cmds {
+			if v, err := c.Result(); err == nil {
+				vals = append(vals, v)
+			} else {
+				vals = append(vals, nil)
+			}
+		}
+		return vals, nil
+	}
+	var cmds []*redis.SliceCmd
+	for lo := 0; lo < len(names); lo += mgetChunk {
+		cmds = append(cmds, pipe.MGet(ctx, names[lo:min(lo+mgetChunk, len(names))]...))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, err
+	}
+	for _, c := range cmds {
+		vals = append(vals, c.Val()...)
+	}
+	return vals, nil
 }
 
 // Update reads k's record, applies change to it and writes it back, with the

@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/zhimaq/zhimaq/internal/clustertest"
 	"github.com/zhimaq/zhimaq/internal/idempotency"
 	"github.com/zhimaq/zhimaq/internal/redistest"
 )
@@ -428,4 +429,31 @@ func TestStoredForm(t *testing.T) {
 		t.Errorf("stored value = %q, want header %q and the response byte for byte", raw, header)
 	}
 	assertSame(t, get(t, s, k), rec)
+}
+
+// TestGetManyOnACluster: the records of many jobs live in every slot of a
+// Redis Cluster, and GetMany reads them all in order, nil where none.
+func TestGetManyOnACluster(t *testing.T) {
+	srv := clustertest.New(t)
+	s := New(srv.Client(t), srv.Prefix, time.Minute)
+	var keys []idempotency.Key
+	for i := range 1200 {
+		k := idempotency.Key{AppID: "2015000000000001", Method: "zhima.credit.score.brief.get", TransactionID: fmt.Sprintf("CL_%04d", i)}
+		keys = append(keys, k)
+		if i%3 != 0 {
+			put(t, s, k, queued(k))
+		}
+	}
+	got, err := s.GetMany(context.Background(), keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, rec := range got {
+		switch {
+		case i%3 == 0 && rec != nil:
+			t.Fatalf("key %d: %+v, want none", i, rec)
+		case i%3 != 0 && (rec == nil || rec.TransactionID != keys[i].TransactionID || rec.AppID != keys[i].AppID):
+			t.Fatalf("key %d: %+v", i, rec)
+		}
+	}
 }
