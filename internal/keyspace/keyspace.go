@@ -18,7 +18,10 @@ package keyspace
 const DefaultPrefix = "zhimaq:"
 
 // Space is the keys under one prefix.
-type Space struct{ prefix string }
+type Space struct {
+	prefix string
+	tagged bool // a job's keys carry a hash tag (Tagged)
+}
 
 // New returns the keys under prefix; "" means DefaultPrefix.
 func New(prefix string) Space {
@@ -26,6 +29,15 @@ func New(prefix string) Space {
 		prefix = DefaultPrefix
 	}
 	return Space{prefix: prefix}
+}
+
+// Tagged is s for a Redis Cluster: a job's record and claim keys hold their
+// transaction in a hash tag, <prefix>result:{<app_id>:<method>:<transaction_id>},
+// so that a script may read both (one slot), while jobs spread over the
+// slots. A single Redis keeps the untagged names it always had.
+func (s Space) Tagged() Space {
+	s.tagged = true
+	return s
 }
 
 // Prefix is the prefix every key of s starts with.
@@ -44,6 +56,9 @@ func (s Space) Result(appID, method, transactionID string) string {
 }
 
 func (s Space) job(kind, appID, method, transactionID string) string {
+	if s.tagged {
+		return s.prefix + kind + ":{" + appID + ":" + method + ":" + transactionID + "}"
+	}
 	return s.prefix + kind + ":" + appID + ":" + method + ":" + transactionID
 }
 

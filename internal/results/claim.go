@@ -3,6 +3,7 @@ package results
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"time"
 
@@ -55,8 +56,37 @@ func (s *Store) Claim(ctx context.Context, k idempotency.Key, rec *Record, c Cla
 		return 0, nil, err
 	}
 	res, err := claimScript.Run(ctx, s.rdb, keys, args...).Slice()
-	return claimAnswer(k, rec, res, err)
+	o, found, err := claimAnswer(k, rec, res, err)
+	if err == nil && s.cluster && c.Enqueue != nil && (o == idempotency.Claimed || o == idempotency.Duplicate && !found.State.Terminal()) {
+		err = s.enqueueApart(ctx, k, c.Enqueue)
+	}
+	return o, found, err
 }
+
+// enqueueApart enqueues a claimed job's task on a Redis Cluster, where the
+// task's keys lie in another slot than its record's, so the claim script
+// cannot: one step after the claim. A producer that dies between the two
+// leaves a claimed job without its task; submitting the job again enqueues
+// it (a duplicate whose job has not finished does, as on one Redis), and it
+// is still billed once. The error leaves the claim made: trying the
+// submission again is that resubmission.
+func (s *Store) enqueueApart(ctx context.Context, k idempotency.Key, t *taskwire.Task) error {
+	args := t.Args(time.Now())
+	args[3] = "" // asynq:queues is in a slot of its own: SADD it beside the script
+	if !t.Listed {
+		if err := s.rdb.SAdd(ctx, taskwire.QueuesKey, t.Queue).Err(); err != nil {
+			return fmt.Errorf("results: claim %s: list the queue: %w", k, err)
+		}
+	}
+	if err := enqueueScript.Run(ctx, s.rdb, t.Keys()[:2], args...).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("results: claim %s: enqueue: %w", k, err)
+	}
+	return nil
+}
+
+// enqueueScript enqueues a task alone (enqueueApart): KEYS[1..2] its hash
+// and pending list, ARGV its Args with no queue to list.
+var enqueueScript = redis.NewScript(`return ` + taskwire.Enqueue(1, 1))
 
 // ClaimRequest is one claim of ClaimMany.
 type ClaimRequest struct {
@@ -79,6 +109,13 @@ type ClaimResult struct {
 // that failed may be made again: it answers as it would have.
 func (s *Store) ClaimMany(ctx context.Context, reqs []ClaimRequest) []ClaimResult {
 	out := make([]ClaimResult, len(reqs))
+	if s.cluster {
+		// The claims and their tasks lie in many slots: one by one.
+		for i, r := range reqs {
+			out[i].Outcome, out[i].Record, out[i].Err = s.Claim(ctx, r.Key, r.Record, r.Claim)
+		}
+		return out
+	}
 	type call struct {
 		i    int
 		keys []string
@@ -144,7 +181,7 @@ func (s *Store) claimArgs(k idempotency.Key, rec *Record, c Claim) ([]string, []
 	keys := []string{s.key(k), s.keys.Claim(k.AppID, k.Method, k.TransactionID)}
 	args := make([]any, 0, 9+2*len(forms))
 	args = append(args, data, max(s.ttl, c.Window).Milliseconds(), c.Now.UnixMilli())
-	if c.Enqueue != nil {
+	if c.Enqueue != nil && !s.cluster { // on a cluster, enqueueApart
 		keys = append(keys, c.Enqueue.Keys()...)
 		args = append(args, "1")
 		args = append(args, c.Enqueue.Args(time.Now())...)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/zhimaq/zhimaq/internal/clustertest"
 	"github.com/zhimaq/zhimaq/internal/idempotency"
 	"github.com/zhimaq/zhimaq/internal/redistest"
 	"github.com/zhimaq/zhimaq/internal/taskwire"
@@ -311,9 +312,22 @@ func TestClaimMany(t *testing.T) {
 func TestClaimEnqueuesTheTask(t *testing.T) {
 	t.Parallel()
 	s, rdb, srv := newStore(t)
+	claimEnqueuesTheTask(t, s, rdb, srv.Queue)
+}
+
+// TestClaimEnqueuesTheTaskOnACluster: on a Redis Cluster the task, whose
+// keys lie in another slot than the record's, is enqueued in a step of its
+// own, with the same outcomes.
+func TestClaimEnqueuesTheTaskOnACluster(t *testing.T) {
+	srv := clustertest.New(t)
+	rdb := srv.Client(t)
+	claimEnqueuesTheTask(t, New(rdb, srv.Prefix, 0), rdb, srv.Queue)
+}
+
+func claimEnqueuesTheTask(t *testing.T, s *Store, rdb redis.UniversalClient, queue string) {
 	ctx := context.Background()
 	k := key("T_001")
-	task := &taskwire.Task{Type: k.Method, Payload: []byte(`{}`), ID: "task1", Queue: srv.Queue, MaxRetry: 3}
+	task := &taskwire.Task{Type: k.Method, Payload: []byte(`{}`), ID: "task1", Queue: queue, MaxRetry: 3}
 	pending := func() int64 {
 		n, err := rdb.LLen(ctx, task.Keys()[1]).Result()
 		if err != nil {
@@ -331,7 +345,7 @@ func TestClaimEnqueuesTheTask(t *testing.T) {
 	if o := claim(fpA); o != idempotency.Claimed || pending() != 1 {
 		t.Fatalf("claim = %v with %d pending, want claimed and the task enqueued", o, pending())
 	}
-	if ok, _ := rdb.SIsMember(ctx, task.Keys()[2], srv.Queue).Result(); !ok {
+	if ok, _ := rdb.SIsMember(ctx, task.Keys()[2], queue).Result(); !ok {
 		t.Error("the queue is not in asynq:queues")
 	}
 	if o := claim(fpA); o != idempotency.Duplicate || pending() != 1 {

@@ -47,9 +47,10 @@ func (e *CorruptError) Error() string {
 // Store reads and writes result records in Redis. Every write sets the
 // record to expire ttl later. It is safe for concurrent use.
 type Store struct {
-	rdb  redis.UniversalClient
-	keys keyspace.Space
-	ttl  time.Duration
+	rdb     redis.UniversalClient
+	keys    keyspace.Space
+	ttl     time.Duration
+	cluster bool // rdb is a Redis Cluster's client: tagged keys, tasks enqueued apart
 }
 
 // New returns a Store on rdb. prefix "" means keyspace.DefaultPrefix
@@ -58,7 +59,11 @@ func New(rdb redis.UniversalClient, prefix string, ttl time.Duration) *Store {
 	if ttl <= 0 {
 		ttl = config.Defaults.ResultTTL
 	}
-	return &Store{rdb: rdb, keys: keyspace.New(prefix), ttl: ttl}
+	s := &Store{rdb: rdb, keys: keyspace.New(prefix), ttl: ttl}
+	if _, s.cluster = rdb.(*redis.ClusterClient); s.cluster {
+		s.keys = s.keys.Tagged()
+	}
+	return s
 }
 
 func (s *Store) key(k idempotency.Key) string {
@@ -132,7 +137,7 @@ func (s *Store) GetMany(ctx context.Context, keys []idempotency.Key) ([]*Record,
 func (s *Store) fetch(ctx context.Context, names []string) ([]any, error) {
 	pipe := s.rdb.Pipeline()
 	var vals []any
-	if _, cluster := s.rdb.(*redis.ClusterClient); cluster {
+	if s.cluster {
 		cmds := make([]*redis.StringCmd, len(names))
 		for i, n := range names {
 			cmds[i] = pipe.Get(ctx, n)

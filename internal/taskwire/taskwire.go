@@ -33,11 +33,15 @@ type Task struct {
 // defaultTimeout is asynq's default task timeout, in seconds.
 const defaultTimeout = int64(30 * time.Minute / time.Second)
 
+// QueuesKey is asynq's set of queue names. It has no hash tag: on a Redis
+// Cluster it lies in a slot of its own.
+const QueuesKey = "asynq:queues"
+
 // Keys are the task's hash, its queue's pending list and asynq's set of
 // queues, in the order the enqueue script takes them.
 func (t Task) Keys() []string {
 	prefix := "asynq:{" + t.Queue + "}:"
-	return []string{prefix + "t:" + t.ID, prefix + "pending", "asynq:queues"}
+	return []string{prefix + "t:" + t.ID, prefix + "pending", QueuesKey}
 }
 
 // Message is the task's TaskMessage in protobuf, as asynq encodes it:
