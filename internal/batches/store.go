@@ -228,6 +228,7 @@ type Store struct {
 	keys    keyspace.Space
 	ttl     time.Duration
 	results *results.Store
+	cluster bool // rdb is a Redis Cluster's client: tagged keys, the callbacks set written apart
 }
 
 // New returns a Store on rdb that reads records from the results store with
@@ -237,7 +238,11 @@ func New(rdb redis.UniversalClient, prefix string, ttl time.Duration) *Store {
 	if ttl <= 0 {
 		ttl = config.Defaults.ResultTTL
 	}
-	return &Store{rdb: rdb, keys: keyspace.New(prefix), ttl: ttl, results: results.New(rdb, prefix, ttl)}
+	s := &Store{rdb: rdb, keys: keyspace.New(prefix), ttl: ttl, results: results.New(rdb, prefix, ttl)}
+	if _, s.cluster = rdb.(*redis.ClusterClient); s.cluster {
+		s.keys = s.keys.Tagged()
+	}
+	return s
 }
 
 func (s *Store) metaKey(id string) string  { return s.keys.Batch(id) }
@@ -358,9 +363,24 @@ func (w *Writer) Close(ctx context.Context) error {
 }
 
 // write sends the buffer, and with closing the completion, in one MULTI.
+// On a Redis Cluster the set of batches awaiting their callback lies in
+// another slot than the batch's keys: a closing batch with a callback is
+// added to it first, in a step of its own; should the MULTI then fail, the
+// sweeper finds the batch incomplete and leaves it until it expires.
 func (w *Writer) write(ctx context.Context, closing bool) error {
 	id := w.meta.ID
 	meta, lines := w.s.metaKey(id), w.s.linesKey(id)
+	apart := closing && w.meta.CallbackURL != "" && w.s.cluster
+	if apart {
+		if _, err := w.s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.ZAdd(ctx, w.s.pendingKey(), redis.Z{Score: 0, Member: id})
+			p.PExpire(ctx, w.s.pendingKey(), w.s.ttl)
+			return nil
+		}); err != nil {
+			w.err = fmt.Errorf("batches: write %s: %w", id, err)
+			return w.err
+		}
+	}
 	_, err := w.s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		if !w.started {
 			p.HSet(ctx, meta, "app_id", w.meta.AppID, "created_at", w.meta.CreatedAt.Format(time.RFC3339Nano))
@@ -375,7 +395,7 @@ func (w *Writer) write(ctx context.Context, closing bool) error {
 		p.PExpire(ctx, lines, w.s.ttl)
 		if closing {
 			p.HSet(ctx, meta, "complete", "1")
-			if w.meta.CallbackURL != "" {
+			if w.meta.CallbackURL != "" && !apart {
 				p.ZAdd(ctx, w.s.pendingKey(), redis.Z{Score: 0, Member: id})
 				p.PExpire(ctx, w.s.pendingKey(), w.s.ttl)
 			}

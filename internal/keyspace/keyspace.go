@@ -33,8 +33,10 @@ func New(prefix string) Space {
 
 // Tagged is s for a Redis Cluster: a job's record and claim keys hold their
 // transaction in a hash tag, <prefix>result:{<app_id>:<method>:<transaction_id>},
-// so that a script may read both (one slot), while jobs spread over the
-// slots. A single Redis keeps the untagged names it always had.
+// and a batch's keys its id, <prefix>batch:{<id>}[:lines], so that one
+// script or MULTI may touch both of a pair (one slot), while jobs and
+// batches spread over the slots. A single Redis keeps the untagged names
+// it always had.
 func (s Space) Tagged() Space {
 	s.tagged = true
 	return s
@@ -56,17 +58,22 @@ func (s Space) Result(appID, method, transactionID string) string {
 }
 
 func (s Space) job(kind, appID, method, transactionID string) string {
-	if s.tagged {
-		return s.prefix + kind + ":{" + appID + ":" + method + ":" + transactionID + "}"
-	}
-	return s.prefix + kind + ":" + appID + ":" + method + ":" + transactionID
+	return s.prefix + kind + ":" + s.tag(appID+":"+method+":"+transactionID)
 }
 
 // Batch is the key of a batch's metadata.
-func (s Space) Batch(id string) string { return s.prefix + "batch:" + id }
+func (s Space) Batch(id string) string { return s.prefix + "batch:" + s.tag(id) }
 
 // BatchLines is the key of a batch's lines.
-func (s Space) BatchLines(id string) string { return s.prefix + "batch:" + id + ":lines" }
+func (s Space) BatchLines(id string) string { return s.prefix + "batch:" + s.tag(id) + ":lines" }
+
+// tag is id in a hash tag when s is Tagged.
+func (s Space) tag(id string) string {
+	if s.tagged {
+		return "{" + id + "}"
+	}
+	return id
+}
 
 // BatchCallbacks is the key of the batches awaiting their callback.
 func (s Space) BatchCallbacks() string { return s.prefix + "batches:callbacks" }
