@@ -3,6 +3,7 @@ package zhimaq_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,7 +23,7 @@ func TestJobsRunOnACluster(t *testing.T) {
 	srv := clustertest.New(t)
 	gw, url := zhimatest.StartGateway(t, sandbox.Config{Seed: 9, Faults: sandbox.Faults{SystemErrorRate: 0.1}})
 	cfg := zhimatest.WorkerConfig(t, redistest.New(t), gw, url)
-	cfg.RedisURL, cfg.Queue, cfg.KeyPrefix = srv.URL, srv.Queue, srv.Prefix
+	cfg.RedisURL, cfg.Queue, cfg.KeyPrefix, cfg.QueueShards = srv.URL, srv.Queue, srv.Prefix, 3
 	w, err := worker.New(worker.Options{Config: cfg})
 	if err != nil {
 		t.Fatal(err)
@@ -32,7 +33,8 @@ func TestJobsRunOnACluster(t *testing.T) {
 	}
 	t.Cleanup(func() { gw.Close(); w.Close() })
 	rdb := srv.Client(t)
-	p, err := zhimaq.NewProducer(rdb, zhimaq.ProducerConfig{AppID: zhimatest.AppID, DataKeys: cfg.DataKeys, Queue: cfg.Queue, KeyPrefix: cfg.KeyPrefix})
+	p, err := zhimaq.NewProducer(rdb, zhimaq.ProducerConfig{AppID: zhimatest.AppID, DataKeys: cfg.DataKeys, Queue: cfg.Queue, KeyPrefix: cfg.KeyPrefix,
+		QueueShards: cfg.QueueShards})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,6 +94,20 @@ func TestJobsRunOnACluster(t *testing.T) {
 	st, err := p.BatchStatus(ctx, b.ID())
 	if err != nil || st.Lines != 5 || !st.Done || st.Counts[zhimaq.Succeeded] != 5 {
 		t.Fatalf("batch status %+v, %v", st, err)
+	}
+	// The jobs were spread over the three shards' queues.
+	queues, err := rdb.SMembers(ctx, "asynq:queues").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	shards := 0
+	for _, q := range queues {
+		if q == cfg.Queue || strings.HasPrefix(q, cfg.Queue+":"+zhimatest.AppID+":") {
+			shards++
+		}
+	}
+	if shards != 3 {
+		t.Errorf("jobs went to %d of the 3 shards' queues (%v)", shards, queues)
 	}
 	if st := gw.Stats(); st.Billed != n {
 		t.Fatalf("billed %d calls for %d jobs", st.Billed, n)

@@ -37,6 +37,10 @@ type ProducerConfig struct {
 	DataKeys string
 	// Queue is the asynq queue; default "zhimaq".
 	Queue string
+	// QueueShards spreads each app's batch jobs over that many queues
+	// (ZHIMAQ_QUEUE_SHARDS; see the README's "Scaling out"); 0 means 1.
+	// Workers must listen to at least as many.
+	QueueShards int
 	// DedupWindow is how long a transaction_id stays claimed; default 24h.
 	DedupWindow time.Duration
 	// ResultTTL is how long records stay readable; default 168h.
@@ -69,6 +73,7 @@ type Producer struct {
 	results       *results.Store
 	listed        sync.Map // queue name → true: it is in asynq:queues (a claim enqueued a task there)
 	batches       *batches.Store
+	queues        payload.QueueNames
 }
 
 // NewProducer returns a Producer that keeps its queue, claims and records in
@@ -112,6 +117,7 @@ func NewProducer(rdb redis.UniversalClient, cfg ProducerConfig) (*Producer, erro
 		callbackHosts: hosts,
 		results:       results.New(rdb, cfg.KeyPrefix, cfg.ResultTTL),
 		batches:       batches.New(rdb, cfg.KeyPrefix, cfg.ResultTTL),
+		queues:        payload.QueueNames{Base: cfg.Queue, Apps: append([]string{cfg.AppID}, cfg.OtherAppIDs...), Shards: cfg.QueueShards},
 	}, nil
 }
 
@@ -259,7 +265,7 @@ func (p *Producer) task(key idempotency.Key, job Job, lane string) (*taskwire.Ta
 	if err := pl.Seal(p.keys); err != nil {
 		return nil, err
 	}
-	t, err := payload.Wire(pl, payload.Queue(p.cfg.Queue, p.cfg.AppID, key.AppID, lane))
+	t, err := payload.Wire(pl, p.queues.Of(key, lane))
 	if err == nil {
 		_, t.Listed = p.listed.Load(t.Queue)
 	}

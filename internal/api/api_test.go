@@ -501,8 +501,9 @@ func TestAPIAppsAndLanes(t *testing.T) {
 	const other = "2021000000000002" // the deployment's second app
 	srv := redistest.New(t)
 	rdb := srv.Client(t)
-	interactive := payload.Queue(srv.Queue, zhimatest.AppID, zhimatest.AppID, payload.LaneInteractive)
-	batch := payload.Queue(srv.Queue, zhimatest.AppID, zhimatest.AppID, payload.LaneBatch)
+	names := payload.QueueNames{Base: srv.Queue, Apps: []string{zhimatest.AppID}}
+	interactive := names.Of(idempotency.Key{AppID: zhimatest.AppID}, payload.LaneInteractive)
+	batch := names.Of(idempotency.Key{AppID: zhimatest.AppID}, payload.LaneBatch)
 	p, err := zhimaq.NewProducer(rdb, zhimaq.ProducerConfig{AppID: zhimatest.AppID, OtherAppIDs: []string{other},
 		DataKeys: zhimatest.DataKeys, Queue: srv.Queue, KeyPrefix: srv.Prefix})
 	if err != nil {

@@ -76,8 +76,9 @@ type Config struct {
 	CallbackHosts          string        // CALLBACK_HOSTS: the hosts batch callbacks may go to, "" = any public address (batches.ParseHosts)
 	APITokens              []string      // API_TOKENS or the file API_TOKENS_FILE: bearer tokens of the HTTP API
 
-	Queue     string // ZHIMAQ_QUEUE: the asynq queue
-	KeyPrefix string // ZHIMAQ_KEY_PREFIX: prefix of zhimaq's own Redis keys
+	Queue       string // ZHIMAQ_QUEUE: the asynq queue
+	QueueShards int    // ZHIMAQ_QUEUE_SHARDS: batch queues per app (payload.QueueNames)
+	KeyPrefix   string // ZHIMAQ_KEY_PREFIX: prefix of zhimaq's own Redis keys
 
 	LogFormat string // LOG_FORMAT: json or console
 	LogLevel  string // LOG_LEVEL: debug, info, warn, error
@@ -108,6 +109,7 @@ var Defaults = Config{
 	BreakerFailures:        20,
 	BreakerCooldown:        10 * time.Second,
 	Queue:                  "zhimaq",
+	QueueShards:            1,
 	KeyPrefix:              keyspace.DefaultPrefix,
 	LogFormat:              "json",
 	LogLevel:               "info",

@@ -12,10 +12,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"maps"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/hibiken/asynq"
@@ -156,21 +158,44 @@ func ParseLane(lane string) (string, error) {
 	return "", errors.New("lane: want interactive or batch")
 }
 
-// Queue is the asynq queue of app's jobs in lane, on base (ZHIMAQ_QUEUE),
-// for a deployment whose first app is first: the first app's batch jobs
-// wait in base itself (as every job did before apps had queues of their
-// own), another app's in "<base>:<app_id>", so one app's backlog never
-// stands before another's jobs; interactive jobs wait in that name +
-// ":interactive", which the worker's interactive handlers alone read.
-func Queue(base, first, app, lane string) string {
-	q := base
-	if app != first {
-		q = keyspace.AppQueue(base, app)
-	}
+// QueueNames name a deployment's asynq queues. The first app's batch jobs
+// wait in Base itself (as every job did before apps had queues of their
+// own), another app's in "<Base>:<app_id>", so one app's backlog never
+// stands before another's jobs. With Shards > 1 an app's batch jobs spread
+// over that many queues by a stable hash of the transaction, the first
+// being the one above and shard k "<Base>:<app_id>:<k>" (asynq keeps a
+// queue in one slot of a Redis Cluster: shards spread the load over the
+// nodes). Interactive jobs wait, unsharded, in the app's first queue's
+// name + ":interactive", which the worker's interactive handlers alone read.
+type QueueNames struct {
+	Base   string   // ZHIMAQ_QUEUE
+	Apps   []string // the deployment's apps, the first first
+	Shards int      // ZHIMAQ_QUEUE_SHARDS; 0 means 1
+}
+
+// Of is the queue of a job of transaction k in lane.
+func (q QueueNames) Of(k idempotency.Key, lane string) string {
 	if lane == LaneInteractive {
-		q += interactiveSuffix
+		return q.queue(k.AppID, 0) + interactiveSuffix
 	}
-	return q
+	shard := 0
+	if q.Shards > 1 {
+		h := fnv.New32a()
+		h.Write([]byte(k.AppID + ":" + k.Method + ":" + k.TransactionID))
+		shard = int(h.Sum32() % uint32(q.Shards))
+	}
+	return q.queue(k.AppID, shard)
+}
+
+// queue is app's batch queue of shard.
+func (q QueueNames) queue(app string, shard int) string {
+	switch {
+	case shard > 0:
+		return keyspace.AppQueue(q.Base, app) + ":" + strconv.Itoa(shard)
+	case len(q.Apps) > 0 && app == q.Apps[0]:
+		return q.Base
+	}
+	return keyspace.AppQueue(q.Base, app)
 }
 
 const interactiveSuffix = ":interactive"
@@ -183,16 +208,22 @@ func LaneOf(queue string) string {
 	return LaneBatch
 }
 
-// Queues are the asynq queues of lane on base for apps (apps[0] first),
-// each of weight 1: a worker's handlers of that lane take the apps' jobs
-// side by side.
-func Queues(base string, apps []string, lane string) map[string]int {
+// Weights are the queues of lane with their asynq weights, each 1: a
+// worker's handlers of that lane take the apps' (and shards') jobs side
+// by side. The batch lane's include Base, where batch callbacks wait.
+func (q QueueNames) Weights(lane string) map[string]int {
 	qs := map[string]int{}
-	for _, app := range apps {
-		qs[Queue(base, apps[0], app, lane)] = 1
+	for _, app := range q.Apps {
+		if lane == LaneInteractive {
+			qs[q.queue(app, 0)+interactiveSuffix] = 1
+			continue
+		}
+		for shard := range max(q.Shards, 1) {
+			qs[q.queue(app, shard)] = 1
+		}
 	}
 	if lane == LaneBatch {
-		qs[base] = 1 // batch callbacks wait there, whatever the apps
+		qs[q.Base] = 1
 	}
 	return qs
 }

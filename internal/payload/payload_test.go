@@ -2,6 +2,7 @@ package payload_test
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -58,5 +59,42 @@ func TestRequestNeverQuotesAnUnknownField(t *testing.T) {
 				t.Errorf("RequestNamed = %v, Request = %v", named, err)
 			}
 		})
+	}
+}
+
+func TestQueueNames(t *testing.T) {
+	q := payload.QueueNames{Base: "zq", Apps: []string{"A1", "B2"}, Shards: 3}
+	key := func(app, tx string) idempotency.Key {
+		return idempotency.Key{AppID: app, Method: zhima.MethodScoreBriefGet, TransactionID: tx}
+	}
+	seen := map[string]int{}
+	for i := range 300 {
+		k := key("A1", "T"+strconv.Itoa(i))
+		got := q.Of(k, payload.LaneBatch)
+		if got != q.Of(k, payload.LaneBatch) {
+			t.Fatal("a transaction's shard is not stable")
+		}
+		seen[got]++
+	}
+	if len(seen) != 3 || seen["zq"] == 0 || seen["zq:A1:1"] == 0 || seen["zq:A1:2"] == 0 {
+		t.Fatalf("the first app's jobs went to %v, want zq, zq:A1:1 and zq:A1:2", seen)
+	}
+	if got := q.Of(key("B2", "T1"), payload.LaneInteractive); got != "zq:B2:interactive" || payload.LaneOf(got) != payload.LaneInteractive {
+		t.Errorf("interactive queue of B2 = %q", got)
+	}
+	if got := q.Of(key("A1", "T1"), payload.LaneInteractive); got != "zq:interactive" {
+		t.Errorf("interactive queue of the first app = %q", got)
+	}
+	batch := q.Weights(payload.LaneBatch)
+	for _, want := range []string{"zq", "zq:A1:1", "zq:A1:2", "zq:B2", "zq:B2:1", "zq:B2:2"} {
+		if batch[want] != 1 {
+			t.Errorf("batch queues %v lack %s", batch, want)
+		}
+	}
+	if len(batch) != 6 || len(q.Weights(payload.LaneInteractive)) != 2 {
+		t.Errorf("batch queues %v, interactive %v", batch, q.Weights(payload.LaneInteractive))
+	}
+	if one := (payload.QueueNames{Base: "zq", Apps: []string{"A1"}}); one.Of(key("A1", "T1"), payload.LaneBatch) != "zq" || len(one.Weights(payload.LaneBatch)) != 1 {
+		t.Error("one app, one shard: its jobs wait in ZHIMAQ_QUEUE itself, the only batch queue")
 	}
 }

@@ -22,6 +22,7 @@ func ProducerConfig(cfg config.Config) zhimaq.ProducerConfig {
 		OtherAppIDs:   ids,
 		DataKeys:      cfg.DataKeys,
 		Queue:         cfg.Queue,
+		QueueShards:   cfg.QueueShards,
 		KeyPrefix:     cfg.KeyPrefix,
 		DedupWindow:   cfg.DedupWindow,
 		ResultTTL:     cfg.ResultTTL,

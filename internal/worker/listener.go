@@ -35,8 +35,8 @@ func (w *Worker) listenerServer(cfg config.Config, reg *prometheus.Registry) *ht
 	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, r *http.Request) { rw.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", w.ready)
 	mux.Handle("GET /metrics", metrics.Handler(reg, asynq.NewInspectorFromRedisClient(w.rdb),
-		slices.Concat(slices.Sorted(maps.Keys(payload.Queues(cfg.Queue, cfg.AppIDs(), payload.LaneBatch))),
-			slices.Sorted(maps.Keys(payload.Queues(cfg.Queue, cfg.AppIDs(), payload.LaneInteractive))))))
+		slices.Concat(slices.Sorted(maps.Keys(w.queues().Weights(payload.LaneBatch))),
+			slices.Sorted(maps.Keys(w.queues().Weights(payload.LaneInteractive))))))
 	if w.api != nil {
 		mux.Handle("/v1/", w.api)
 	}

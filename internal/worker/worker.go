@@ -179,7 +179,7 @@ func New(opts Options) (_ *Worker, err error) {
 	server := func(lane string, concurrency int, check time.Duration) *asynq.Server {
 		return asynq.NewServerFromRedisClient(w.rdb, asynq.Config{
 			Concurrency:              concurrency,
-			Queues:                   payload.Queues(cfg.Queue, cfg.AppIDs(), lane), // the apps side by side
+			Queues:                   w.queues().Weights(lane), // the apps (and shards) side by side
 			RetryDelayFunc:           backoff,
 			IsFailure:                tasks.IsFailure,
 			ErrorHandler:             asynq.ErrorHandlerFunc(w.exhausted),
@@ -256,6 +256,12 @@ func (w *Worker) app(cfg config.Config, app config.App, httpClient *http.Client,
 				w.metrics.BreakerChanged(app.AppID, to)
 			}}),
 	}, nil
+}
+
+// queues are the deployment's queue names.
+func (w *Worker) queues() payload.QueueNames {
+	cfg := w.opts.Config
+	return payload.QueueNames{Base: cmp.Or(cfg.Queue, config.Defaults.Queue), Apps: cfg.AppIDs(), Shards: cfg.QueueShards}
 }
 
 // exhausted is asynq's ErrorHandler: the job handler's, and a log line
