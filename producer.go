@@ -37,6 +37,11 @@ type ProducerConfig struct {
 	DataKeys string
 	// Queue is the asynq queue; default "zhimaq".
 	Queue string
+	// WaitReplicas, when above 0, is how many replicas must hold each claim
+	// before Submit answers (REDIS_WAIT_REPLICAS), within WaitTimeout
+	// (default 1s); fewer is an error, and the job may be submitted again.
+	WaitReplicas int
+	WaitTimeout  time.Duration
 	// QueueShards spreads each app's batch jobs over that many queues
 	// (ZHIMAQ_QUEUE_SHARDS; see the README's "Scaling out"); 0 means 1.
 	// Workers must listen to at least as many.
@@ -115,7 +120,7 @@ func NewProducer(rdb redis.UniversalClient, cfg ProducerConfig) (*Producer, erro
 		rdb:           rdb,
 		keys:          keys,
 		callbackHosts: hosts,
-		results:       results.New(rdb, cfg.KeyPrefix, cfg.ResultTTL),
+		results:       results.New(rdb, cfg.KeyPrefix, cfg.ResultTTL).Durable(cfg.WaitReplicas, cmp.Or(cfg.WaitTimeout, config.Defaults.RedisWaitTimeout)),
 		batches:       batches.New(rdb, cfg.KeyPrefix, cfg.ResultTTL),
 		queues:        payload.QueueNames{Base: cfg.Queue, Apps: append([]string{cfg.AppID}, cfg.OtherAppIDs...), Shards: cfg.QueueShards},
 	}, nil

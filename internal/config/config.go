@@ -46,7 +46,9 @@ type App struct {
 
 // Config is every setting of the worker and the producer.
 type Config struct {
-	RedisURL string // REDIS_URL
+	RedisURL          string        // REDIS_URL
+	RedisWaitReplicas int           // REDIS_WAIT_REPLICAS: replicas that must hold a claim or a final record
+	RedisWaitTimeout  time.Duration // REDIS_WAIT_TIMEOUT: how long to wait for them
 
 	// App is the single app of the ZHIMA_* variables; with ZHIMA_APPS_FILE
 	// it holds only their defaults, and Apps lists the file's apps.
@@ -90,6 +92,7 @@ type Config struct {
 // cost Redis.
 var Defaults = Config{
 	RedisURL:               "redis://127.0.0.1:6379/0",
+	RedisWaitTimeout:       time.Second,
 	App:                    App{GatewayURL: zhima.DefaultGatewayURL, SignType: zhima.RSA2, Charset: "utf-8"},
 	GatewayTimeout:         15 * time.Second,
 	WorkerConcurrency:      50,

@@ -51,6 +51,11 @@ type Var struct {
 var Table = []Var{
 	{Name: "REDIS_URL", Default: "redis://127.0.0.1:6379/0", Reads: Both,
 		Help: "redis://, rediss://, redis-sentinel:// or redis-cluster://", Set: str(func(c *Config) *string { return &c.RedisURL })},
+	{Name: "REDIS_WAIT_REPLICAS", Default: "0", Reads: Both,
+		Help: "replicas that must hold each claim and final record before it counts (Redis WAIT); 0 = none", Set: setWaitReplicas},
+	{Name: "REDIS_WAIT_TIMEOUT", Default: "1s", Reads: Both,
+		Help: "how long a write waits for REDIS_WAIT_REPLICAS; fewer in time is an error, and the write is tried again",
+		Set:  duration(func(c *Config) *time.Duration { return &c.RedisWaitTimeout })},
 	{Name: "ZHIMA_GATEWAY_URL", PerApp: true, Default: zhima.DefaultGatewayURL, Reads: Worker,
 		Help: "gateway endpoint", Set: str(func(c *Config) *string { return &c.GatewayURL })},
 	{Name: "ZHIMA_APP_ID", PerApp: true, Reads: Both,
@@ -263,6 +268,15 @@ func positive(field func(*Config) *int) func(*Config, string) error {
 		*field(c) = n
 		return nil
 	}
+}
+
+func setWaitReplicas(c *Config, v string) error {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return fmt.Errorf("%q is not a whole number ≥ 0", v)
+	}
+	c.RedisWaitReplicas = n
+	return nil
 }
 
 func setSignType(c *Config, v string) error {

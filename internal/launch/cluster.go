@@ -34,7 +34,8 @@ const clusterTimeout = 30 * time.Second
 // StartRedisCluster starts masters redis-server nodes with replicas each
 // (program is FindRedisServer's, dir holds a directory per node) and joins
 // them into one cluster: the 16384 slots split evenly over the masters. It
-// returns once every node reports cluster_state:ok.
+// returns once every node reports cluster_state:ok and every replica's link
+// to its master is up.
 func (l *Launcher) StartRedisCluster(ctx context.Context, program, dir string, masters, replicas int) (*RedisCluster, error) {
 	c := &RedisCluster{}
 	for i := range masters * (1 + replicas) {
@@ -100,9 +101,18 @@ func (l *Launcher) StartRedisCluster(ctx context.Context, program, dir string, m
 			}
 		}
 	}
-	for _, cl := range clients {
+	for i, cl := range clients {
 		for {
 			info, err := cl.ClusterInfo(ctx).Result()
+			if err == nil && strings.Contains(info, "cluster_state:ok") && i >= masters {
+				// A replica counts once its link to the master is up: WAIT
+				// before then finds no replica.
+				repl, rerr := cl.Info(ctx, "replication").Result()
+				err = rerr
+				if rerr == nil && !strings.Contains(repl, "master_link_status:up") {
+					err = fmt.Errorf("replica %s not in sync yet", all[i].Addr())
+				}
+			}
 			if err == nil && strings.Contains(info, "cluster_state:ok") {
 				break
 			}

@@ -55,7 +55,7 @@ func (s *Store) Claim(ctx context.Context, k idempotency.Key, rec *Record, c Cla
 	if err != nil {
 		return 0, nil, err
 	}
-	res, err := claimScript.Run(ctx, s.rdb, keys, args...).Slice()
+	res, err := s.eval(ctx, claimScript, keys, true, args...).Slice()
 	o, found, err := claimAnswer(k, rec, res, err)
 	if err == nil && s.cluster && c.Enqueue != nil && (o == idempotency.Claimed || o == idempotency.Duplicate && !found.State.Terminal()) {
 		err = s.enqueueApart(ctx, k, c.Enqueue)
@@ -136,7 +136,20 @@ func (s *Store) ClaimMany(ctx context.Context, reqs []ClaimRequest) []ClaimResul
 		for _, c := range calls {
 			c.cmd = claimScript.EvalSha(ctx, pipe, c.keys, c.args...)
 		}
+		var wait *redis.Cmd // one WAIT covers the pipeline's writes: one connection
+		if s.replicas > 0 {
+			wait = pipe.Do(ctx, "WAIT", s.replicas, max(s.waitTimeout.Milliseconds(), 1))
+		}
 		_, _ = pipe.Exec(ctx) // each command holds its own error
+		if wait != nil {
+			if err := s.acked(wait); err != nil {
+				for _, c := range calls {
+					if c.cmd.Err() == nil {
+						c.cmd.SetErr(err)
+					}
+				}
+			}
+		}
 		var again []*call
 		for _, c := range calls {
 			if err := c.cmd.Err(); err != nil && try == 0 && redis.HasErrorPrefix(err, "NOSCRIPT") {

@@ -384,3 +384,58 @@ func claimEnqueuesTheTask(t *testing.T, s *Store, rdb redis.UniversalClient, que
 		}
 	}
 }
+
+// TestDurableClaimsWaitForReplicas: with Durable, a claim and a final
+// record count only once enough replicas hold them; too few is
+// ErrNotDurable, the write stands, and repeating the claim answers as the
+// first would have.
+func TestDurableClaimsWaitForReplicas(t *testing.T) {
+	srv := clustertest.New(t) // every master has one replica
+	rdb := srv.Client(t)
+	ctx := context.Background()
+	claim := func(s *Store, k idempotency.Key) (idempotency.Outcome, error) {
+		o, _, err := s.Claim(ctx, k, queued(k), Claim{Fingerprint: fpA, Window: time.Hour, Now: time.Now()})
+		return o, err
+	}
+	one := New(rdb, srv.Prefix, 0).Durable(1, 2*time.Second)
+	for i := range 10 { // keys in every master's slots
+		k := key(fmt.Sprintf("DUR_%d", i))
+		if o, err := claim(one, k); err != nil || o != idempotency.Claimed {
+			t.Fatalf("claim %s with 1 replica to wait for: %v, %v", k.TransactionID, o, err)
+		}
+		if _, err := one.Update(ctx, k, func(r *Record) error { r.State = Succeeded; return nil }); err != nil {
+			t.Fatalf("final record of %s: %v", k.TransactionID, err)
+		}
+	}
+	two := New(rdb, srv.Prefix, 0).Durable(2, 100*time.Millisecond)
+	k := key("DUR_TWO")
+	if _, err := claim(two, k); !errors.Is(err, ErrNotDurable) {
+		t.Fatalf("claim waiting for 2 of 1 replicas: %v, want ErrNotDurable", err)
+	}
+	if o, err := claim(one, k); err != nil || o != idempotency.Duplicate {
+		t.Fatalf("the claim again: %v, %v; want the first one's duplicate", o, err)
+	}
+	// Intermediate states are not waited for.
+	if _, err := two.Update(ctx, k, func(r *Record) error { r.State = Running; return nil }); err != nil {
+		t.Fatalf("running record: %v", err)
+	}
+	if _, err := two.Update(ctx, k, func(r *Record) error { r.State = Failed; return nil }); !errors.Is(err, ErrNotDurable) {
+		t.Fatalf("final record waiting for 2 of 1 replicas: %v, want ErrNotDurable", err)
+	}
+	if rec, err := one.Get(ctx, k); err != nil || rec.State != Failed {
+		t.Fatalf("record %+v, %v: the write stands on the master", rec, err)
+	}
+}
+
+// TestClaimManyWaitsForReplicas: the batch path's one WAIT covers its
+// pipeline; a single Redis has no replica to acknowledge it.
+func TestClaimManyWaitsForReplicas(t *testing.T) {
+	t.Parallel()
+	s, _, _ := newStore(t)
+	s.Durable(1, 50*time.Millisecond)
+	k := key("DUR_MANY")
+	res := s.ClaimMany(context.Background(), []ClaimRequest{{Key: k, Record: queued(k), Claim: Claim{Fingerprint: fpA, Window: time.Hour, Now: time.Now()}}})
+	if !errors.Is(res[0].Err, ErrNotDurable) {
+		t.Fatalf("claim with no replica to acknowledge it: %+v, want ErrNotDurable", res[0])
+	}
+}

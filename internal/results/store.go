@@ -51,6 +51,66 @@ type Store struct {
 	keys    keyspace.Space
 	ttl     time.Duration
 	cluster bool // rdb is a Redis Cluster's client: tagged keys, tasks enqueued apart
+
+	// replicas acknowledge claims and final records within waitTimeout
+	// (Durable); 0: nobody waits.
+	replicas    int
+	waitTimeout time.Duration
+}
+
+// ErrNotDurable is returned, wrapped, when fewer replicas than Durable asks
+// acknowledged a write in time. The write stands on the master, and
+// repeating the call answers as the first would have (a claim: Duplicate).
+var ErrNotDurable = errors.New("too few replicas acknowledged the write")
+
+// Durable makes s wait, after each claim and each record that reaches a
+// final state, until replicas replicas hold it (Redis WAIT, on the
+// connection that wrote), at most timeout; fewer is ErrNotDurable. 0
+// replicas waits for none. It returns s.
+func (s *Store) Durable(replicas int, timeout time.Duration) *Store {
+	s.replicas, s.waitTimeout = replicas, timeout
+	return s
+}
+
+// eval runs script on keys (keys[0] names the node), and when durable and
+// s waits for replicas, WAIT after it on the same connection: a pipeline of
+// the two, the script sent whole (a pipeline cannot retry NOSCRIPT).
+func (s *Store) eval(ctx context.Context, script *redis.Script, keys []string, durable bool, args ...any) *redis.Cmd {
+	if !durable || s.replicas <= 0 {
+		return script.Run(ctx, s.rdb, keys, args...)
+	}
+	var node redis.Cmdable = s.rdb
+	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+		c, err := cc.MasterForKey(ctx, keys[0])
+		if err != nil {
+			cmd := redis.NewCmd(ctx)
+			cmd.SetErr(err)
+			return cmd
+		}
+		node = c
+	}
+	pipe := node.Pipeline()
+	cmd := script.Eval(ctx, pipe, keys, args...)
+	wait := pipe.Do(ctx, "WAIT", s.replicas, max(s.waitTimeout.Milliseconds(), 1))
+	_, _ = pipe.Exec(ctx)
+	if cmd.Err() == nil {
+		if err := s.acked(wait); err != nil {
+			cmd.SetErr(err)
+		}
+	}
+	return cmd
+}
+
+// acked reads a WAIT's reply: nil when enough replicas acknowledged.
+func (s *Store) acked(wait *redis.Cmd) error {
+	n, err := wait.Int()
+	switch {
+	case err != nil:
+		return fmt.Errorf("wait for replicas: %w", err)
+	case n < s.replicas:
+		return fmt.Errorf("%w: %d of %d within %s", ErrNotDurable, n, s.replicas, s.waitTimeout)
+	}
+	return nil
 }
 
 // New returns a Store on rdb. prefix "" means keyspace.DefaultPrefix
@@ -256,7 +316,7 @@ func (s *Store) UpdateFrom(ctx context.Context, k idempotency.Key, current *Reco
 		if err != nil {
 			return nil, Version{}, err
 		}
-		swapped, err := casScript.Run(ctx, s.rdb, []string{key}, v.expected(), data, s.px(m)).Int()
+		swapped, err := s.eval(ctx, casScript, []string{key}, rec.State.Terminal(), v.expected(), data, s.px(m)).Int()
 		if err != nil {
 			return nil, Version{}, fmt.Errorf("results: update %s: %w", k, err)
 		}

@@ -22,6 +22,8 @@ func ProducerConfig(cfg config.Config) zhimaq.ProducerConfig {
 		OtherAppIDs:   ids,
 		DataKeys:      cfg.DataKeys,
 		Queue:         cfg.Queue,
+		WaitReplicas:  cfg.RedisWaitReplicas,
+		WaitTimeout:   cfg.RedisWaitTimeout,
 		QueueShards:   cfg.QueueShards,
 		KeyPrefix:     cfg.KeyPrefix,
 		DedupWindow:   cfg.DedupWindow,

@@ -150,7 +150,7 @@ func New(opts Options) (_ *Worker, err error) {
 	w.handler = &tasks.Handler{
 		Apps:        map[string]*tasks.App{},
 		Metrics:     m,
-		Results:     results.New(w.rdb, cfg.KeyPrefix, cfg.ResultTTL),
+		Results:     results.New(w.rdb, cfg.KeyPrefix, cfg.ResultTTL).Durable(cfg.RedisWaitReplicas, cfg.RedisWaitTimeout),
 		Log:         log,
 		MaxAttempts: cfg.RetryMaxAttempts,
 		Window:      cfg.DedupWindow,
