@@ -32,6 +32,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -369,6 +371,49 @@ func (w *Worker) logStarted() {
 		w.log.Warn("RETRY_MAX_ATTEMPTS is above what asynq retries a job's task: a job whose calls keep failing ends after about as many attempts as the backstop",
 			zap.Int("retry_max_attempts", cfg.RetryMaxAttempts), zap.Int("backstop", payload.MaxDeliveries))
 	}
+	if cfg.RedisWaitReplicas > 0 {
+		if fewest, err := w.fewestReplicas(); err == nil && fewest < cfg.RedisWaitReplicas {
+			w.log.Warn("REDIS_WAIT_REPLICAS is above the replicas a Redis master has: every final record will wait REDIS_WAIT_TIMEOUT, fail and be tried again",
+				zap.Int("redis_wait_replicas", cfg.RedisWaitReplicas), zap.Int("connected_replicas", fewest))
+		}
+	}
+}
+
+// fewestReplicas is the fewest replicas connected to a master: the one
+// master, or each master of a Redis Cluster (INFO replication).
+func (w *Worker) fewestReplicas() (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	fewest := -1
+	var mu sync.Mutex
+	count := func(ctx context.Context, c *redis.Client) error {
+		info, err := c.Info(ctx, "replication").Result()
+		if err != nil {
+			return err
+		}
+		n := 0
+		for line := range strings.SplitSeq(info, "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "connected_slaves:"); ok {
+				n, _ = strconv.Atoi(v)
+			}
+		}
+		mu.Lock()
+		if fewest < 0 || n < fewest {
+			fewest = n
+		}
+		mu.Unlock()
+		return nil
+	}
+	var err error
+	switch c := w.rdb.(type) {
+	case *redis.ClusterClient:
+		err = c.ForEachMaster(ctx, count)
+	case *redis.Client:
+		err = count(ctx, c)
+	default:
+		return 0, errors.New("unknown Redis client")
+	}
+	return fewest, err
 }
 
 // Run starts the worker and blocks until ctx ends, then shuts down: running

@@ -390,3 +390,15 @@ func TestAttemptBudget(t *testing.T) {
 		}
 	})
 }
+
+// TestStartWarnsOfWaitingForMissingReplicas: a worker told to wait for
+// more replicas than its Redis has says so at start.
+func TestStartWarnsOfWaitingForMissingReplicas(t *testing.T) {
+	s := workertest.Start(t, workertest.Options{Change: func(c *config.Config) { c.RedisWaitReplicas = 1 }})
+	if s.Redis.Embedded {
+		t.Skip("miniredis has no replication section")
+	}
+	if !strings.Contains(s.Logs.String(), "REDIS_WAIT_REPLICAS is above the replicas a Redis master has") {
+		t.Fatalf("no warning in the log:\n%s", s.Logs.String())
+	}
+}
