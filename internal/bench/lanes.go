@@ -3,10 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/http"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -33,21 +29,6 @@ const (
 	laneUseGoal  = 0.95
 	lanePollEach = 10 * time.Millisecond
 )
-
-// startProxy serves a countingProxy in front of the sandbox on a loopback
-// port; it returns the proxy, its gateway URL and how to stop it.
-func (e *env) startProxy() (*countingProxy, string, func(), error) {
-	target, _ := url.Parse(e.sb.AdminURL)
-	proxy := &countingProxy{rp: httputil.NewSingleHostReverseProxy(target)}
-	proxy.rp.Transport = &http.Transport{MaxIdleConns: 400, MaxIdleConnsPerHost: 400, IdleConnTimeout: 30 * time.Second}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, "", nil, err
-	}
-	hs := &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second}
-	go hs.Serve(ln)
-	return proxy, "http://" + ln.Addr().String() + "/gateway.do", func() { hs.Close() }, nil
-}
 
 // laneRun is one run of the lane figure.
 type laneRun struct {

@@ -44,6 +44,21 @@ func (p *countingProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.rp.ServeHTTP(w, r)
 }
 
+// startProxy serves a countingProxy in front of the sandbox on a loopback
+// port; it returns the proxy, its gateway URL and how to stop it.
+func (e *env) startProxy() (*countingProxy, string, func(), error) {
+	target, _ := url.Parse(e.sb.AdminURL)
+	proxy := &countingProxy{rp: httputil.NewSingleHostReverseProxy(target)}
+	proxy.rp.Transport = &http.Transport{MaxIdleConns: 400, MaxIdleConnsPerHost: 400, IdleConnTimeout: 30 * time.Second}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", nil, err
+	}
+	hs := &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second}
+	go hs.Serve(ln)
+	return proxy, "http://" + ln.Addr().String() + "/gateway.do", func() { hs.Close() }, nil
+}
+
 // quotaRun is one drain by two worker processes under ZHIMA_QPS.
 type quotaRun struct {
 	calls      int     // calls the proxy saw
@@ -85,19 +100,14 @@ func (e *env) runQuota(ctx context.Context, qps float64, jobs int) (quotaRun, er
 	if err := e.setFaults(ctx, sandbox.Faults{}); err != nil {
 		return quotaRun{}, err
 	}
-	target, _ := url.Parse(e.sb.AdminURL)
-	proxy := &countingProxy{rp: httputil.NewSingleHostReverseProxy(target)}
-	proxy.rp.Transport = &http.Transport{MaxIdleConns: 400, MaxIdleConnsPerHost: 400, IdleConnTimeout: 30 * time.Second}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	proxy, gatewayURL, stop, err := e.startProxy()
 	if err != nil {
 		return quotaRun{}, err
 	}
-	hs := &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second}
-	go hs.Serve(ln)
-	defer hs.Close()
+	defer stop()
 
 	m := e.workerEnv(ns, map[string]string{
-		"ZHIMA_GATEWAY_URL": "http://" + ln.Addr().String() + "/gateway.do",
+		"ZHIMA_GATEWAY_URL": gatewayURL,
 		"ZHIMA_QPS":         strconv.FormatFloat(qps, 'f', -1, 64),
 		"RETRY_BASE_DELAY":  "10ms",
 		"RETRY_MAX_DELAY":   "1s",

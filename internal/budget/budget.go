@@ -74,7 +74,7 @@ func (b *Budget) Reserve(ctx context.Context, method string, now time.Time) (Res
 	r.Limit = b.limits[method]
 	next := NextDay(now)
 	ttl := next.Sub(now) + keepAfterDay
-	res, err := run(ctx, b.rdb, reserve, b.keys.Budget(b.appID, method, r.Day), r.Limit, ttl.Milliseconds())
+	res, err := reserve.Run(ctx, b.rdb, []string{b.keys.Budget(b.appID, method, r.Day)}, r.Limit, ttl.Milliseconds()).Int64Slice()
 	if err != nil {
 		return Reservation{Method: method, Day: r.Day, Limit: r.Limit}, fmt.Errorf("budget: reserve %s: %w", method, err)
 	}
@@ -97,7 +97,7 @@ func (b *Budget) Refund(ctx context.Context, r Reservation) error {
 	if b == nil || !r.Granted || r.Limit == 0 {
 		return nil
 	}
-	if _, err := run(ctx, b.rdb, refund, b.keys.Budget(b.appID, r.Method, r.Day)); err != nil {
+	if _, err := refund.Run(ctx, b.rdb, []string{b.keys.Budget(b.appID, r.Method, r.Day)}).Int64Slice(); err != nil {
 		return fmt.Errorf("budget: refund %s: %w", r.Method, err)
 	}
 	return nil
@@ -136,17 +136,6 @@ func Day(t time.Time) string { return t.In(zhima.Beijing).Format("20060102") }
 func NextDay(t time.Time) time.Time {
 	y, m, d := t.In(zhima.Beijing).Date()
 	return time.Date(y, m, d+1, 0, 0, 0, 0, zhima.Beijing)
-}
-
-// run calls script on key, sending its body when Redis does not hold it
-// (as ratelimit does).
-func run(ctx context.Context, rdb redis.UniversalClient, script *redis.Script, key string, args ...any) ([]int64, error) {
-	keys := []string{key}
-	cmd := script.EvalSha(ctx, rdb, keys, args...)
-	if err := cmd.Err(); errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT") {
-		cmd = script.Eval(ctx, rdb, keys, args...)
-	}
-	return cmd.Int64Slice()
 }
 
 // reserve takes a unit unless the day's count is at the limit.

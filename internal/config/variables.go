@@ -52,7 +52,7 @@ var Table = []Var{
 	{Name: "REDIS_URL", Default: "redis://127.0.0.1:6379/0", Reads: Both,
 		Help: "redis://, rediss://, redis-sentinel:// or redis-cluster://", Set: str(func(c *Config) *string { return &c.RedisURL })},
 	{Name: "REDIS_WAIT_REPLICAS", Default: "0", Reads: Both,
-		Help: "replicas that must hold each claim and final record before it counts (Redis WAIT); 0 = none", Set: setWaitReplicas},
+		Help: "replicas that must hold each claim and final record before it counts (Redis WAIT); 0 = none", Set: atLeast(0, func(c *Config) *int { return &c.RedisWaitReplicas })},
 	{Name: "REDIS_WAIT_TIMEOUT", Default: "1s", Reads: Both,
 		Help: "how long a write waits for REDIS_WAIT_REPLICAS; fewer in time is an error, and the write is tried again",
 		Set:  duration(func(c *Config) *time.Duration { return &c.RedisWaitTimeout })},
@@ -259,24 +259,18 @@ func duration(field func(*Config) *time.Duration) func(*Config, string) error {
 	}
 }
 
-func positive(field func(*Config) *int) func(*Config, string) error {
+func positive(field func(*Config) *int) func(*Config, string) error { return atLeast(1, field) }
+
+// atLeast sets an int field to a whole number ≥ least.
+func atLeast(least int, field func(*Config) *int) func(*Config, string) error {
 	return func(c *Config, v string) error {
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			return fmt.Errorf("%q is not a whole number ≥ 1", v)
+		if err != nil || n < least {
+			return fmt.Errorf("%q is not a whole number ≥ %d", v, least)
 		}
 		*field(c) = n
 		return nil
 	}
-}
-
-func setWaitReplicas(c *Config, v string) error {
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 0 {
-		return fmt.Errorf("%q is not a whole number ≥ 0", v)
-	}
-	c.RedisWaitReplicas = n
-	return nil
 }
 
 func setSignType(c *Config, v string) error {
