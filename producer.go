@@ -149,6 +149,12 @@ type preparedJob struct {
 	// parseErr when it is not one valid JSON value in UTF-8.
 	parsed   idempotency.Parsed
 	parseErr error
+
+	// at, when set, is the time every try of the job claims it at (its
+	// record's enqueued_at); retried: an earlier try failed, and may have
+	// made the claim all the same (its answer lost, or too few replicas).
+	at      time.Time
+	retried bool
 }
 
 func prepare(job Job) preparedJob {
@@ -226,7 +232,10 @@ func (p *Producer) claimRequest(pj preparedJob, batchID string) (results.ClaimRe
 	if digests := p.keys.Digests([]byte(fp)); digests != nil {
 		fp, previous = digests[0], digests[1:]
 	}
-	now := p.cfg.Now().UTC().Truncate(time.Millisecond) // as the record keeps it
+	now := pj.at
+	if now.IsZero() {
+		now = p.now()
+	}
 	rec := &results.Record{AppID: key.AppID, Method: job.Method, TransactionID: key.TransactionID, State: results.Queued, EnqueuedAt: &now, UpdatedAt: now, BatchID: batchID}
 	task, err := p.task(key, job, lane)
 	if err != nil {
@@ -235,6 +244,9 @@ func (p *Producer) claimRequest(pj preparedJob, batchID string) (results.ClaimRe
 	return results.ClaimRequest{Key: key, Record: rec,
 		Claim: results.Claim{Fingerprint: fp, Previous: previous, Window: p.cfg.DedupWindow, Now: now, Enqueue: task}}, nil, nil
 }
+
+// now is the producer's clock to the millisecond, as records keep it.
+func (p *Producer) now() time.Time { return p.cfg.Now().UTC().Truncate(time.Millisecond) }
 
 // answer is the submission of a job whose claim req came to outcome (the
 // record found for a duplicate), or err when the claim failed.
@@ -249,6 +261,10 @@ func (p *Producer) answer(pj preparedJob, req results.ClaimRequest, outcome idem
 		return &Submission{Record: rejectionOf(job, key,
 			zhima.TransactionIDRepeat(job.Method, "transaction_id was already used with other parameters within the window")), BatchID: batchID}, nil
 	case idempotency.Duplicate:
+		if pj.retried && found.BatchID == batchID && found.EnqueuedAt != nil && found.EnqueuedAt.Equal(req.Claim.Now) {
+			// This job's own claim, made by a try whose answer was lost.
+			return &Submission{Record: recordOf(found), BatchID: batchID}, nil
+		}
 		// The first job's record; its task was enqueued again if an earlier
 		// producer's enqueue was lost.
 		p.dedup(job.Method, "duplicate")

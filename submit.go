@@ -276,6 +276,7 @@ func (p *Producer) submitAll(ctx context.Context, b *Batch, items iter.Seq2[batc
 			job := r.item.job
 			job.Lane = cmp.Or(job.Lane, opts.Lane)
 			w := work{s: s, pj: prepare(job)}
+			w.pj.at = p.now() // the same on every try (submitPatiently)
 			if tid := w.pj.transaction(); tid != "" {
 				key := cmp.Or(job.AppID, p.cfg.AppID) + "\x00" + job.Method + "\x00" + tid
 				w.prev, chain[key] = chain[key], s
@@ -367,6 +368,7 @@ func (p *Producer) submitChunk(ctx, stopCtx context.Context, b *Batch, works []w
 			// Another line found Redis down: don't try.
 			w.s.sub = &Submission{Record: localRejection(w.pj, "not submitted: "+context.Cause(stopCtx).Error()), BatchID: batchID}
 		default:
+			w.pj.retried = true
 			w.s.sub = p.submitPatiently(ctx, b, w.pj, patience, stop)
 		}
 		close(w.s.done)
@@ -402,6 +404,7 @@ func (p *Producer) submitPatiently(ctx context.Context, b *Batch, pj preparedJob
 		if err == nil {
 			return sub
 		}
+		pj.retried = true
 		if time.Now().Add(wait).After(deadline) || ctx.Err() != nil {
 			break
 		}

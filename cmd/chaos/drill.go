@@ -35,20 +35,23 @@ const leaseRecovery = 2 * time.Minute
 
 // env is what every drill shares: programs, keys, Redis, directories.
 type env struct {
-	bins     map[string]string
-	l        *launch.Launcher
-	work     string // removed at the end
-	logs     string // kept
-	appPriv  string
-	appPub   string
-	dataKeys string
-	redis    *launch.Redis
-	rdb      *redis.Client
-	jobs     int
-	seed     uint64
-	runID    string
-	outage   time.Duration
-	out      io.Writer
+	bins      map[string]string
+	l         *launch.Launcher
+	work      string // removed at the end
+	logs      string // kept
+	appPriv   string
+	appPub    string
+	dataKeys  string
+	redis     *launch.Redis // the Redis the drills share
+	sharedRDB *redis.Client
+	program   string // redis-server, for the drills that run a Redis of their own
+	jobs      int
+	seed      uint64
+	runID     string
+	outage    time.Duration
+	// waitReplicas is REDIS_WAIT_REPLICAS on the drills with replicas.
+	waitReplicas int
+	out          io.Writer
 }
 
 // workerConfig is the part of a worker's environment a drill chooses.
@@ -73,6 +76,7 @@ func (w workerConfig) String() string {
 // Redis, its own sandbox, workers and producers, and its tally.
 type drill struct {
 	*env
+	*topology
 	name   string
 	dir    string // inside env.work
 	logDir string // inside env.logs
@@ -100,9 +104,10 @@ type drill struct {
 	final    map[zhimaq.Ref]*zhimaq.Record
 }
 
-func newDrill(e *env, name, short string, n int) (*drill, error) {
+func newDrill(e *env, top *topology, name, short string, n int) (*drill, error) {
 	d := &drill{
 		env:      e,
+		topology: top,
 		name:     name,
 		dir:      filepath.Join(e.work, name),
 		logDir:   filepath.Join(e.logs, name),
@@ -123,7 +128,7 @@ func newDrill(e *env, name, short string, n int) (*drill, error) {
 			return nil, err
 		}
 	}
-	p, err := zhimaq.NewProducer(e.rdb, zhimaq.ProducerConfig{AppID: appID, Queue: d.queue, KeyPrefix: d.prefix, DataKeys: e.dataKeys})
+	p, err := zhimaq.NewProducer(d.rdb, zhimaq.ProducerConfig{AppID: appID, Queue: d.queue, KeyPrefix: d.prefix, DataKeys: e.dataKeys})
 	if err != nil {
 		return nil, err
 	}
@@ -171,8 +176,12 @@ func (d *drill) watch(c *procs.Child) {
 }
 
 func (d *drill) commonEnv() []string {
-	return append(procs.CleanEnv(),
-		"REDIS_URL="+d.redis.URL(),
+	env := procs.CleanEnv()
+	if d.replicated() {
+		env = append(env, "REDIS_WAIT_REPLICAS="+strconv.Itoa(d.waitReplicas))
+	}
+	return append(env,
+		"REDIS_URL="+d.url,
 		"ZHIMA_APP_ID="+appID,
 		"ZHIMAQ_QUEUE="+d.queue,
 		"ZHIMAQ_KEY_PREFIX="+d.prefix,

@@ -23,8 +23,10 @@ type drillSpec struct {
 	name  string
 	short string
 	about string
-	// needsRedisServer: the drill restarts Redis, which an embedded one cannot show.
+	// needsRedisServer: the drill restarts Redis, which an embedded one
+	// cannot show, or runs a Redis of its own (redis).
 	needsRedisServer bool
+	redis            string // the topology it runs on: shared, sentinel or cluster
 	run              func(ctx context.Context, d *drill) error
 }
 
@@ -41,6 +43,12 @@ var drills = []drillSpec{
 		about: "two `enqueue batch --wait` at once on files that overlap by 60%, a tenth of the overlap with other parameters"},
 	{name: "graceful-stop", short: "GS", run: drillGracefulStop,
 		about: "SIGTERM the only worker while calls run; it exits 0 within its shutdown timeout; start it again to drain"},
+	{name: "sentinel-failover", short: "SF", run: drillSentinelFailover, needsRedisServer: true, redis: sentinel,
+		about: "a master, a replica and 3 sentinels of the drill's own; jobs stream into enqueue; kill -9 the master in mid-batch; the sentinels promote the replica; the old master, started again, follows it"},
+	{name: "cluster-failover", short: "CF", run: drillClusterFailover, needsRedisServer: true, redis: cluster,
+		about: "a Redis Cluster of 3 masters with a replica each; jobs stream into enqueue; kill -9 the master of the queue's slot in mid-batch; its replica takes over; the old master, started again, follows it"},
+	{name: "cluster-reshard", short: "CR", run: drillClusterReshard, needsRedisServer: true, redis: cluster,
+		about: "a Redis Cluster of 3 masters with a replica each; jobs stream into enqueue; move every slot of the queue's master to another master in mid-batch"},
 }
 
 func drillNames() []string {
@@ -193,17 +201,42 @@ func drillKillWorker(ctx context.Context, d *drill) error {
 // 2. restart-redis
 func drillRestartRedis(ctx context.Context, d *drill) error {
 	srv := d.redis
+	return d.strikeMidBatch(ctx, func(ctx context.Context) (string, error) {
+		down := time.Now()
+		if err := srv.Shutdown(); err != nil {
+			return "", err
+		}
+		if err := launch.Sleep(ctx, 3*time.Second); err != nil {
+			return "", err
+		}
+		if err := srv.Restart(ctx); err != nil {
+			return "", fmt.Errorf("start redis-server again: %w", err)
+		}
+		return fmt.Sprintf("redis SHUTDOWN; started again (pid %d) after %s", srv.Child().Pid(), time.Since(down).Round(time.Millisecond)), nil
+	})
+}
+
+// strikeMidBatch is the drills that break Redis: it starts the sandbox
+// (50ms) and 2 workers, streams the drill's batch into enqueue on its
+// standard input at 400 lines a second (a little faster than the workers
+// take them), and strikes when 40% of the lines are in. strike returns
+// once Redis serves again, with what it did. Then the file is submitted
+// again until every line is accepted (enqueue stops when Redis fails under
+// it; running the file again is the documented way on, lines already
+// accepted come back as duplicates), and every job is waited for.
+func (d *drill) strikeMidBatch(ctx context.Context, strike func(ctx context.Context) (string, error)) error {
 	if err := d.startProcesses(ctx, 2, "--latency", "50ms"); err != nil {
 		return err
 	}
-	d.logf("sandbox latency 50ms; 2 workers, %s", d.wcfg)
+	d.logf("sandbox latency 50ms; 2 workers, %s; redis: %s", d.wcfg, d.describe())
+	if d.replicated() {
+		d.logf("REDIS_WAIT_REPLICAS=%d for the workers and enqueue", d.waitReplicas)
+	}
 	file, jobs, err := d.batchFile()
 	if err != nil {
 		return err
 	}
 	refs := refsOf(jobs)
-	// Jobs stream in on enqueue's standard input at 400 lines a second, a
-	// little faster than the workers take them; strike when 40% are in.
 	const rate = 400
 	pr, err := d.startPacedProducer(ctx, "enqueue-1", jobs, rate)
 	if err != nil {
@@ -216,22 +249,14 @@ func drillRestartRedis(ctx context.Context, d *drill) error {
 	}
 	done, _, _ := d.finished(ctx, refs)
 	submittedAt := pr.lines.Load()
-	down := time.Now()
-	if err := srv.Shutdown(); err != nil {
+	what, err := strike(ctx)
+	if err != nil {
 		return err
-	}
-	if err := launch.Sleep(ctx, 3*time.Second); err != nil {
-		return err
-	}
-	if err := srv.Restart(ctx); err != nil {
-		return fmt.Errorf("start redis-server again: %w", err)
 	}
 	up := time.Now()
-	d.logf("redis SHUTDOWN with %d of %d lines submitted (enqueue-1 reads them from a pipe, %d a second) and %d jobs finished; started again (pid %d) after %s",
-		submittedAt, len(jobs), rate, done, srv.Child().Pid(), up.Sub(down).Round(time.Millisecond))
+	d.logf("%s; struck with %d of %d lines submitted (enqueue-1 reads them from a pipe, %d a second) and %d jobs finished",
+		what, submittedAt, len(jobs), rate, done)
 
-	// enqueue batch stops when Redis is unreachable; running the file again
-	// is the documented way on (lines already accepted come back as duplicates).
 	recs, code, err := pr.finish(ctx)
 	if err != nil {
 		return err
@@ -239,8 +264,13 @@ func drillRestartRedis(ctx context.Context, d *drill) error {
 	d.accept(recs)
 	rejected := rejectedCounts(recs)
 	d.logf("enqueue-1 exited with status %d: %d records for %d lines, %d lines fed, rejected: %s", code, len(recs), len(jobs), pr.fed.Load(), countsText(rejected))
+	// Nothing submitted these lines before enqueue-1: none is a duplicate,
+	// even when a claim's answer was lost and the claim was made again.
+	if n := duplicates(recs); n > 0 {
+		d.problem("%d lines of the first submission came back as duplicates of themselves", n)
+	}
 	if code != 0 {
-		d.note("enqueue-1 across the Redis restart: exit %d, %d records for %d lines (rejected: %s); its last words: %s",
+		d.note("enqueue-1 across the strike: exit %d, %d records for %d lines (rejected: %s); its last words: %s",
 			code, len(recs), len(jobs), countsText(rejected), lastLine(filepath.Join(d.logDir, "enqueue-1.log")))
 	}
 	for run := 2; len(d.order) < len(jobs) && run <= 4; run++ {
@@ -254,14 +284,8 @@ func drillRestartRedis(ctx context.Context, d *drill) error {
 			return err
 		}
 		d.accept(recs)
-		dups := 0
-		for _, r := range recs {
-			if r.Duplicate {
-				dups++
-			}
-		}
 		d.logf("%s (the same file again) exited with status %d: %d records, %d duplicates; %d of %d lines accepted so far",
-			name, code, len(recs), dups, len(d.order), len(jobs))
+			name, code, len(recs), duplicates(recs), len(d.order), len(jobs))
 	}
 	if len(d.order) < len(jobs) {
 		d.problem("%d of %d lines were never accepted, even after running the file again", len(jobs)-len(d.order), len(jobs))
@@ -269,9 +293,24 @@ func drillRestartRedis(ctx context.Context, d *drill) error {
 	if err := d.awaitAll(ctx, up.Add(leaseRecovery+time.Minute)); err != nil {
 		return err
 	}
-	d.note("the last job finished %s after Redis came back; %d jobs finished more than 30s after it (tasks asynq could not mark done or retry while Redis was down wait for lease recovery, 60–120s)",
-		d.lastUpdate().Sub(up).Round(time.Second), d.lateJobs(up, 30*time.Second))
+	if last := d.lastUpdate(); last.After(up) {
+		d.note("the last job finished %s after the strike ended; %d jobs finished more than 30s after it (tasks asynq could not mark done or retry while Redis was down wait for lease recovery, 60–120s)",
+			last.Sub(up).Round(time.Second), d.lateJobs(up, 30*time.Second))
+	} else {
+		d.note("every job had finished by the time the strike ended")
+	}
 	return nil
+}
+
+// duplicates counts the records marked duplicate.
+func duplicates(recs []*zhimaq.Submission) int {
+	n := 0
+	for _, r := range recs {
+		if r.Duplicate {
+			n++
+		}
+	}
+	return n
 }
 
 // lastLine is the last non-empty line of a file.
@@ -610,4 +649,105 @@ func drillGracefulStop(ctx context.Context, d *drill) error {
 	}
 	d.note("the last job finished %s after worker-a started again", d.lastUpdate().Sub(restarted).Round(time.Second))
 	return nil
+}
+
+// 7. sentinel-failover
+func drillSentinelFailover(ctx context.Context, d *drill) error {
+	s := d.sentinel
+	return d.strikeMidBatch(ctx, func(ctx context.Context) (string, error) {
+		old, err := s.Master(ctx)
+		if err != nil {
+			return "", err
+		}
+		killed := time.Now()
+		if err := old.Kill(); err != nil {
+			return "", err
+		}
+		m, err := s.WaitFailover(ctx, old, time.Minute)
+		if err != nil {
+			return "", err
+		}
+		promoted := time.Since(killed)
+		if err := old.Restart(ctx); err != nil {
+			return "", fmt.Errorf("start the old master again: %w", err)
+		}
+		if err := s.WaitReplica(ctx, old, time.Minute); err != nil {
+			return "", err
+		}
+		d.note("failover: the sentinels promoted the replica %s after %s; the old master, started again empty, was a replica in sync %s after the kill",
+			m.Addr(), promoted.Round(100*time.Millisecond), time.Since(killed).Round(100*time.Millisecond))
+		return fmt.Sprintf("kill -9 the master %s; %s promoted after %s; the old master follows it again", old.Addr(), m.Addr(),
+			promoted.Round(100*time.Millisecond)), nil
+	})
+}
+
+// queueMaster is the cluster master that holds the drill's queue (asynq
+// keeps a queue's keys in one slot), and its replica.
+func (d *drill) queueMaster(ctx context.Context) (master, replica *launch.Redis, err error) {
+	slot, err := d.rdb.ClusterKeySlot(ctx, "asynq:{"+d.queue+"}:pending").Result()
+	if err != nil {
+		return nil, nil, err
+	}
+	return d.cluster.MasterOf(ctx, int(slot))
+}
+
+// 8. cluster-failover
+func drillClusterFailover(ctx context.Context, d *drill) error {
+	c := d.cluster
+	return d.strikeMidBatch(ctx, func(ctx context.Context) (string, error) {
+		old, heir, err := d.queueMaster(ctx)
+		if err != nil {
+			return "", err
+		}
+		if heir == nil {
+			return "", fmt.Errorf("the queue's master %s has no replica", old.Addr())
+		}
+		killed := time.Now()
+		if err := old.Kill(); err != nil {
+			return "", err
+		}
+		if err := c.WaitPromoted(ctx, heir, time.Minute); err != nil {
+			return "", err
+		}
+		promoted := time.Since(killed)
+		if err := old.Restart(ctx); err != nil {
+			return "", fmt.Errorf("start the old master again: %w", err)
+		}
+		if err := c.WaitHealthy(ctx, time.Minute); err != nil {
+			return "", err
+		}
+		d.note("failover: the cluster promoted %s after %s (cluster-node-timeout 2s); the old master, started again empty, was a replica in sync %s after the kill",
+			heir.Addr(), promoted.Round(100*time.Millisecond), time.Since(killed).Round(100*time.Millisecond))
+		return fmt.Sprintf("kill -9 the queue's master %s; its replica %s promoted after %s; the old master follows it again",
+			old.Addr(), heir.Addr(), promoted.Round(100*time.Millisecond)), nil
+	})
+}
+
+// 9. cluster-reshard
+func drillClusterReshard(ctx context.Context, d *drill) error {
+	c := d.cluster
+	return d.strikeMidBatch(ctx, func(ctx context.Context) (string, error) {
+		from, _, err := d.queueMaster(ctx)
+		if err != nil {
+			return "", err
+		}
+		to := c.Masters[0]
+		if to == from {
+			to = c.Masters[1]
+		}
+		slots, err := c.Slots(ctx, from)
+		if err != nil {
+			return "", err
+		}
+		start := time.Now()
+		moved, err := c.MoveSlots(ctx, from, to, slots)
+		if err != nil {
+			return "", fmt.Errorf("move slots from %s to %s: %w", from.Addr(), to.Addr(), err)
+		}
+		took := time.Since(start)
+		d.note("reshard: %d slots and %d keys moved from %s to %s in %s while jobs flowed, the queue's slot among them",
+			len(slots), moved, from.Addr(), to.Addr(), took.Round(100*time.Millisecond))
+		return fmt.Sprintf("moved all %d slots (%d keys) of the queue's master %s to %s in %s", len(slots), moved, from.Addr(), to.Addr(),
+			took.Round(100*time.Millisecond)), nil
+	})
 }

@@ -5,8 +5,8 @@
 // (worker, enqueue, zhima-sandbox) and a redis-server of its own: a free port
 // on 127.0.0.1, its own directory, --appendonly yes as docker-compose runs
 // it, --save "". It never uses a Redis that already runs on the machine.
-// Without redis-server it uses an embedded miniredis and skips the drill that
-// restarts Redis. Each drill has its own queue, key prefix and sandbox; the
+// Without redis-server it uses an embedded miniredis and skips the drills that
+// restart Redis or run one of their own. Each drill has its own queue, key prefix and sandbox; the
 // workers call the sandbox through a small counting proxy inside chaos.
 //
 // The drills, each on a batch of --jobs fake jobs (valid resident ID
@@ -19,7 +19,18 @@
 //   - gateway-hang: 5% of calls hang until ZHIMA_TIMEOUT (2s) ends them;
 //   - racing-producers: two enqueue batch --wait on overlapping files, with
 //     conflicting parameters for some shared transaction_ids;
-//   - graceful-stop: SIGTERM the worker in mid-batch, start it again.
+//   - graceful-stop: SIGTERM the worker in mid-batch, start it again;
+//   - sentinel-failover: on a master, a replica and 3 sentinels of the
+//     drill's own, kill -9 the master in mid-batch; the sentinels promote
+//     the replica; the old master, started again, follows it;
+//   - cluster-failover: on a Redis Cluster of 3 masters with a replica each,
+//     kill -9 the master of the queue's slot in mid-batch; its replica takes
+//     over; the old master, started again, follows it;
+//   - cluster-reshard: on such a cluster, move every slot of the queue's
+//     master to another master in mid-batch.
+//
+// The last three run with REDIS_WAIT_REPLICAS=--wait-replicas (1); with 0
+// they measure what a failover loses without it.
 //
 // After each drill it prints one line: jobs in, finished (succeeded /
 // failed), lost (accepted but not finished by the drill's deadline),
@@ -34,7 +45,7 @@
 // a usage error; 130 when interrupted. Children are stopped on every path.
 //
 // Usage: chaos [--jobs N] [--drill NAME[,NAME…]] [--outage D] [--bin DIR]
-// [--log-dir DIR] [--redis-server PATH] [--seed N]
+// [--log-dir DIR] [--redis-server PATH] [--seed N] [--wait-replicas 0|1]
 package main
 
 import (
@@ -81,6 +92,7 @@ type options struct {
 	logDir      string
 	redisServer string
 	seed        uint64
+	wait        int
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -94,6 +106,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.binDir, "bin", "", "`dir` holding worker, enqueue and zhima-sandbox (default: next to this program, then PATH)")
 	fs.StringVar(&o.logDir, "log-dir", "", "`dir` for every process's log, kept after the run (default: a new temp dir)")
 	fs.StringVar(&o.redisServer, "redis-server", "", "the redis-server `program` (default: redis-server on PATH)")
+	fs.IntVar(&o.wait, "wait-replicas", 1, "REDIS_WAIT_REPLICAS of the drills with replicas (0: measure what a failover loses without it)")
 	fs.Uint64Var(&o.seed, "seed", 0, "`seed` of the job data and the sandbox's fault draws; 0 picks one")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -103,6 +116,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.jobs < 10 {
 		return o, fmt.Errorf("--jobs must be at least 10, got %d", o.jobs)
+	}
+	if o.wait < 0 || o.wait > 1 {
+		return o, fmt.Errorf("--wait-replicas must be 0 or 1 (each master has one replica), got %d", o.wait)
 	}
 	if o.outage < time.Second {
 		return o, fmt.Errorf("--outage must be at least 1s, got %s", o.outage)
@@ -199,7 +215,7 @@ func runDrills(ctx context.Context, o options, out io.Writer) (results []*result
 	l := &launch.Launcher{}
 	defer l.Close(10 * time.Second)
 
-	e := &env{bins: bins, l: l, work: work, logs: logDir, jobs: o.jobs, seed: o.seed, outage: o.outage, out: out}
+	e := &env{bins: bins, l: l, work: work, logs: logDir, jobs: o.jobs, seed: o.seed, outage: o.outage, waitReplicas: o.wait, out: out}
 	if e.appPriv, e.appPub, err = procs.WriteAppKeys(work); err != nil {
 		return nil, logDir, err
 	}
@@ -212,6 +228,7 @@ func runDrills(ctx context.Context, o options, out io.Writer) (results []*result
 
 	var noRedisServer, redisText string
 	if path, lerr := launch.FindRedisServer(o.redisServer); lerr == nil {
+		e.program = path
 		dir := filepath.Join(work, "redis")
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, logDir, err
@@ -227,8 +244,8 @@ func runDrills(ctx context.Context, o options, out io.Writer) (results []*result
 		}
 		redisText = "embedded miniredis " + e.redis.Addr() + " (redis-server is not installed)"
 	}
-	e.rdb = redis.NewClient(&redis.Options{Addr: e.redis.Addr(), DialTimeout: time.Second, PoolSize: 16})
-	defer e.rdb.Close()
+	e.sharedRDB = redis.NewClient(&redis.Options{Addr: e.redis.Addr(), DialTimeout: time.Second, PoolSize: 16})
+	defer e.sharedRDB.Close()
 
 	fmt.Fprintf(out, "zhimaq chaos: %d jobs a drill, seed %d, run %s\n", o.jobs, o.seed, e.runID)
 	fmt.Fprintf(out, "redis: %s\n", redisText)
@@ -262,7 +279,12 @@ func runDrills(ctx context.Context, o options, out io.Writer) (results []*result
 
 // runDrill runs one drill, tallies it and stops its processes.
 func runDrill(ctx context.Context, e *env, spec drillSpec, n int) *result {
-	d, err := newDrill(e, spec.name, spec.short, n)
+	top, err := e.startTopology(ctx, spec)
+	if err != nil {
+		return &result{Name: spec.name, Problems: []string{err.Error()}}
+	}
+	defer top.stop()
+	d, err := newDrill(e, top, spec.name, spec.short, n)
 	if err != nil {
 		return &result{Name: spec.name, Problems: []string{err.Error()}}
 	}

@@ -193,3 +193,19 @@ func TestSummarizeLogCounts(t *testing.T) {
 		t.Errorf("logLine = %+v, %v", l, err)
 	}
 }
+
+func TestWaitReplicasFlag(t *testing.T) {
+	var stderr bytes.Buffer
+	o, err := parseFlags(nil, &stderr)
+	if err != nil || o.wait != 1 {
+		t.Fatalf("default --wait-replicas = %d, %v; want 1", o.wait, err)
+	}
+	if _, err := parseFlags([]string{"--wait-replicas", "2"}, &stderr); err == nil || !strings.Contains(err.Error(), "--wait-replicas") {
+		t.Errorf("--wait-replicas 2: err = %v, want one naming the flag", err)
+	}
+	for _, s := range drills {
+		if s.redis != shared && !s.needsRedisServer {
+			t.Errorf("drill %s runs a Redis of its own but does not say it needs redis-server", s.name)
+		}
+	}
+}

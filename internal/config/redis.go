@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
@@ -99,8 +100,18 @@ func RedisClient(raw string) (redis.UniversalClient, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c, ok := opt.(asynq.RedisClusterClientOpt); ok {
+		return redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs, Username: c.Username, Password: c.Password,
+			TLSConfig: c.TLSConfig, ClusterStateReloadInterval: clusterReload}), nil
+	}
 	return opt.MakeRedisClient().(redis.UniversalClient), nil
 }
+
+// clusterReload is how old a cluster client's map of slots to nodes may
+// grow before it reads it again. go-redis's 60 s would keep a client
+// sending a dead master's slots to it for up to a minute after a replica
+// took them over; the cost is one CLUSTER SLOTS a second per busy client.
+const clusterReload = time.Second
 
 // splitHosts takes the comma-separated hosts out of a sentinel or cluster
 // URL, which url.Parse refuses when a host but the last has a port: it

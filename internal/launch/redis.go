@@ -24,6 +24,9 @@ type RedisServer struct {
 	Log     string   // the file its output is appended to, across restarts
 	AOF     bool     // --appendonly yes, as docker-compose runs it; else no persistence at all
 	Args    []string // more arguments, such as --maxclients 10000
+	// Config is a config file given before every argument; a sentinel
+	// needs one (it rewrites it with what it learns).
+	Config string
 }
 
 // FindRedisServer finds redis-server: path when set, else on PATH.
@@ -119,10 +122,14 @@ func (r *Redis) start(ctx context.Context) error {
 	if r.srv.AOF {
 		aof = "yes"
 	}
-	args := append([]string{
+	var args []string
+	if r.srv.Config != "" {
+		args = append(args, r.srv.Config)
+	}
+	args = append(append(args,
 		"--port", port, "--bind", "127.0.0.1", "--dir", r.srv.Dir,
-		"--appendonly", aof, "--save", "", "--daemonize", "no", "--logfile", "",
-	}, r.srv.Args...)
+		"--appendonly", aof, "--save", "", "--daemonize", "no", "--logfile", ""),
+		r.srv.Args...)
 	c, err := r.l.infra.Start("redis-server", r.srv.Program, args, procs.CleanEnv(), log, log)
 	if err != nil {
 		log.Close()
@@ -178,8 +185,22 @@ func (r *Redis) Shutdown() error {
 	return nil
 }
 
+// Kill ends the redis-server at once (SIGKILL), as a crash or a lost host
+// would: nothing is written out, clients see their connections drop.
+func (r *Redis) Kill() error {
+	if r.child == nil {
+		return errors.New("an embedded Redis cannot be killed")
+	}
+	r.child.ExpectExit()
+	if err := r.child.Signal(procs.SigKill); err != nil {
+		return fmt.Errorf("kill redis-server: %w", err)
+	}
+	<-r.child.Done()
+	return nil
+}
+
 // Restart starts the redis-server again, on the same port and directory,
-// after a Shutdown, and waits until it answers.
+// after a Shutdown or a Kill, and waits until it answers.
 func (r *Redis) Restart(ctx context.Context) error {
 	if r.child == nil {
 		return errors.New("an embedded Redis cannot be shut down and restarted")

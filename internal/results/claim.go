@@ -78,7 +78,9 @@ func (s *Store) enqueueApart(ctx context.Context, k idempotency.Key, t *taskwire
 			return fmt.Errorf("results: claim %s: list the queue: %w", k, err)
 		}
 	}
-	if err := enqueueScript.Run(ctx, s.rdb, t.Keys()[:2], args...).Err(); err != nil && !errors.Is(err, redis.Nil) {
+	// Durable as the claim: a claim that outlives a failover without its
+	// task would wait for a resubmission.
+	if err := s.eval(ctx, enqueueScript, t.Keys()[:2], true, args...).Err(); err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("results: claim %s: enqueue: %w", k, err)
 	}
 	return nil
