@@ -36,7 +36,7 @@ func (s *RedisSentinel) URL() string {
 
 // StartRedisSentinel starts a master with replicas replicas and sentinels
 // sentinels (quorum: a majority of them; a master that answers nothing for
-// 1 s is down), and returns once every replica is in sync and every
+// 1 s is down; 0 sentinels: the master and its replicas alone), and returns once every replica is in sync and every
 // sentinel knows every replica and the other sentinels, so that a failover
 // can happen.
 func (l *Launcher) StartRedisSentinel(ctx context.Context, program, dir string, replicas, sentinels int) (*RedisSentinel, error) {
