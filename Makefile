@@ -5,7 +5,7 @@ BIN := bin
 # A shell test: can the OpenSSL signer (-tags openssl) be built here?
 HAVE_LIBCRYPTO = pkg-config --exists libcrypto 2>/dev/null && command -v "$$($(GO) env CC)" >/dev/null 2>&1
 
-.PHONY: all build build-openssl test fuzz vet demo chaos bench clean
+.PHONY: all build build-openssl test test-cluster fuzz vet demo chaos bench clean
 
 all: build
 
@@ -21,6 +21,7 @@ build-openssl:
 
 # The real worker and enqueue programs against an embedded Redis and the
 # local sandbox gateway, with faults on; prints the records as a table.
+# DEMO_REDIS=cluster: against a local Redis Cluster instead (redis-server).
 demo: build
 	./$(BIN)/demo
 
@@ -57,6 +58,12 @@ test: vet
 	else \
 		echo "skipping the OpenSSL signer's tests: no libcrypto headers (pkg-config libcrypto) or no C compiler"; \
 	fi
+
+# The test suite against a local Redis Cluster of 3 masters with a replica
+# each (internal/withcluster, from redis-server on PATH): every Redis-backed
+# test runs on the cluster, none falls back to an embedded Redis.
+test-cluster:
+	ZHIMAQ_REQUIRE_REDIS=1 $(GO) run ./internal/withcluster $(GO) test -race -count=1 ./...
 
 # Grow the fuzz corpora for a while (FUZZTIME each).
 FUZZTIME ?= 30s

@@ -201,7 +201,7 @@ func jobLine(j zhimaq.Job) string {
 type batchProducer struct {
 	*zhimaq.Producer
 	redis *redistest.Server
-	rdb   *redis.Client
+	rdb   redis.UniversalClient
 }
 
 func newBatchProducer(tb testing.TB, maxLines int) batchProducer {

@@ -46,7 +46,7 @@ type pipeline struct {
 	clock    *clock
 	logs     *zhimatest.SyncBuffer // the worker's log, JSON lines at debug level
 	redis    *redistest.Server
-	rdb      *redis.Client
+	rdb      redis.UniversalClient
 }
 
 // startPipeline runs the whole path in-process: Submit -> Redis -> worker ->

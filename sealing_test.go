@@ -35,44 +35,40 @@ func piiJobs() []zhimaq.Job {
 
 // dumpRedis returns every value under the test's prefix and asynq queue,
 // whatever its type, as one string.
-func dumpRedis(tb testing.TB, rdb *redis.Client, srv *redistest.Server) (string, int) {
+func dumpRedis(tb testing.TB, rdb redis.UniversalClient, srv *redistest.Server) (string, int) {
 	tb.Helper()
 	ctx := context.Background()
 	var all strings.Builder
 	keys := 0
-	for _, pattern := range []string{srv.Prefix + "*", keyspace.Queue(srv.Queue), keyspace.Queues(srv.Queue)} {
-		iter := rdb.Scan(ctx, 0, pattern, 1000).Iterator()
-		for iter.Next(ctx) {
-			k := iter.Val()
-			var v any
-			var err error
-			typ := rdb.Type(ctx, k).Val()
-			if typ == "none" {
-				continue // deleted since SCAN saw it (asynq drops finished tasks)
-			}
-			keys++
-			switch typ {
-			case "string":
-				v, err = rdb.Get(ctx, k).Result()
-			case "hash":
-				v, err = rdb.HGetAll(ctx, k).Result()
-			case "list":
-				v, err = rdb.LRange(ctx, k, 0, -1).Result()
-			case "set":
-				v, err = rdb.SMembers(ctx, k).Result()
-			case "zset":
-				v, err = rdb.ZRange(ctx, k, 0, -1).Result()
-			default:
-				tb.Fatalf("key %s has type %s", k, typ)
-			}
-			if errors.Is(err, redis.Nil) {
-				continue
-			}
-			if err != nil {
-				tb.Fatal(err)
-			}
-			fmt.Fprintf(&all, "%s=%v\n", k, v)
+	for _, k := range srv.Keys(tb, srv.Prefix+"*", keyspace.Queue(srv.Queue), keyspace.Queues(srv.Queue)) {
+		var v any
+		var err error
+		typ := rdb.Type(ctx, k).Val()
+		if typ == "none" {
+			continue // deleted since SCAN saw it (asynq drops finished tasks)
 		}
+		keys++
+		switch typ {
+		case "string":
+			v, err = rdb.Get(ctx, k).Result()
+		case "hash":
+			v, err = rdb.HGetAll(ctx, k).Result()
+		case "list":
+			v, err = rdb.LRange(ctx, k, 0, -1).Result()
+		case "set":
+			v, err = rdb.SMembers(ctx, k).Result()
+		case "zset":
+			v, err = rdb.ZRange(ctx, k, 0, -1).Result()
+		default:
+			tb.Fatalf("key %s has type %s", k, typ)
+		}
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
+		if err != nil {
+			tb.Fatal(err)
+		}
+		fmt.Fprintf(&all, "%s=%v\n", k, v)
 	}
 	return all.String(), keys
 }

@@ -35,7 +35,12 @@
 // the batch; the demo checks that the worker downloaded the new certificate
 // once.
 //
-// Usage: demo [--mode key|cert] [--jobs FILE] [--bin DIR] [--log-dir DIR] [--seed N] [--timeout D]
+// With --redis cluster (or DEMO_REDIS=cluster) Redis is a local Redis
+// Cluster of 3 masters with a replica each, redis-server processes started
+// from PATH on free loopback ports, in place of the embedded Redis; the
+// worker and enqueue are given its redis-cluster:// URL.
+//
+// Usage: demo [--mode key|cert] [--redis embedded|cluster] [--jobs FILE] [--bin DIR] [--log-dir DIR] [--seed N] [--timeout D]
 package main
 
 import (
@@ -56,8 +61,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
+	"github.com/zhimaq/zhimaq/internal/config"
 	"github.com/zhimaq/zhimaq/internal/launch"
 	"github.com/zhimaq/zhimaq/internal/procs"
 	"github.com/zhimaq/zhimaq/internal/seal"
@@ -90,6 +94,7 @@ func main() {
 
 type options struct {
 	mode    string
+	redis   string
 	jobs    string
 	binDir  string
 	logDir  string
@@ -102,6 +107,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.mode, "mode", cmp.Or(os.Getenv("DEMO_MODE"), "key"), "`key` (public-key mode) or cert (certificate mode with AES and a certificate rotation mid-batch); default $DEMO_MODE or key")
+	fs.StringVar(&o.redis, "redis", cmp.Or(os.Getenv("DEMO_REDIS"), "embedded"), "`embedded` (miniredis in the demo) or cluster (3 masters with a replica each, from redis-server on PATH); default $DEMO_REDIS or embedded")
 	fs.StringVar(&o.jobs, "jobs", "", "JSONL `file` of jobs (default demo/jobs.jsonl here or next to bin/)")
 	fs.StringVar(&o.binDir, "bin", "", "`dir` holding worker, enqueue and zhima-sandbox (default: next to this program, then PATH)")
 	fs.StringVar(&o.logDir, "log-dir", "", "`dir` for the worker's and sandbox's logs, kept after the run (default: a new temp dir)")
@@ -115,6 +121,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.mode != "key" && o.mode != "cert" {
 		return o, fmt.Errorf("--mode (DEMO_MODE) %q: want key or cert", o.mode)
+	}
+	if o.redis != "embedded" && o.redis != "cluster" {
+		return o, fmt.Errorf("--redis (DEMO_REDIS) %q: want embedded or cluster", o.redis)
 	}
 	return o, nil
 }
@@ -141,6 +150,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if err != nil {
 		return err
 	}
+	var redisServer string
+	if o.redis == "cluster" {
+		if redisServer, err = launch.FindRedisServer(""); err != nil {
+			return fmt.Errorf("DEMO_REDIS=cluster needs redis-server on PATH (Debian: apt-get install redis-server): %w", err)
+		}
+	}
 
 	// Keys and runtime files: removed at the end. Logs: kept, for reading.
 	work, err := os.MkdirTemp("", "zhimaq-demo-")
@@ -166,10 +181,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	var l launch.Launcher
 	defer l.Close(stopGrace)
 
-	// 1. Embedded Redis, in this process, on a free loopback port.
-	rds, err := l.StartEmbeddedRedis()
+	// 1. Redis: embedded, in this process, on a free loopback port; or a
+	// local cluster.
+	redisURL, redisText, err := startRedis(ctx, &l, redisServer, work)
 	if err != nil {
-		return err
+		return interrupted(err)
 	}
 
 	// 2. A throwaway app key pair.
@@ -206,7 +222,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 	env := append(procs.CleanEnv(),
 		"DATA_KEYS="+dataKeys,
-		"REDIS_URL="+rds.URL(),
+		"REDIS_URL="+redisURL,
 		"ZHIMA_APP_ID="+demoAppID,
 		"ZHIMA_APP_PRIVATE_KEY_FILE="+appPriv,
 		"LOG_FORMAT=console",
@@ -230,12 +246,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		wLog.Close()
 		return err
 	}
-	if err := waitWorker(ctx, worker, rds); err != nil {
+	if err := waitWorker(ctx, worker, redisURL); err != nil {
 		return interrupted(fmt.Errorf("%w\n%s", err, procs.Tail(workerLog, 10)))
 	}
 
-	fmt.Fprintf(stdout, "zhimaq demo: embedded Redis %s · sandbox %s (faults: %s%% SYSTEM_ERROR, %s%% 20000) · worker up\n",
-		rds.Addr(), sb.URL, percent(systemErrorRate), percent(unavailableRate))
+	fmt.Fprintf(stdout, "zhimaq demo: %s · sandbox %s (faults: %s%% SYSTEM_ERROR, %s%% 20000) · worker up\n",
+		redisText, sb.URL, percent(systemErrorRate), percent(unavailableRate))
 	if o.mode == "cert" {
 		fmt.Fprintf(stdout, "certificate mode with AES content encryption; the sandbox rotates its Alipay certificate after %d answers\n", nJobs/2)
 	}
@@ -344,11 +360,33 @@ func stop(c *procs.Child, grace time.Duration) error {
 	return err
 }
 
-// waitWorker waits until the worker has registered with asynq in Redis. A
-// worker that exits fails the demo; one not seen within workerStartup is
-// given the benefit of the doubt (enqueue --wait still watches it).
-func waitWorker(ctx context.Context, w *procs.Child, rds *launch.Redis) error {
-	rdb := redis.NewClient(&redis.Options{Addr: rds.Addr()})
+// startRedis starts the demo's Redis and returns its REDIS_URL and how to
+// name it: an embedded one without redisServer, else a cluster of that
+// program, its nodes' files under dir.
+func startRedis(ctx context.Context, l *launch.Launcher, redisServer, dir string) (url, text string, err error) {
+	if redisServer == "" {
+		rds, err := l.StartEmbeddedRedis()
+		if err != nil {
+			return "", "", err
+		}
+		return rds.URL(), "embedded Redis " + rds.Addr(), nil
+	}
+	c, err := l.StartRedisCluster(ctx, redisServer, filepath.Join(dir, "redis-cluster"), 3, 1)
+	if err != nil {
+		return "", "", fmt.Errorf("start a local Redis Cluster: %w", err)
+	}
+	return c.URL(), fmt.Sprintf("Redis Cluster %s (%d masters, %d replicas)", strings.TrimPrefix(c.URL(), "redis-cluster://"), len(c.Masters), len(c.Replicas)), nil
+}
+
+// waitWorker waits until the worker has registered with asynq in the Redis
+// at url. A worker that exits fails the demo; one not seen within
+// workerStartup is given the benefit of the doubt (enqueue --wait still
+// watches it).
+func waitWorker(ctx context.Context, w *procs.Child, url string) error {
+	rdb, err := config.RedisClient(url)
+	if err != nil {
+		return err
+	}
 	defer rdb.Close()
 	deadline := time.Now().Add(workerStartup)
 	for rdb.Exists(ctx, "asynq:servers").Val() == 0 && time.Now().Before(deadline) {

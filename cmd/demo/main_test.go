@@ -11,10 +11,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/zhimaq/zhimaq/internal/launch"
 )
 
 // TestDemo builds every command and runs the demo end to end: embedded
-// Redis, sandbox with faults, worker, enqueue. It takes some seconds.
+// Redis (and then a local Redis Cluster, DEMO_REDIS=cluster), sandbox with
+// faults, worker, enqueue. It takes some seconds each.
 func TestDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the commands and runs the whole demo; skipped with -short")
@@ -27,7 +30,7 @@ func TestDemo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
 	bin := t.TempDir()
@@ -37,16 +40,34 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("go build ./cmd/...: %v\n%s", err, out)
 	}
 
+	for _, kind := range []string{"embedded", "cluster"} {
+		t.Run(kind, func(t *testing.T) {
+			if kind == "cluster" {
+				if _, err := launch.FindRedisServer(""); err != nil {
+					if os.Getenv("ZHIMAQ_REQUIRE_REDIS") == "1" {
+						t.Fatalf("no redis-server for DEMO_REDIS=cluster and ZHIMAQ_REQUIRE_REDIS=1: %v", err)
+					}
+					t.Skip("DEMO_REDIS=cluster needs redis-server on PATH")
+				}
+			}
+			runDemo(ctx, t, bin, root, kind)
+		})
+	}
+}
+
+// runDemo runs the demo built into bin with DEMO_REDIS=kind and checks
+// its table and counts.
+func runDemo(ctx context.Context, t *testing.T, bin, root, kind string) {
 	var stdout, stderr bytes.Buffer
 	demo := exec.CommandContext(ctx, filepath.Join(bin, "demo"),
 		"--jobs", filepath.Join(root, "demo", "jobs.jsonl"), "--log-dir", t.TempDir(), "--timeout", "60s")
 	// A REDIS_URL of the user's must not reach the children.
-	demo.Env = append(os.Environ(), "REDIS_URL=redis://127.0.0.1:1/0", "ZHIMA_APP_ID=leaked")
+	demo.Env = append(os.Environ(), "REDIS_URL=redis://127.0.0.1:1/0", "ZHIMA_APP_ID=leaked", "DEMO_REDIS="+kind)
 	demo.Stdout, demo.Stderr = &stdout, &stderr
 	demo.Cancel = func() error { return demo.Process.Signal(os.Interrupt) } // let it stop its children
 	demo.WaitDelay = 20 * time.Second
 	start := time.Now()
-	err = demo.Run()
+	err := demo.Run()
 	t.Logf("demo ran %s\n%s", time.Since(start).Round(time.Millisecond), stdout.String())
 	if err != nil {
 		t.Fatalf("demo: %v\nstderr:\n%s", err, stderr.String())

@@ -50,7 +50,7 @@ func (c *tripCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 type fixture struct {
 	store   *Store
 	results *results.Store
-	rdb     *redis.Client
+	rdb     redis.UniversalClient
 	trips   *tripCounter
 	srv     *redistest.Server
 }
@@ -136,9 +136,14 @@ func TestWriterWritesInChunks(t *testing.T) {
 	if err := w.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// The first line alone, two full chunks, the rest with the close.
-	if trips := f.trips.n.Load() - before; trips > 4 {
-		t.Errorf("%d round trips for %d lines, want at most 4", trips, n)
+	// The first line alone, two full chunks, the rest with the close; on a
+	// cluster the callbacks set, in a slot of its own, in a step apart.
+	want := int64(4)
+	if f.srv.Cluster {
+		want++
+	}
+	if trips := f.trips.n.Load() - before; trips > want {
+		t.Errorf("%d round trips for %d lines, want at most %d", trips, n, want)
 	}
 	m, err := f.store.Meta(ctx, id)
 	if err != nil {

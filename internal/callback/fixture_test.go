@@ -25,7 +25,7 @@ const (
 type fixture struct {
 	store   *batches.Store
 	results *results.Store
-	rdb     *redis.Client
+	rdb     redis.UniversalClient
 	srv     *redistest.Server
 	keys    keyspace.Space
 }
@@ -34,7 +34,11 @@ func newFixture(tb testing.TB) *fixture {
 	tb.Helper()
 	srv := redistest.New(tb)
 	rdb := srv.Client(tb)
-	return &fixture{store: batches.New(rdb, srv.Prefix, testTTL), results: results.New(rdb, srv.Prefix, testTTL), rdb: rdb, srv: srv, keys: keyspace.New(srv.Prefix)}
+	keys := keyspace.New(srv.Prefix)
+	if srv.Cluster {
+		keys = keys.Tagged() // as the stores name them there
+	}
+	return &fixture{store: batches.New(rdb, srv.Prefix, testTTL), results: results.New(rdb, srv.Prefix, testTTL), rdb: rdb, srv: srv, keys: keys}
 }
 
 // putRecord stores tid's record in state, last changed at.

@@ -155,34 +155,27 @@ func redisText(tb testing.TB, f *fixture) string {
 	tb.Helper()
 	ctx := context.Background()
 	var all strings.Builder
-	for _, pattern := range []string{f.srv.Prefix + "*", "asynq:{" + f.srv.Queue + "}:*"} {
-		iter := f.rdb.Scan(ctx, 0, pattern, 1000).Iterator()
-		for iter.Next(ctx) {
-			k := iter.Val()
-			var v any
-			var err error
-			switch typ := f.rdb.Type(ctx, k).Val(); typ {
-			case "string":
-				v, err = f.rdb.Get(ctx, k).Result()
-			case "hash":
-				v, err = f.rdb.HGetAll(ctx, k).Result()
-			case "list":
-				v, err = f.rdb.LRange(ctx, k, 0, -1).Result()
-			case "set":
-				v, err = f.rdb.SMembers(ctx, k).Result()
-			case "zset":
-				v, err = f.rdb.ZRange(ctx, k, 0, -1).Result()
-			default:
-				tb.Fatalf("key %s has type %s", k, typ)
-			}
-			if err != nil {
-				tb.Fatal(err)
-			}
-			fmt.Fprintf(&all, "%s=%v\n", k, v)
+	for _, k := range f.srv.Keys(tb, f.srv.Prefix+"*", "asynq:{"+f.srv.Queue+"}:*") {
+		var v any
+		var err error
+		switch typ := f.rdb.Type(ctx, k).Val(); typ {
+		case "string":
+			v, err = f.rdb.Get(ctx, k).Result()
+		case "hash":
+			v, err = f.rdb.HGetAll(ctx, k).Result()
+		case "list":
+			v, err = f.rdb.LRange(ctx, k, 0, -1).Result()
+		case "set":
+			v, err = f.rdb.SMembers(ctx, k).Result()
+		case "zset":
+			v, err = f.rdb.ZRange(ctx, k, 0, -1).Result()
+		default:
+			tb.Fatalf("key %s has type %s", k, typ)
 		}
-		if err := iter.Err(); err != nil {
+		if err != nil {
 			tb.Fatal(err)
 		}
+		fmt.Fprintf(&all, "%s=%v\n", k, v)
 	}
 	return all.String()
 }

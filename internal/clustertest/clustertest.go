@@ -1,50 +1,39 @@
-// Package clustertest gives tests a real local Redis Cluster: 3 masters
-// with a replica each, redis-server processes started once per test binary
-// (the kernel kills them with it). It is redistest's counterpart for
-// cluster mode; it lives apart because it starts processes with package
-// launch, whose own tests use redistest.
+// Package clustertest gives tests a real Redis Cluster: the one at
+// REDIS_URL when that is a redis-cluster:// URL (make test-cluster), else
+// a local one of 3 masters with a replica each, redis-server processes
+// started once per test binary (the kernel kills them with it). It lives
+// apart from redistest because it starts processes with package launch,
+// whose own tests use redistest.
 package clustertest
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/zhimaq/zhimaq/internal/launch"
+	"github.com/zhimaq/zhimaq/internal/redistest"
 )
-
-var seq atomic.Int64
-
-// Server is one test's share of a local Redis Cluster: 3 masters
-// with a replica each, redis-server processes started once per test binary
-// (they die with it), and a key prefix and queue of the test's own.
-type Server struct {
-	// URL is a redis-cluster:// URL for it.
-	URL string
-	// Addrs are the masters' addresses.
-	Addrs []string
-	// Prefix and Queue are unique to this test, as redistest.Server's.
-	Prefix, Queue string
-}
 
 var cluster struct {
 	once sync.Once
-	c    *launch.RedisCluster
+	url  string
 	err  error
 }
 
-// New returns the test binary's Redis Cluster for tb, starting it on
-// first use from redis-server on PATH. Without redis-server it skips tb
-// (fails it with ZHIMAQ_REQUIRE_REDIS=1).
-func New(tb testing.TB) *Server {
+// New returns a share of a Redis Cluster for tb, as redistest.New returns
+// one of a Redis: a key prefix and queue of its own, deleted when tb ends.
+// Every master has one replica. Unless REDIS_URL names a cluster, the
+// cluster is started on first use from redis-server on PATH; without
+// redis-server New skips tb (fails it with ZHIMAQ_REQUIRE_REDIS=1).
+func New(tb testing.TB) *redistest.Server {
 	tb.Helper()
+	if url := os.Getenv("REDIS_URL"); strings.HasPrefix(url, "redis-cluster://") {
+		return redistest.At(tb, url)
+	}
 	program, err := launch.FindRedisServer("")
 	if err != nil {
 		if os.Getenv("ZHIMAQ_REQUIRE_REDIS") == "1" {
@@ -60,23 +49,15 @@ func New(tb testing.TB) *Server {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		cluster.c, cluster.err = new(launch.Launcher).StartRedisCluster(ctx, program, dir, 3, 1)
+		c, err := new(launch.Launcher).StartRedisCluster(ctx, program, dir, 3, 1)
+		if err != nil {
+			cluster.err = err
+			return
+		}
+		cluster.url = c.URL()
 	})
 	if cluster.err != nil {
 		tb.Fatalf("clustertest: start a Redis Cluster: %v", cluster.err)
 	}
-	prefix := fmt.Sprintf("zqcluster%d_%d:", os.Getpid(), seq.Add(1))
-	s := &Server{URL: cluster.c.URL(), Prefix: prefix, Queue: strings.TrimSuffix(prefix, ":")}
-	for _, m := range cluster.c.Masters {
-		s.Addrs = append(s.Addrs, m.Addr())
-	}
-	return s
-}
-
-// Client returns a cluster client for it, closed when tb ends.
-func (s *Server) Client(tb testing.TB) *redis.ClusterClient {
-	tb.Helper()
-	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: s.Addrs})
-	tb.Cleanup(func() { c.Close() })
-	return c
+	return redistest.At(tb, cluster.url)
 }

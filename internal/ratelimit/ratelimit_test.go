@@ -457,7 +457,7 @@ func TestRedisErrorsAreReturned(t *testing.T) {
 }
 
 // storedTAT reads the key as the script stores it.
-func storedTAT(t *testing.T, c *redis.Client, key string) time.Time {
+func storedTAT(t *testing.T, c redis.UniversalClient, key string) time.Time {
 	t.Helper()
 	v, err := c.Get(context.Background(), key).Float64()
 	if err != nil {
@@ -467,11 +467,11 @@ func storedTAT(t *testing.T, c *redis.Client, key string) time.Time {
 	return time.Unix(epoch2017, 0).Add(time.Duration(us) * time.Microsecond)
 }
 
-func redisTime(c *redis.Client) (time.Time, error) {
+func redisTime(c redis.UniversalClient) (time.Time, error) {
 	return c.Time(context.Background()).Result()
 }
 
-func redisNow(t *testing.T, c *redis.Client) time.Time {
+func redisNow(t *testing.T, c redis.UniversalClient) time.Time {
 	t.Helper()
 	now, err := redisTime(c)
 	if err != nil {

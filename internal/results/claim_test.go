@@ -79,7 +79,7 @@ func TestClaim(t *testing.T) {
 
 func TestClaimInvalid(t *testing.T) {
 	t.Parallel()
-	s, rdb, srv := newStore(t)
+	s, _, srv := newStore(t)
 	k := key("T_001")
 	tests := []struct {
 		name string
@@ -101,8 +101,8 @@ func TestClaimInvalid(t *testing.T) {
 			}
 		})
 	}
-	if n, err := rdb.Keys(context.Background(), srv.Prefix+"*").Result(); err != nil || len(n) != 0 {
-		t.Errorf("keys after refused claims = %v, %v; want none", n, err)
+	if n := srv.Keys(t, srv.Prefix+"*"); len(n) != 0 {
+		t.Errorf("keys after refused claims = %v; want none", n)
 	}
 }
 
@@ -428,11 +428,16 @@ func TestDurableClaimsWaitForReplicas(t *testing.T) {
 }
 
 // TestClaimManyWaitsForReplicas: the batch path's one WAIT covers its
-// pipeline; a single Redis has no replica to acknowledge it.
+// pipeline; a single Redis has no replica to acknowledge it, a test
+// cluster's master one, not two.
 func TestClaimManyWaitsForReplicas(t *testing.T) {
 	t.Parallel()
-	s, _, _ := newStore(t)
-	s.Durable(1, 50*time.Millisecond)
+	s, _, srv := newStore(t)
+	replicas := 1
+	if srv.Cluster {
+		replicas = 2
+	}
+	s.Durable(replicas, 50*time.Millisecond)
 	k := key("DUR_MANY")
 	res := s.ClaimMany(context.Background(), []ClaimRequest{{Key: k, Record: queued(k), Claim: Claim{Fingerprint: fpA, Window: time.Hour, Now: time.Now()}}})
 	if !errors.Is(res[0].Err, ErrNotDurable) {

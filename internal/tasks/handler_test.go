@@ -34,7 +34,7 @@ type fixture struct {
 	url     string // the gateway's
 	logs    *bytes.Buffer
 	now     time.Time
-	rdb     *redis.Client
+	rdb     redis.UniversalClient
 	prefix  string
 	app     *App // the fixture's app, the handler's only one
 }

@@ -392,9 +392,15 @@ func TestAttemptBudget(t *testing.T) {
 }
 
 // TestStartWarnsOfWaitingForMissingReplicas: a worker told to wait for
-// more replicas than its Redis has says so at start.
+// more replicas than its Redis has says so at start (a single Redis here
+// has none, a test cluster's masters one each).
 func TestStartWarnsOfWaitingForMissingReplicas(t *testing.T) {
-	s := workertest.Start(t, workertest.Options{Change: func(c *config.Config) { c.RedisWaitReplicas = 1 }})
+	s := workertest.Start(t, workertest.Options{Change: func(c *config.Config) {
+		c.RedisWaitReplicas = 1
+		if strings.HasPrefix(c.RedisURL, "redis-cluster://") {
+			c.RedisWaitReplicas = 2
+		}
+	}})
 	if s.Redis.Embedded {
 		t.Skip("miniredis has no replication section")
 	}

@@ -44,7 +44,7 @@ type Stack struct {
 	// Redis is the test's namespace: its own key prefix and queue.
 	Redis *redistest.Server
 	// RDB is a client of the test's own on Redis, open until the test ends.
-	RDB *redis.Client
+	RDB redis.UniversalClient
 	// Gateway is the sandbox; GatewayURL its /gateway.do.
 	Gateway    *sandbox.Server
 	GatewayURL string
