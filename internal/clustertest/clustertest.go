@@ -8,9 +8,14 @@ package clustertest
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -42,7 +47,8 @@ func New(tb testing.TB) *redistest.Server {
 		tb.Skip("clustertest: no redis-server on PATH to run a cluster")
 	}
 	cluster.once.Do(func() {
-		dir, err := os.MkdirTemp("", "zhimaq-cluster-")
+		removeStale()
+		dir, err := os.MkdirTemp("", fmt.Sprintf("zhimaq-cluster-%d-", os.Getpid()))
 		if err != nil {
 			cluster.err = err
 			return
@@ -60,4 +66,29 @@ func New(tb testing.TB) *redistest.Server {
 		tb.Fatalf("clustertest: start a Redis Cluster: %v", cluster.err)
 	}
 	return redistest.At(tb, cluster.url)
+}
+
+// removeStale removes the node directories of test binaries that have
+// ended: nothing else outlives a binary's cluster, whose processes die
+// with it.
+func removeStale() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "zhimaq-cluster-*-*"))
+	for _, dir := range dirs {
+		pid, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(filepath.Base(dir), "zhimaq-cluster-"), "-", 2)[0])
+		if err != nil || pid == os.Getpid() || alive(pid) {
+			continue
+		}
+		os.RemoveAll(dir)
+	}
+}
+
+// alive reports whether process pid runs: signal 0 reaches it, or it is
+// another user's.
+func alive(pid int) bool {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return false
+	}
+	err = p.Signal(syscall.Signal(0))
+	return err == nil || errors.Is(err, syscall.EPERM)
 }
