@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -71,8 +72,6 @@ func (s *Store) Claim(ctx context.Context, k idempotency.Key, rec *Record, c Cla
 // is still billed once. The error leaves the claim made: trying the
 // submission again is that resubmission.
 func (s *Store) enqueueApart(ctx context.Context, k idempotency.Key, t *taskwire.Task) error {
-	args := t.Args(time.Now())
-	args[3] = "" // asynq:queues is in a slot of its own: SADD it beside the script
 	if !t.Listed {
 		if err := s.rdb.SAdd(ctx, taskwire.QueuesKey, t.Queue).Err(); err != nil {
 			return fmt.Errorf("results: claim %s: list the queue: %w", k, err)
@@ -80,7 +79,8 @@ func (s *Store) enqueueApart(ctx context.Context, k idempotency.Key, t *taskwire
 	}
 	// Durable as the claim: a claim that outlives a failover without its
 	// task would wait for a resubmission.
-	if err := s.eval(ctx, enqueueScript, t.Keys()[:2], true, args...).Err(); err != nil && !errors.Is(err, redis.Nil) {
+	c := apartCall(t)
+	if err := s.eval(ctx, enqueueScript, c.keys, true, c.args...).Err(); err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("results: claim %s: enqueue: %w", k, err)
 	}
 	return nil
@@ -89,6 +89,14 @@ func (s *Store) enqueueApart(ctx context.Context, k idempotency.Key, t *taskwire
 // enqueueScript enqueues a task alone (enqueueApart): KEYS[1..2] its hash
 // and pending list, ARGV its Args with no queue to list.
 var enqueueScript = redis.NewScript(`return ` + taskwire.Enqueue(1, 1))
+
+// apartCall is enqueueScript's run for t: asynq:queues is in a slot of its
+// own, so the queue is listed beside the script.
+func apartCall(t *taskwire.Task) *scriptCall {
+	args := t.Args(time.Now())
+	args[3] = ""
+	return &scriptCall{keys: t.Keys()[:2], args: args}
+}
 
 // ClaimRequest is one claim of ClaimMany.
 type ClaimRequest struct {
@@ -106,39 +114,118 @@ type ClaimResult struct {
 
 // ClaimMany makes each claim as Claim does, all in one pipeline (one round
 // trip; two when Redis has yet to load the script), in order: a later claim
-// of the same transaction sees an earlier one. It returns a result per
-// request; when Redis fails, each claim fails with its error, and a claim
-// that failed may be made again: it answers as it would have.
+// of the same transaction sees an earlier one. On a cluster it is a
+// pipeline to each master the claims lie on, all at once, then one to each
+// holding their tasks. It returns a result per request; when Redis fails,
+// each claim fails with its error, and a claim that failed may be made
+// again: it answers as it would have.
 func (s *Store) ClaimMany(ctx context.Context, reqs []ClaimRequest) []ClaimResult {
 	out := make([]ClaimResult, len(reqs))
-	if s.cluster {
-		// The claims and their tasks lie in many slots: one by one.
-		for i, r := range reqs {
-			out[i].Outcome, out[i].Record, out[i].Err = s.Claim(ctx, r.Key, r.Record, r.Claim)
-		}
-		return out
-	}
-	type call struct {
-		i    int
-		keys []string
-		args []any
-		cmd  *redis.Cmd
-	}
-	calls := make([]*call, 0, len(reqs))
+	calls := make([]*scriptCall, len(reqs))
 	for i, r := range reqs {
 		keys, args, err := s.claimArgs(r.Key, r.Record, r.Claim)
 		if err != nil {
 			out[i].Err = err
 			continue
 		}
-		calls = append(calls, &call{i: i, keys: keys, args: args})
+		calls[i] = &scriptCall{keys: keys, args: args}
 	}
-	for try := 0; len(calls) > 0; try++ {
-		pipe := s.rdb.Pipeline()
-		for _, c := range calls {
-			c.cmd = claimScript.EvalSha(ctx, pipe, c.keys, c.args...)
+	s.pipelineByNode(ctx, claimScript, calls)
+	for i, c := range calls {
+		if c != nil {
+			res, err := c.cmd.Slice()
+			out[i].Outcome, out[i].Record, out[i].Err = claimAnswer(reqs[i].Key, reqs[i].Record, res, err)
 		}
-		var wait *redis.Cmd // one WAIT covers the pipeline's writes: one connection
+	}
+	if !s.cluster {
+		return out // the claim script enqueued the tasks
+	}
+	tasks := make([]*scriptCall, len(reqs))
+	queues := map[string]bool{}
+	for i, r := range reqs {
+		if t := r.Claim.Enqueue; t != nil && out[i].Err == nil &&
+			(out[i].Outcome == idempotency.Claimed || out[i].Outcome == idempotency.Duplicate && !out[i].Record.State.Terminal()) {
+			tasks[i] = apartCall(t)
+			if !t.Listed {
+				queues[t.Queue] = true
+			}
+		}
+	}
+	for q := range queues {
+		if err := s.rdb.SAdd(ctx, taskwire.QueuesKey, q).Err(); err != nil {
+			for i, c := range tasks {
+				if c != nil && reqs[i].Claim.Enqueue.Queue == q {
+					out[i].Err, tasks[i] = fmt.Errorf("results: claim %s: list the queue: %w", reqs[i].Key, err), nil
+				}
+			}
+		}
+	}
+	s.pipelineByNode(ctx, enqueueScript, tasks)
+	for i, c := range tasks {
+		if c != nil {
+			if err := c.cmd.Err(); err != nil && !errors.Is(err, redis.Nil) {
+				out[i].Err = fmt.Errorf("results: claim %s: enqueue: %w", reqs[i].Key, err)
+			}
+		}
+	}
+	return out
+}
+
+// scriptCall is one run of a script among many (pipelined); cmd holds its
+// answer once they have run.
+type scriptCall struct {
+	keys []string // keys[0] names the node
+	args []any
+	cmd  *redis.Cmd
+}
+
+// pipelineByNode runs script for each call that is not nil: in one
+// pipeline on a single Redis, in one to each master on a cluster (all at
+// once, each call on its first key's master).
+func (s *Store) pipelineByNode(ctx context.Context, script *redis.Script, calls []*scriptCall) {
+	cc, ok := s.rdb.(*redis.ClusterClient)
+	if !ok {
+		s.pipelined(ctx, s.rdb, script, calls)
+		return
+	}
+	byNode := map[*redis.Client][]*scriptCall{}
+	for _, c := range calls {
+		if c == nil {
+			continue
+		}
+		node, err := cc.MasterForKey(ctx, c.keys[0])
+		if err != nil {
+			c.cmd = redis.NewCmd(ctx)
+			c.cmd.SetErr(err)
+			continue
+		}
+		byNode[node] = append(byNode[node], c)
+	}
+	var wg sync.WaitGroup
+	for node, calls := range byNode {
+		wg.Go(func() { s.pipelined(ctx, node, script, calls) })
+	}
+	wg.Wait()
+}
+
+// pipelined runs script for each call that is not nil in one pipeline on
+// rdb, in order (one round trip; two when Redis has yet to load the
+// script), and when s waits for replicas one WAIT after them on the same
+// connection, which covers them all.
+func (s *Store) pipelined(ctx context.Context, rdb redis.Cmdable, script *redis.Script, calls []*scriptCall) {
+	for try := 0; ; try++ {
+		pipe := rdb.Pipeline()
+		n := 0
+		for _, c := range calls {
+			if c != nil {
+				c.cmd = script.EvalSha(ctx, pipe, c.keys, c.args...)
+				n++
+			}
+		}
+		if n == 0 {
+			return
+		}
+		var wait *redis.Cmd
 		if s.replicas > 0 {
 			wait = pipe.Do(ctx, "WAIT", s.replicas, max(s.waitTimeout.Milliseconds(), 1))
 		}
@@ -146,34 +233,29 @@ func (s *Store) ClaimMany(ctx context.Context, reqs []ClaimRequest) []ClaimResul
 		if wait != nil {
 			if err := s.acked(wait); err != nil {
 				for _, c := range calls {
-					if c.cmd.Err() == nil {
+					if c != nil && c.cmd.Err() == nil {
 						c.cmd.SetErr(err)
 					}
 				}
 			}
 		}
-		var again []*call
+		var again []*scriptCall
 		for _, c := range calls {
-			if err := c.cmd.Err(); err != nil && try == 0 && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			if c != nil && try == 0 && redis.HasErrorPrefix(c.cmd.Err(), "NOSCRIPT") {
 				again = append(again, c)
-				continue
 			}
-			res, err := c.cmd.Slice()
-			r := reqs[c.i]
-			o, rec, err := claimAnswer(r.Key, r.Record, res, err)
-			out[c.i] = ClaimResult{Outcome: o, Record: rec, Err: err}
 		}
-		if len(again) > 0 {
-			if err := claimScript.Load(ctx, s.rdb).Err(); err != nil {
-				for _, c := range again {
-					out[c.i].Err = fmt.Errorf("results: claim %s: load the script: %w", reqs[c.i].Key, err)
-				}
-				break
+		if len(again) == 0 {
+			return
+		}
+		if err := script.Load(ctx, rdb).Err(); err != nil {
+			for _, c := range again {
+				c.cmd.SetErr(fmt.Errorf("load the script: %w", err))
 			}
+			return
 		}
 		calls = again
 	}
-	return out
 }
 
 // claimArgs checks a claim and builds the claim script's keys and

@@ -311,20 +311,25 @@ func TestClaimMany(t *testing.T) {
 // the job has not finished; a conflict never does.
 func TestClaimEnqueuesTheTask(t *testing.T) {
 	t.Parallel()
-	s, rdb, srv := newStore(t)
-	claimEnqueuesTheTask(t, s, rdb, srv.Queue)
+	for _, many := range []bool{false, true} {
+		s, rdb, srv := newStore(t)
+		claimEnqueuesTheTask(t, s, rdb, srv.Queue, many)
+	}
 }
 
 // TestClaimEnqueuesTheTaskOnACluster: on a Redis Cluster the task, whose
 // keys lie in another slot than the record's, is enqueued in a step of its
-// own, with the same outcomes.
+// own, with the same outcomes; ClaimMany's pipelines to each node too.
 func TestClaimEnqueuesTheTaskOnACluster(t *testing.T) {
-	srv := clustertest.New(t)
-	rdb := srv.Client(t)
-	claimEnqueuesTheTask(t, New(rdb, srv.Prefix, 0), rdb, srv.Queue)
+	for _, many := range []bool{false, true} {
+		srv := clustertest.New(t)
+		rdb := srv.Client(t)
+		claimEnqueuesTheTask(t, New(rdb, srv.Prefix, 0), rdb, srv.Queue, many)
+	}
 }
 
-func claimEnqueuesTheTask(t *testing.T, s *Store, rdb redis.UniversalClient, queue string) {
+// claimEnqueuesTheTask claims with Claim, or with ClaimMany when many.
+func claimEnqueuesTheTask(t *testing.T, s *Store, rdb redis.UniversalClient, queue string, many bool) {
 	ctx := context.Background()
 	k := key("T_001")
 	task := &taskwire.Task{Type: k.Method, Payload: []byte(`{}`), ID: "task1", Queue: queue, MaxRetry: 3}
@@ -335,8 +340,17 @@ func claimEnqueuesTheTask(t *testing.T, s *Store, rdb redis.UniversalClient, que
 		}
 		return n
 	}
+	claimOne := func(k idempotency.Key, c Claim) (idempotency.Outcome, *Record, error) {
+		if many { // beside a claim of another job, with no task
+			other, alone := key("T_OTHER_"+k.TransactionID), c
+			alone.Enqueue = nil
+			r := s.ClaimMany(ctx, []ClaimRequest{{Key: other, Record: queued(other), Claim: alone}, {Key: k, Record: queued(k), Claim: c}})[1]
+			return r.Outcome, r.Record, r.Err
+		}
+		return s.Claim(ctx, k, queued(k), c)
+	}
 	claim := func(fp string) idempotency.Outcome {
-		o, _, err := s.Claim(ctx, k, queued(k), Claim{Fingerprint: fp, Window: time.Hour, Now: time.Now(), Enqueue: task})
+		o, _, err := claimOne(k, Claim{Fingerprint: fp, Window: time.Hour, Now: time.Now(), Enqueue: task})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -377,7 +391,7 @@ func claimEnqueuesTheTask(t *testing.T, s *Store, rdb redis.UniversalClient, que
 	for _, st := range []string{"retrying", "failed"} {
 		rdb.Del(ctx, legacyTask.Keys()[0], legacyTask.Keys()[1])
 		rdb.Set(ctx, s.key(legacyKey), `{"method":"zhima.credit.score.brief.get","transaction_id":"T_002","state":"`+st+`","attempts":1}`, time.Hour)
-		o, _, err := s.Claim(ctx, legacyKey, queued(legacyKey), Claim{Fingerprint: fpA, Window: time.Hour, Now: time.Now(), Enqueue: &legacyTask})
+		o, _, err := claimOne(legacyKey, Claim{Fingerprint: fpA, Window: time.Hour, Now: time.Now(), Enqueue: &legacyTask})
 		n, _ := rdb.LLen(ctx, legacyTask.Keys()[1]).Result()
 		if want := map[string]int64{"retrying": 1, "failed": 0}[st]; err != nil || o != idempotency.Duplicate || n != want {
 			t.Errorf("duplicate of a %s JSON record = %v, %v with %d pending, want %d", st, o, err, n, want)
