@@ -659,26 +659,39 @@ func drillSentinelFailover(ctx context.Context, d *drill) error {
 		if err != nil {
 			return "", err
 		}
-		killed := time.Now()
-		if err := old.Kill(); err != nil {
-			return "", err
-		}
-		m, err := s.WaitFailover(ctx, old, time.Minute)
+		var m *launch.Redis
+		promoted, rejoined, err := failOver(ctx, old,
+			func(ctx context.Context) (err error) { m, err = s.WaitFailover(ctx, old, time.Minute); return err },
+			func(ctx context.Context) error { return s.WaitReplica(ctx, old, time.Minute) })
 		if err != nil {
 			return "", err
 		}
-		promoted := time.Since(killed)
-		if err := old.Restart(ctx); err != nil {
-			return "", fmt.Errorf("start the old master again: %w", err)
-		}
-		if err := s.WaitReplica(ctx, old, time.Minute); err != nil {
-			return "", err
-		}
 		d.note("failover: the sentinels promoted the replica %s after %s; the old master, started again empty, was a replica in sync %s after the kill",
-			m.Addr(), promoted.Round(100*time.Millisecond), time.Since(killed).Round(100*time.Millisecond))
-		return fmt.Sprintf("kill -9 the master %s; %s promoted after %s; the old master follows it again", old.Addr(), m.Addr(),
-			promoted.Round(100*time.Millisecond)), nil
+			m.Addr(), promoted, rejoined)
+		return fmt.Sprintf("kill -9 the master %s; %s promoted after %s; the old master follows it again", old.Addr(), m.Addr(), promoted), nil
 	})
+}
+
+// failOver kills master old, waits until promoted says a replica has
+// taken over, starts old again and waits until rejoined says it follows
+// the new master; it returns how long after the kill each came.
+func failOver(ctx context.Context, old *launch.Redis, promoted, rejoined func(context.Context) error) (promote, rejoin time.Duration, err error) {
+	killed := time.Now()
+	since := func() time.Duration { return time.Since(killed).Round(100 * time.Millisecond) }
+	if err := old.Kill(); err != nil {
+		return 0, 0, err
+	}
+	if err := promoted(ctx); err != nil {
+		return 0, 0, err
+	}
+	promote = since()
+	if err := old.Restart(ctx); err != nil {
+		return 0, 0, fmt.Errorf("start the old master again: %w", err)
+	}
+	if err := rejoined(ctx); err != nil {
+		return 0, 0, err
+	}
+	return promote, since(), nil
 }
 
 // queueMaster is the cluster master that holds the drill's queue (asynq
@@ -702,24 +715,16 @@ func drillClusterFailover(ctx context.Context, d *drill) error {
 		if heir == nil {
 			return "", fmt.Errorf("the queue's master %s has no replica", old.Addr())
 		}
-		killed := time.Now()
-		if err := old.Kill(); err != nil {
-			return "", err
-		}
-		if err := c.WaitPromoted(ctx, heir, time.Minute); err != nil {
-			return "", err
-		}
-		promoted := time.Since(killed)
-		if err := old.Restart(ctx); err != nil {
-			return "", fmt.Errorf("start the old master again: %w", err)
-		}
-		if err := c.WaitHealthy(ctx, time.Minute); err != nil {
+		promoted, rejoined, err := failOver(ctx, old,
+			func(ctx context.Context) error { return c.WaitPromoted(ctx, heir, time.Minute) },
+			func(ctx context.Context) error { return c.WaitHealthy(ctx, time.Minute) })
+		if err != nil {
 			return "", err
 		}
 		d.note("failover: the cluster promoted %s after %s (cluster-node-timeout 2s); the old master, started again empty, was a replica in sync %s after the kill",
-			heir.Addr(), promoted.Round(100*time.Millisecond), time.Since(killed).Round(100*time.Millisecond))
+			heir.Addr(), promoted, rejoined)
 		return fmt.Sprintf("kill -9 the queue's master %s; its replica %s promoted after %s; the old master follows it again",
-			old.Addr(), heir.Addr(), promoted.Round(100*time.Millisecond)), nil
+			old.Addr(), heir.Addr(), promoted), nil
 	})
 }
 

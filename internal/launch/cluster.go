@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -119,7 +120,7 @@ func (c *RedisCluster) WaitHealthy(ctx context.Context, timeout time.Duration) e
 			if err != nil || !strings.Contains(info, "cluster_state:ok") {
 				return false, err
 			}
-			if role(ctx, r) == "slave" && !inSync(ctx, r) {
+			if info := replication(ctx, r); info["role"] == "slave" && !inSync(info) {
 				return false, fmt.Errorf("replica %s not in sync yet", r.Addr())
 			}
 		}
@@ -239,10 +240,8 @@ func (c *RedisCluster) MasterOf(ctx context.Context, slot int) (master, replica 
 		if err != nil {
 			return nil, nil, err
 		}
-		for _, s := range slots {
-			if s == slot {
-				master = r
-			}
+		if slices.Contains(slots, slot) {
+			master = r
 		}
 	}
 	if master == nil {
@@ -250,7 +249,7 @@ func (c *RedisCluster) MasterOf(ctx context.Context, slot int) (master, replica 
 	}
 	_, port := splitAddr(master.Addr())
 	for _, r := range c.Nodes() {
-		if !r.child.Exited() && infoField(ctx, r, "master_port") == port {
+		if !r.child.Exited() && replication(ctx, r)["master_port"] == port {
 			replica = r
 		}
 	}

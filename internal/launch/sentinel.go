@@ -3,6 +3,7 @@ package launch
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -36,9 +37,9 @@ func (s *RedisSentinel) URL() string {
 
 // StartRedisSentinel starts a master with replicas replicas and sentinels
 // sentinels (quorum: a majority of them; a master that answers nothing for
-// 1 s is down; 0 sentinels: the master and its replicas alone), and returns once every replica is in sync and every
-// sentinel knows every replica and the other sentinels, so that a failover
-// can happen.
+// 1 s is down; 0 sentinels: the master and its replicas alone). It returns
+// once every replica is in sync and every sentinel knows every replica and
+// the other sentinels, so that a failover can happen.
 func (l *Launcher) StartRedisSentinel(ctx context.Context, program, dir string, replicas, sentinels int) (*RedisSentinel, error) {
 	s := &RedisSentinel{}
 	for i := range 1 + replicas {
@@ -141,41 +142,38 @@ func (s *RedisSentinel) WaitFailover(ctx context.Context, old *Redis, timeout ti
 // current master and is in sync with it.
 func (s *RedisSentinel) WaitReplica(ctx context.Context, r *Redis, timeout time.Duration) error {
 	return until(ctx, timeout, r.Addr()+" did not become a replica in sync", func() (bool, error) {
-		return role(ctx, r) == "slave" && inSync(ctx, r), nil
+		return inSync(replication(ctx, r)), nil
 	})
 }
 
-// role is INFO replication's role of r: master, slave, or "" when it does
-// not answer.
-func role(ctx context.Context, r *Redis) string {
-	return infoField(ctx, r, "role")
-}
-
-// inSync reports whether replica r's link to its master is up.
-func inSync(ctx context.Context, r *Redis) bool {
-	return infoField(ctx, r, "master_link_status") == "up"
-}
-
-func infoField(ctx context.Context, r *Redis, field string) string {
+// replication is r's INFO replication as fields (role, master_port,
+// master_link_status, …); empty when r does not answer.
+func replication(ctx context.Context, r *Redis) map[string]string {
 	c := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1, DialTimeout: time.Second})
 	defer c.Close()
-	info, err := c.Info(ctx, "replication").Result()
-	if err != nil {
-		return ""
-	}
+	fields := map[string]string{}
+	info, _ := c.Info(ctx, "replication").Result()
 	for _, line := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
-			return v
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
+			fields[k] = v
 		}
 	}
-	return ""
+	return fields
 }
 
-// waitReplicaInSync waits until replica r's link to its master is up:
-// WAIT before then finds no replica.
+// role is r's role: master, slave, or "" when it does not answer.
+func role(ctx context.Context, r *Redis) string { return replication(ctx, r)["role"] }
+
+// inSync reports whether info is a replica's whose link to its master is
+// up: WAIT before then finds no replica.
+func inSync(info map[string]string) bool {
+	return info["role"] == "slave" && info["master_link_status"] == "up"
+}
+
+// waitReplicaInSync waits until replica r's link to its master is up.
 func waitReplicaInSync(ctx context.Context, r *Redis) error {
 	return until(ctx, clusterTimeout, "replica "+r.Addr()+" not in sync", func() (bool, error) {
-		return inSync(ctx, r), nil
+		return inSync(replication(ctx, r)), nil
 	})
 }
 
@@ -200,9 +198,10 @@ func until(ctx context.Context, timeout time.Duration, what string, ready func()
 	}
 }
 
+// splitAddr is net.SplitHostPort of an address the run made itself.
 func splitAddr(addr string) (host, port string) {
-	i := strings.LastIndexByte(addr, ':')
-	return addr[:i], addr[i+1:]
+	host, port, _ = net.SplitHostPort(addr)
+	return host, port
 }
 
 // Stop ends the sentinels, then the nodes, for good.

@@ -153,7 +153,7 @@ func TestClusterPromotesAReplicaAndMovesSlotsUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := until(ctx, 30*time.Second, "the old master did not follow", func() (bool, error) {
-		return role(ctx, victim) == "slave" && inSync(ctx, victim), nil
+		return inSync(replication(ctx, victim)), nil
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -169,93 +168,6 @@ func (s *Store) ClaimMany(ctx context.Context, reqs []ClaimRequest) []ClaimResul
 		}
 	}
 	return out
-}
-
-// scriptCall is one run of a script among many (pipelined); cmd holds its
-// answer once they have run.
-type scriptCall struct {
-	keys []string // keys[0] names the node
-	args []any
-	cmd  *redis.Cmd
-}
-
-// pipelineByNode runs script for each call that is not nil: in one
-// pipeline on a single Redis, in one to each master on a cluster (all at
-// once, each call on its first key's master).
-func (s *Store) pipelineByNode(ctx context.Context, script *redis.Script, calls []*scriptCall) {
-	cc, ok := s.rdb.(*redis.ClusterClient)
-	if !ok {
-		s.pipelined(ctx, s.rdb, script, calls)
-		return
-	}
-	byNode := map[*redis.Client][]*scriptCall{}
-	for _, c := range calls {
-		if c == nil {
-			continue
-		}
-		node, err := cc.MasterForKey(ctx, c.keys[0])
-		if err != nil {
-			c.cmd = redis.NewCmd(ctx)
-			c.cmd.SetErr(err)
-			continue
-		}
-		byNode[node] = append(byNode[node], c)
-	}
-	var wg sync.WaitGroup
-	for node, calls := range byNode {
-		wg.Go(func() { s.pipelined(ctx, node, script, calls) })
-	}
-	wg.Wait()
-}
-
-// pipelined runs script for each call that is not nil in one pipeline on
-// rdb, in order (one round trip; two when Redis has yet to load the
-// script), and when s waits for replicas one WAIT after them on the same
-// connection, which covers them all.
-func (s *Store) pipelined(ctx context.Context, rdb redis.Cmdable, script *redis.Script, calls []*scriptCall) {
-	for try := 0; ; try++ {
-		pipe := rdb.Pipeline()
-		n := 0
-		for _, c := range calls {
-			if c != nil {
-				c.cmd = script.EvalSha(ctx, pipe, c.keys, c.args...)
-				n++
-			}
-		}
-		if n == 0 {
-			return
-		}
-		var wait *redis.Cmd
-		if s.replicas > 0 {
-			wait = pipe.Do(ctx, "WAIT", s.replicas, max(s.waitTimeout.Milliseconds(), 1))
-		}
-		_, _ = pipe.Exec(ctx) // each command holds its own error
-		if wait != nil {
-			if err := s.acked(wait); err != nil {
-				for _, c := range calls {
-					if c != nil && c.cmd.Err() == nil {
-						c.cmd.SetErr(err)
-					}
-				}
-			}
-		}
-		var again []*scriptCall
-		for _, c := range calls {
-			if c != nil && try == 0 && redis.HasErrorPrefix(c.cmd.Err(), "NOSCRIPT") {
-				again = append(again, c)
-			}
-		}
-		if len(again) == 0 {
-			return
-		}
-		if err := script.Load(ctx, rdb).Err(); err != nil {
-			for _, c := range again {
-				c.cmd.SetErr(fmt.Errorf("load the script: %w", err))
-			}
-			return
-		}
-		calls = again
-	}
 }
 
 // claimArgs checks a claim and builds the claim script's keys and
